@@ -1,0 +1,1 @@
+"""Flight offers: places, dates, the provider port and its demo and Kiwi adapters."""

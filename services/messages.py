@@ -1,0 +1,49 @@
+"""Outgoing messages as plain data: conversations and services describe, handlers render.
+
+Text is Telegram HTML. Anything a user typed must pass through ``html.escape`` before it is
+put into ``text``; ``services.messages.esc`` is the one helper for that.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def esc(value: object) -> str:
+    """Escape user-supplied text for Telegram HTML."""
+    return html.escape(str(value), quote=False)
+
+
+class Button(BaseModel):
+    """An inline button: either a callback ``action`` (with an optional short ``arg``) or a URL."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    action: str | None = None  # e.g. "pick"; stable name, resolved by the flow
+    arg: str = ""  # small payload, e.g. an index or a code; never a price
+    url: str | None = None
+
+
+class Message(BaseModel):
+    """One bot message. ``edit`` asks to edit the message the user pressed a button on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    buttons: tuple[tuple[Button, ...], ...] = ()
+    edit: bool = False
+    disable_preview: bool = True
+    kind: Literal["text", "typing"] = "text"  # "typing" sends a chat action, no text
+
+
+class Notice(BaseModel):
+    """A short toast shown when a callback query is answered."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str = Field(default="", max_length=200)
+    alert: bool = False

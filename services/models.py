@@ -1,0 +1,453 @@
+"""The travel domain: places, searches, itineraries, travellers and bookings.
+
+Plain pydantic models with no I/O, shared by every layer. Times are timezone-aware; money is
+``Money``; a booking's allowed status moves are data in ``TRANSITIONS``, the one place they live.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+    model_validator,
+)
+
+from services.money import Money
+
+MAX_SEATS = 9
+
+# "Anywhere on Earth": the last time zone to reach a date. A date is past only once it is past
+# everywhere, so a traveller in Honolulu is never told that today has gone.
+_AOE = timezone(timedelta(hours=-12))
+
+
+def today_anywhere() -> date:
+    """The earliest date that is still 'today' somewhere on Earth."""
+    return datetime.now(_AOE).date()
+
+
+def _iata(value: str) -> str:
+    code = value.strip().upper()
+    if len(code) != 3 or not code.isalpha():
+        raise ValueError(f"{value!r} is not a three-letter IATA code")
+    return code
+
+
+IataCode = Annotated[str, AfterValidator(_iata)]
+
+
+class Airport(BaseModel):
+    """A real airport with the time zone its local times are in."""
+
+    model_config = ConfigDict(frozen=True)
+
+    iata: IataCode
+    name: str
+    city: str
+    country: str  # ISO 3166-1 alpha-2
+    tz: str  # IANA zone, e.g. "Europe/Lisbon"
+    lat: float
+    lon: float
+
+
+class LocationKind(enum.StrEnum):
+    AIRPORT = "airport"
+    CITY = "city"
+
+
+class Location(BaseModel):
+    """What a traveller means by a place: one airport, or every airport of a city."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str  # airport IATA or city/metro code (e.g. "LON")
+    name: str  # display name, e.g. "London" or "Lisbon Humberto Delgado"
+    kind: LocationKind
+    country: str
+    airports: tuple[str, ...]  # IATA codes searched for this place
+
+    @property
+    def label(self) -> str:
+        if self.kind is LocationKind.AIRPORT:
+            return f"{self.name} ({self.code})"
+        return f"{self.name} (all airports)" if len(self.airports) > 1 else self.name
+
+
+class Cabin(enum.StrEnum):
+    """Cabin classes with Kiwi's one-letter codes."""
+
+    ECONOMY = "M"
+    PREMIUM_ECONOMY = "W"
+    BUSINESS = "C"
+    FIRST = "F"
+
+    @property
+    def label(self) -> str:
+        return {
+            "M": "Economy",
+            "W": "Premium economy",
+            "C": "Business",
+            "F": "First",
+        }[self.value]
+
+
+class Passengers(BaseModel):
+    """Who is travelling, under the usual airline rules."""
+
+    model_config = ConfigDict(frozen=True)
+
+    adults: int = Field(default=1, ge=1, le=MAX_SEATS)
+    children: int = Field(default=0, ge=0, le=MAX_SEATS)
+    infants: int = Field(default=0, ge=0, le=MAX_SEATS)
+
+    @model_validator(mode="after")
+    def _airline_rules(self) -> Self:
+        if self.infants > self.adults:
+            raise ValueError("each infant must travel on an adult's lap: no more infants than adults")
+        if self.total > MAX_SEATS:
+            raise ValueError(f"at most {MAX_SEATS} travellers can be booked together")
+        return self
+
+    @property
+    def total(self) -> int:
+        return self.adults + self.children + self.infants
+
+    def describe(self) -> str:
+        parts = [f"{self.adults} adult" + ("s" if self.adults != 1 else "")]
+        if self.children:
+            parts.append(f"{self.children} child" + ("ren" if self.children != 1 else ""))
+        if self.infants:
+            parts.append(f"{self.infants} infant" + ("s" if self.infants != 1 else ""))
+        return ", ".join(parts)
+
+
+class SearchQuery(BaseModel):
+    """A flight search: where, when, who, which cabin. Return is optional (one-way otherwise)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    origin: Location
+    destination: Location
+    departure: date
+    return_date: date | None = None
+    passengers: Passengers = Passengers()
+    cabin: Cabin = Cabin.ECONOMY
+    currency: str = "EUR"
+
+    @model_validator(mode="after")
+    def _dates_make_sense(self) -> Self:
+        if self.departure < today_anywhere():
+            raise ValueError("the departure date has already passed")
+        if self.return_date is not None and self.return_date < self.departure:
+            raise ValueError("the return date is before the departure date")
+        if set(self.origin.airports) & set(self.destination.airports) or (
+            self.origin.code == self.destination.code
+        ):
+            raise ValueError("origin and destination are the same place")
+        return self
+
+    @property
+    def is_return(self) -> bool:
+        return self.return_date is not None
+
+    def cache_key(self) -> str:
+        """Normalized identity of the search: equal searches share one cache entry."""
+        parts = [
+            ",".join(sorted(self.origin.airports)),
+            ",".join(sorted(self.destination.airports)),
+            self.departure.isoformat(),
+            self.return_date.isoformat() if self.return_date else "-",
+            f"{self.passengers.adults}.{self.passengers.children}.{self.passengers.infants}",
+            self.cabin.value,
+            self.currency,
+        ]
+        return "|".join(parts)
+
+
+class Segment(BaseModel):
+    """One flight: a take-off and a landing."""
+
+    model_config = ConfigDict(frozen=True)
+
+    carrier: str  # marketing airline IATA code, e.g. "TP"
+    flight_number: str  # e.g. "TP1234"
+    origin: IataCode
+    destination: IataCode
+    departure: AwareDatetime  # in the origin airport's own zone
+    arrival: AwareDatetime  # in the destination airport's own zone
+    inbound: bool = False  # True for the return direction of a round trip
+
+    @property
+    def duration(self) -> timedelta:
+        return self.arrival - self.departure
+
+
+class Baggage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    hand_kg: int | None = None
+    hold_kg: int | None = None
+    first_hold_bag: Money | None = None
+
+
+class Itinerary(BaseModel):
+    """A bookable offer: the segments of every direction and the total price for all travellers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    provider: str  # "demo" | "kiwi"
+    segments: tuple[Segment, ...] = Field(min_length=1)
+    price: Money
+    booking_token: str | None = None  # provider's handle for re-pricing and ticketing
+    seats_left: int | None = None
+    baggage: Baggage | None = None
+    deep_link: str | None = None
+
+    @property
+    def is_demo(self) -> bool:
+        return self.provider == "demo"
+
+    @property
+    def outbound(self) -> tuple[Segment, ...]:
+        return tuple(s for s in self.segments if not s.inbound)
+
+    @property
+    def inbound(self) -> tuple[Segment, ...]:
+        return tuple(s for s in self.segments if s.inbound)
+
+    @property
+    def departure(self) -> datetime:
+        return self.outbound[0].departure
+
+    @property
+    def arrival(self) -> datetime:
+        return self.outbound[-1].arrival
+
+    @property
+    def outbound_duration(self) -> timedelta:
+        return self.outbound[-1].arrival - self.outbound[0].departure
+
+    @property
+    def stops(self) -> int:
+        """Stops on the direction with the most (what 'direct' filters on)."""
+        directions = [d for d in (self.outbound, self.inbound) if d]
+        return max(len(d) - 1 for d in directions)
+
+    @property
+    def total_duration(self) -> timedelta:
+        total = self.outbound_duration
+        if self.inbound:
+            total += self.inbound[-1].arrival - self.inbound[0].departure
+        return total
+
+    @property
+    def carriers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.carrier for s in self.segments))
+
+
+class PassengerCategory(enum.StrEnum):
+    ADULT = "adult"
+    CHILD = "child"
+    INFANT = "infant"
+
+
+class Gender(enum.StrEnum):
+    FEMALE = "F"
+    MALE = "M"
+
+
+class Traveller(BaseModel):
+    """One person on the booking, as their passport says.
+
+    Passport number, email and phone stay out of ``repr`` so that no log line can carry them.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    category: PassengerCategory
+    first_name: str
+    last_name: str
+    birth_date: date
+    gender: Gender
+    nationality: str  # ISO 3166-1 alpha-2
+    passport_number: str = Field(repr=False)
+    passport_expiry: date
+    email: str | None = Field(default=None, repr=False)
+    phone: str | None = Field(default=None, repr=False)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def passport_masked(self) -> str:
+        return mask_document(self.passport_number)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}"
+
+
+def mask_document(number: str) -> str:
+    """Show only the last four characters of a document number: '•••• 4567'."""
+    if not number:
+        return ""
+    return "•••• " + number[-4:]
+
+
+class BookingStatus(enum.StrEnum):
+    DRAFT = "draft"
+    AWAITING_PAYMENT = "awaiting_payment"
+    PAID = "paid"
+    CONFIRMED = "confirmed"
+    EXPIRED = "expired"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+
+    @property
+    def label(self) -> str:
+        return {
+            "draft": "Draft",
+            "awaiting_payment": "Awaiting payment",
+            "paid": "Paid, ticketing",
+            "confirmed": "Confirmed",
+            "expired": "Payment link expired",
+            "failed": "Ticketing failed",
+            "cancelled": "Cancelled",
+            "refunded": "Refunded",
+        }[self.value]
+
+
+# The only moves a booking's status may make (ARCHITECTURE.md). A payment completed at the
+# deadline still counts: money taken wins, so expired → paid is allowed.
+TRANSITIONS: dict[BookingStatus, frozenset[BookingStatus]] = {
+    BookingStatus.DRAFT: frozenset({BookingStatus.AWAITING_PAYMENT}),
+    BookingStatus.AWAITING_PAYMENT: frozenset({BookingStatus.PAID, BookingStatus.EXPIRED}),
+    BookingStatus.EXPIRED: frozenset({BookingStatus.PAID}),
+    BookingStatus.PAID: frozenset({BookingStatus.CONFIRMED, BookingStatus.FAILED}),
+    BookingStatus.FAILED: frozenset({BookingStatus.REFUNDED}),
+    BookingStatus.CONFIRMED: frozenset({BookingStatus.CANCELLED}),
+    BookingStatus.CANCELLED: frozenset({BookingStatus.REFUNDED}),
+    BookingStatus.REFUNDED: frozenset(),
+}
+
+
+class IllegalTransitionError(ValueError):
+    """A status move that TRANSITIONS does not allow."""
+
+
+def check_transition(current: BookingStatus, new: BookingStatus) -> None:
+    if new not in TRANSITIONS[current]:
+        raise IllegalTransitionError(f"a booking cannot go from {current} to {new}")
+
+
+class NewBooking(BaseModel):
+    """What the bot knows when it creates a booking; storage adds id, reference and times."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: int
+    itinerary: Itinerary
+    travellers: tuple[Traveller, ...]
+    amount: Money
+    status: BookingStatus = BookingStatus.DRAFT
+    payment_deadline: AwareDatetime | None = None
+
+    @property
+    def origin(self) -> str:
+        return self.itinerary.outbound[0].origin
+
+    @property
+    def destination(self) -> str:
+        return self.itinerary.outbound[-1].destination
+
+    @property
+    def departure_date(self) -> date:
+        return self.itinerary.outbound[0].departure.date()
+
+    @property
+    def return_date(self) -> date | None:
+        inbound = self.itinerary.inbound
+        return inbound[0].departure.date() if inbound else None
+
+
+class Booking(NewBooking):
+    """A stored booking."""
+
+    id: str
+    reference: str
+    checkout_session_id: str | None = None
+    payment_intent_id: str | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class Profile(BaseModel):
+    """One Telegram user as the bot knows them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: int
+    username: str | None = None
+    first_name: str | None = None
+    language: str | None = None
+    blocked: bool = False
+    bot_blocked: bool = False  # the user blocked the bot (Telegram said Forbidden)
+    saved_travellers: tuple[Traveller, ...] = ()
+    created_at: AwareDatetime | None = None
+
+
+class SearchLogEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    user_id: int | None
+    origin: str
+    destination: str
+    departure: date
+    return_date: date | None = None
+    passengers: int = 1
+    results: int = 0
+    cached: bool = False
+
+
+class AuditEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    admin_id: int
+    action: str
+    target: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    created_at: AwareDatetime | None = None
+
+
+class RouteCount(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    origin: str
+    destination: str
+    count: int
+
+
+class Stats(BaseModel):
+    """What /stats shows for a period."""
+
+    model_config = ConfigDict(frozen=True)
+
+    since: AwareDatetime
+    bookings_by_status: dict[BookingStatus, int]
+    revenue: tuple[Money, ...]  # one per currency, from paid/confirmed bookings
+    searches: int
+    new_users: int
+    top_routes: tuple[RouteCount, ...]
+
+
+def utcnow() -> datetime:
+    """The current instant, timezone-aware; computed at call time."""
+    return datetime.now(UTC)

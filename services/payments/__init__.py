@@ -1,0 +1,1 @@
+"""Payments: the gateway port, the Stripe adapter and the sandbox checkout."""

@@ -1,0 +1,106 @@
+"""The payment gateway port, shaped after Stripe Checkout."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from services.models import Booking
+from services.money import Money
+
+
+class InvalidSignatureError(Exception):
+    """A webhook body whose signature does not verify: answered 400, nothing changes."""
+
+
+class MalformedEventError(Exception):
+    """A verified body that is not an event we can read: answered 400, nothing changes."""
+
+
+class PaymentError(Exception):
+    """The gateway refused or failed a call."""
+
+
+class CheckoutSession(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    url: str
+    status: str  # open | complete | expired
+    payment_status: str  # paid | unpaid | no_payment_required
+    amount_total: int
+    currency: str  # upper-case ISO code
+    client_reference_id: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    expires_at: AwareDatetime
+    payment_intent: str | None = None
+
+    @property
+    def amount(self) -> Money:
+        return Money(amount=self.amount_total, currency=self.currency)
+
+
+class PaymentEvent(BaseModel):
+    """A verified gateway event. ``session`` is set for checkout.session.* events."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    type: str
+    created: AwareDatetime
+    session: CheckoutSession | None = None
+    payment_intent: str | None = None  # for charge.* / refund.* events
+    data: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+
+class Refund(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    amount: Money
+    status: str  # pending | succeeded | failed
+
+
+class PaymentGateway(ABC):
+    """Adapters: ``StripeGateway`` (Stripe Checkout) and ``SandboxGateway`` (our test page)."""
+
+    name: str
+    is_sandbox: bool = False
+
+    @abstractmethod
+    async def create_checkout(
+        self,
+        booking: Booking,
+        *,
+        success_url: str,
+        cancel_url: str,
+        expires_at: datetime,
+        idempotency_key: str,
+    ) -> CheckoutSession: ...
+
+    @abstractmethod
+    async def retrieve_checkout(self, session_id: str) -> CheckoutSession: ...
+
+    @abstractmethod
+    async def expire_checkout(self, session_id: str) -> None: ...
+
+    @abstractmethod
+    async def refund(
+        self,
+        payment_intent_id: str,
+        *,
+        amount: Money | None,
+        reason: str | None,
+        idempotency_key: str,
+    ) -> Refund: ...
+
+    @abstractmethod
+    def parse_event(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
+        """Verify the signature first, then parse. Raises InvalidSignatureError /
+        MalformedEventError."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

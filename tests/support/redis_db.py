@@ -1,0 +1,1 @@
+"""Filled in by the state-store work: Redis fixtures."""

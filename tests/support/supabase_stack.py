@@ -1,0 +1,1 @@
+"""Filled in by the storage work: PostgreSQL + PostgREST stack fixtures."""
