@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     supabase_url: AnyHttpUrl | None = None
     supabase_service_role_key: SecretStr | None = None
     sqlite_path: Path = Path("data/travelbot.sqlite3")
+    database_url: SecretStr | None = None  # Postgres connection string, for `travelbot migrate`
 
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None

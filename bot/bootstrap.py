@@ -1,0 +1,238 @@
+"""The composition root: the one place adapters are chosen, built, wired and closed.
+
+Nothing is built at import time. ``Runtime.open`` reads the settings, picks each port's adapter
+(ARCHITECTURE.md), builds the PTB Application and the services, and closes them all on exit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from telegram import Update
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
+
+from bot.config import FlightProvider as ProviderChoice
+from bot.config import Settings
+from conversations.deps import FlowDeps
+from conversations.engine import Engine
+from conversations.router import build_router
+from conversations.state import StateStore
+from conversations.state_memory import MemoryStateStore
+from conversations.state_redis import RedisStateStore
+from handlers.telegram import (
+    DEPS_KEY,
+    BotDeps,
+    TelegramNotifier,
+    TravelContext,
+    on_error,
+    on_update,
+)
+from services.bookings import BookingService
+from services.cache import Cache, MemoryCache, RedisCache
+from services.flights.base import FlightProvider
+from services.flights.demo import DemoProvider
+from services.flights.kiwi import KiwiProvider
+from services.flights.places import PlaceIndex
+from services.flights.search import FlightSearchService
+from services.models import Booking
+from services.payments.base import PaymentGateway
+from services.payments.sandbox import SandboxGateway
+from services.payments.stripe import StripeGateway
+from services.storage import Storage
+from services.storage.sqlite import SQLiteStorage
+from services.storage.supabase import SupabaseStorage
+
+log = logging.getLogger(__name__)
+
+# The sandbox Bot API accepts this token; it is not a secret (no real bot has it).
+SANDBOX_TOKEN = "123456789:SANDBOX-local-token-not-a-secret"
+
+
+@dataclass(slots=True)
+class Adapters:
+    storage: Storage
+    state: StateStore
+    cache: Cache
+    provider: FlightProvider
+    gateway: PaymentGateway
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "storage": self.storage.name,
+            "state": self.state.name,
+            "cache": type(self.cache).__name__,
+            "flights": self.provider.name,
+            "payments": self.gateway.name,
+        }
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Everything a running bot holds, for the transports (console, polling, webhook)."""
+
+    settings: Settings
+    adapters: Adapters
+    application: Application[Any, Any, Any, Any, Any, Any]
+    bookings: BookingService
+    engine: Engine
+    places: PlaceIndex
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def open_adapters(settings: Settings, stack: AsyncExitStack) -> Adapters:
+    """Build each port's adapter from the settings; registered on ``stack`` for closing."""
+    storage: Storage
+    if settings.uses_supabase:
+        assert settings.supabase_service_role_key is not None
+        storage = await SupabaseStorage.create(
+            str(settings.supabase_url), settings.supabase_service_role_key.get_secret_value()
+        )
+    else:
+        storage = SQLiteStorage(settings.sqlite_path)
+    await storage.start()
+    stack.push_async_callback(storage.close)
+
+    state: StateStore
+    cache: Cache
+    if settings.redis_url:
+        state = RedisStateStore.from_url(settings.redis_url)
+        cache = RedisCache.from_url(settings.redis_url)
+    else:
+        state = MemoryStateStore()
+        cache = MemoryCache()
+    stack.push_async_callback(state.close)
+    stack.push_async_callback(cache.close)
+
+    provider: FlightProvider
+    if settings.flight_provider is ProviderChoice.KIWI:
+        assert settings.kiwi_api_key is not None
+        provider = KiwiProvider(
+            api_key=settings.kiwi_api_key.get_secret_value(),
+            base_url=str(settings.kiwi_base_url),
+        )
+    else:
+        provider = DemoProvider()
+    stack.push_async_callback(provider.close)
+
+    gateway: PaymentGateway
+    if settings.uses_stripe:
+        assert settings.stripe_secret_key is not None
+        assert settings.stripe_webhook_secret is not None
+        gateway = StripeGateway(
+            secret_key=settings.stripe_secret_key.get_secret_value(),
+            webhook_secret=settings.stripe_webhook_secret.get_secret_value(),
+            api_base=str(settings.stripe_api_base) if settings.stripe_api_base else None,
+        )
+    else:
+        gateway = SandboxGateway(base_url=settings.base_url)
+    stack.push_async_callback(gateway.close)
+    return Adapters(storage=storage, state=state, cache=cache, provider=provider, gateway=gateway)
+
+
+def build_application(
+    settings: Settings, *, token: str, base_url: str | None = None
+) -> Application[Any, Any, Any, Any, Any, Any]:
+    builder = (
+        ApplicationBuilder()
+        .token(token)
+        .context_types(ContextTypes(context=TravelContext, bot_data=dict))
+        .rate_limiter(AIORateLimiter(max_retries=3))
+        .concurrent_updates(64)
+    )
+    api = (base_url or str(settings.telegram_api_base_url)).rstrip("/")
+    builder = builder.base_url(f"{api}/bot").base_file_url(f"{api}/file/bot")
+    return builder.build()
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    *,
+    token: str | None = None,
+    telegram_base_url: str | None = None,
+) -> AsyncIterator[Runtime]:
+    """Open everything; the Application is initialized (getMe done) but not started."""
+    async with AsyncExitStack() as stack:
+        adapters = await open_adapters(settings, stack)
+        bot_token = token or (
+            settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
+        )
+        if bot_token is None:
+            raise RuntimeError("TELEGRAM_BOT_TOKEN: is required for this command")
+        application = build_application(settings, token=bot_token, base_url=telegram_base_url)
+        notifier = TelegramNotifier(application)
+        places = PlaceIndex.default()
+
+        def success_url(booking: Booking) -> str:
+            username = application.bot.username
+            if adapters.gateway.is_sandbox or not username:
+                return f"{settings.base_url}/checkout/done/{booking.reference}"
+            return f"https://t.me/{username}?start=paid_{booking.reference}"
+
+        def cancel_url(booking: Booking) -> str:
+            username = application.bot.username
+            if adapters.gateway.is_sandbox or not username:
+                return f"{settings.base_url}/checkout/done/{booking.reference}"
+            return f"https://t.me/{username}?start=booking_{booking.reference}"
+
+        alert: Callable[[str], Awaitable[None]] = _admin_alerter(notifier, settings.admin_user_ids)
+        bookings = BookingService(
+            adapters.storage,
+            adapters.provider,
+            adapters.gateway,
+            notifier,
+            success_url=success_url,
+            cancel_url=cancel_url,
+            payment_window=timedelta(minutes=settings.payment_window_minutes),
+            alert_admins=alert,
+        )
+        search = FlightSearchService(adapters.provider, adapters.cache, adapters.storage)
+        deps = FlowDeps(
+            storage=adapters.storage,
+            places=places,
+            search=search,
+            provider=adapters.provider,
+            bookings=bookings,
+            currency=settings.default_currency,
+            admin_ids=settings.admin_user_ids,
+            demo_fares=adapters.provider.name == "demo",
+            sandbox_payments=adapters.gateway.is_sandbox,
+        )
+        await application.initialize()
+        stack.push_async_callback(application.shutdown)
+        engine = Engine(
+            adapters.state,
+            build_router(),
+            deps,
+            bot_id=application.bot.id,
+            ttl=settings.conversation_ttl,
+        )
+        application.bot_data[DEPS_KEY] = BotDeps(engine=engine, storage=adapters.storage)
+        application.add_handler(TypeHandler(Update, on_update), group=1)
+        application.add_error_handler(on_error)  # type: ignore[arg-type]
+        yield Runtime(
+            settings=settings,
+            adapters=adapters,
+            application=application,
+            bookings=bookings,
+            engine=engine,
+            places=places,
+        )
+
+
+def _admin_alerter(notifier: TelegramNotifier, admin_ids: frozenset[int]) -> Callable[[str], Awaitable[None]]:
+    from services.messages import Message, esc
+
+    async def alert(text: str) -> None:
+        for admin_id in admin_ids:
+            try:
+                await notifier.notify(admin_id, Message(text=f"⚠️ {esc(text)}"))
+            except Exception:  # noqa: BLE001 - an alert must never break the payment path
+                log.warning("could not alert admin %s", admin_id, exc_info=True)
+
+    return alert

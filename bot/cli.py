@@ -1,0 +1,194 @@
+"""``travelbot`` (also ``python -m bot``): console, polling, webhook, migrate, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import signal
+import sys
+from contextlib import AsyncExitStack, suppress
+
+from bot.config import Settings, SettingsError, load_settings
+
+log = logging.getLogger("travelbot")
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
+
+
+class RedactingFilter(logging.Filter):
+    """Last line of defence: no email address reaches a log line, whatever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "@" in message:
+            record.msg = _EMAIL.sub("<email>", message)
+            record.args = None
+        return True
+
+
+def setup_logging(level: str, *, quiet: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else level)
+    for noisy in ("httpx", "httpcore", "aiohttp.access", "telegram.ext.Updater", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def _wait_for_stop() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def run_polling(settings: Settings) -> None:
+    from bot.bootstrap import open_runtime
+    from bot.web import init_app, start_site
+    from handlers.setup import publish_commands
+
+    async with open_runtime(settings) as runtime:
+        runner = await start_site(
+            init_app(runtime, telegram_webhook_route=False), host="0.0.0.0", port=settings.port  # noqa: S104
+        )
+        app = runtime.application
+        await publish_commands(app.bot, settings.admin_user_ids)
+        await app.start()
+        assert app.updater is not None
+        await app.updater.start_polling(allowed_updates=["message", "callback_query"])
+        log.info("polling Telegram; web server on port %s", settings.port)
+        try:
+            await _wait_for_stop()
+        finally:
+            await app.updater.stop()
+            await app.stop()
+            await runner.cleanup()
+
+
+async def run_webhook(settings: Settings) -> None:
+    from bot.bootstrap import open_runtime
+    from bot.web import init_app, start_site
+    from handlers.setup import publish_commands
+
+    if settings.telegram_webhook_url is None:
+        raise SettingsError("TELEGRAM_WEBHOOK_URL: is required for 'travelbot webhook'")
+    assert settings.telegram_webhook_secret is not None
+    async with open_runtime(settings) as runtime:
+        app = runtime.application
+        runner = await start_site(
+            init_app(runtime, telegram_webhook_route=True), host="0.0.0.0", port=settings.port  # noqa: S104
+        )
+        await app.start()
+        await publish_commands(app.bot, settings.admin_user_ids)
+        await app.bot.set_webhook(
+            url=str(settings.telegram_webhook_url),
+            secret_token=settings.telegram_webhook_secret.get_secret_value(),
+            allowed_updates=["message", "callback_query"],
+        )
+        log.info("webhook server on port %s", settings.port)
+        print(f"travelbot webhook: listening on port {settings.port}", flush=True)
+        try:
+            await _wait_for_stop()
+        finally:
+            # Finish the updates in flight before closing the services they use.
+            await runner.cleanup()
+            await app.stop()
+
+
+async def run_migrate(settings: Settings) -> None:
+    if settings.uses_supabase:
+        from services.storage.migrate import apply_migrations
+
+        if settings.database_url is None:
+            raise SettingsError(
+                "DATABASE_URL: is required to migrate Supabase (the database connection string)"
+            )
+        applied = await apply_migrations(settings.database_url.get_secret_value())
+        print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+        return
+    from services.storage.sqlite import SQLiteStorage
+
+    storage = SQLiteStorage(settings.sqlite_path)
+    await storage.start()
+    await storage.close()
+    print(f"SQLite schema is up to date at {settings.sqlite_path}")
+
+
+async def run_doctor(settings: Settings) -> int:
+    """Print each port's adapter and whether it answers; exit 1 if any does not."""
+    from bot.bootstrap import open_adapters
+
+    failures = 0
+    async with AsyncExitStack() as stack:
+        try:
+            adapters = await open_adapters(settings, stack)
+        except Exception as error:  # noqa: BLE001 - the doctor reports, it doesn't crash
+            print(f"could not open the adapters: {type(error).__name__}: {error}")
+            return 1
+        names = adapters.describe()
+        checks = {
+            "storage": adapters.storage.ping,
+            "state": adapters.state.ping,
+            "cache": getattr(adapters.cache, "ping", None),
+        }
+        for port, adapter in names.items():
+            check = checks.get(port)
+            status = "ok"
+            if check is not None:
+                try:
+                    await asyncio.wait_for(check(), timeout=5)
+                except Exception as error:  # noqa: BLE001
+                    status = f"FAILED ({type(error).__name__})"
+                    failures += 1
+            print(f"{port:<9} {adapter:<22} {status}")
+    telegram = "sandbox (console)" if settings.telegram_bot_token is None else "Bot API"
+    print(f"{'telegram':<9} {telegram:<22} {'not checked' if settings.telegram_bot_token else 'ok'}")
+    return 1 if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="travelbot", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    console = commands.add_parser("console", help="chat with the bot in this terminal (no accounts)")
+    console.add_argument("--user-id", type=int, default=1001, help="be this Telegram user id")
+    console.add_argument("--name", default="Sam", help="your first name in the chat")
+    commands.add_parser("polling", help="serve Telegram by long polling")
+    commands.add_parser("webhook", help="serve Telegram and Stripe webhooks on PORT")
+    commands.add_parser("migrate", help="apply the schema to the configured database")
+    commands.add_parser("doctor", help="show each port's adapter and check it answers")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"travelbot: setting error: {error}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, quiet=args.command == "console")
+    try:
+        if args.command == "console":
+            from bot.console import run_console
+
+            return asyncio.run(run_console(settings, user_id=args.user_id, name=args.name))
+        if args.command == "polling":
+            asyncio.run(run_polling(settings))
+        elif args.command == "webhook":
+            asyncio.run(run_webhook(settings))
+        elif args.command == "migrate":
+            asyncio.run(run_migrate(settings))
+        elif args.command == "doctor":
+            return asyncio.run(run_doctor(settings))
+    except SettingsError as error:
+        print(f"travelbot: setting error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

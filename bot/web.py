@@ -1,0 +1,126 @@
+"""The bot's aiohttp server: Telegram webhook, Stripe webhook, sandbox checkout, health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from typing import Any
+
+from aiohttp import web
+from telegram import Update
+
+from bot.bootstrap import Runtime
+from bot.web_payments import add_payment_routes
+from services.messages import esc
+
+log = logging.getLogger(__name__)
+
+RUNTIME = web.AppKey("runtime", Runtime)
+IN_FLIGHT = web.AppKey("in_flight", set)  # type: ignore[var-annotated]
+
+MAX_UPDATE_BYTES = 1 << 20
+
+
+async def telegram_webhook(request: web.Request) -> web.Response:
+    """Check the secret in constant time, then handle the update before answering.
+
+    Answering after the update is handled keeps one chat's updates in order even when Telegram
+    (or the sandbox) spreads them over several workers; the per-chat lock does the rest.
+    """
+    runtime = request.app[RUNTIME]
+    expected = runtime.settings.telegram_webhook_secret
+    given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+    if expected is None or not secrets.compare_digest(
+        given.encode(), expected.get_secret_value().encode()
+    ):
+        return web.Response(status=403, text="forbidden")
+    if request.content_length is not None and request.content_length > MAX_UPDATE_BYTES:
+        return web.Response(status=413, text="too large")
+    try:
+        payload = await request.json()
+        update = Update.de_json(payload, runtime.application.bot)
+    except (ValueError, TypeError, KeyError):
+        return web.Response(status=400, text="not an update")
+    task = asyncio.current_task()
+    in_flight: set[Any] = request.app[IN_FLIGHT]
+    in_flight.add(task)
+    try:
+        await runtime.application.process_update(update)
+    finally:
+        in_flight.discard(task)
+    return web.Response(text="ok")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness plus each port's adapter and whether it answers."""
+    runtime = request.app[RUNTIME]
+    checks = await check_ports(runtime)
+    healthy = all(item["ok"] for item in checks.values())
+    return web.json_response(
+        {"status": "ok" if healthy else "degraded", "ports": checks},
+        status=200 if healthy else 503,
+    )
+
+
+async def check_ports(runtime: Runtime) -> dict[str, dict[str, Any]]:
+    adapters = runtime.adapters
+    names = adapters.describe()
+    results: dict[str, dict[str, Any]] = {}
+
+    async def probe(port: str, check: Any) -> None:
+        try:
+            await asyncio.wait_for(check(), timeout=3)
+            results[port] = {"adapter": names[port], "ok": True}
+        except Exception as error:  # noqa: BLE001 - a health probe reports, it never raises
+            results[port] = {"adapter": names[port], "ok": False, "error": type(error).__name__}
+
+    async def no_check() -> None:
+        return None
+
+    await asyncio.gather(
+        probe("storage", adapters.storage.ping),
+        probe("state", adapters.state.ping),
+        probe("cache", getattr(adapters.cache, "ping", no_check)),
+        probe("flights", no_check),
+        probe("payments", no_check),
+    )
+    return dict(sorted(results.items()))
+
+
+async def checkout_done(request: web.Request) -> web.Response:
+    reference = request.match_info["reference"]
+    body = (
+        "<!doctype html><meta charset=utf-8><title>Back to the chat</title>"
+        "<body style='font-family:sans-serif;max-width:32em;margin:3em auto'>"
+        f"<h1>Booking {esc(reference)}</h1><p>You can close this page and return to the chat: "
+        "the bot will confirm your booking there.</p></body>"
+    )
+    return web.Response(text=body, content_type="text/html")
+
+
+def init_app(runtime: Runtime, *, telegram_webhook_route: bool) -> web.Application:
+    """The web application; tests reuse it with their own runtime."""
+    app = web.Application(client_max_size=MAX_UPDATE_BYTES)
+    app[RUNTIME] = runtime
+    app[IN_FLIGHT] = set()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/checkout/done/{reference}", checkout_done)
+    if telegram_webhook_route:
+        app.router.add_post("/telegram/webhook", telegram_webhook)
+    add_payment_routes(app, runtime.bookings, runtime.adapters.gateway)
+    return app
+
+
+async def start_site(app: web.Application, *, host: str, port: int) -> web.AppRunner:
+    # Graceful shutdown: aiohttp waits up to shutdown_timeout for handlers in flight.
+    runner = web.AppRunner(app, shutdown_timeout=20.0, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host=host, port=port)
+    await site.start()
+    return runner
+
+
+def json_dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

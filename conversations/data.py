@@ -1,0 +1,68 @@
+"""What a chat's conversation remembers between updates, validated when loaded.
+
+One model for every flow: the search draft, the results view, and the booking draft. Only small
+things live here; search results themselves stay in the search cache, keyed by the query.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.models import Cabin, Itinerary, Location, PassengerCategory, SearchQuery
+
+
+class _Data(BaseModel):
+    # Values typed by travellers (passport numbers among them) must not leak into error logs.
+    model_config = ConfigDict(hide_input_in_errors=True, extra="ignore")
+
+
+class SearchDraft(_Data):
+    origin: Location | None = None
+    destination: Location | None = None
+    choices: list[Location] = Field(default_factory=list)  # an ambiguous place being picked
+    suggestions: list[str] = Field(default_factory=list)  # "did you mean" names
+    round_trip: bool | None = None
+    departure: date | None = None
+    return_date: date | None = None
+    calendar_month: date | None = None  # first day of the month the calendar shows
+    adults: int = 1
+    children: int = 0
+    infants: int = 0
+    cabin: Cabin = Cabin.ECONOMY
+
+
+class ResultsView(_Data):
+    query: SearchQuery
+    sort: str = "price"  # price | duration | departure
+    direct_only: bool = False
+    page: int = 0
+    search_id: int | None = None
+    shown_id: str | None = None  # itinerary in the detail view
+
+
+class TravellerDraft(_Data):
+    category: PassengerCategory
+    values: dict[str, Any] = Field(default_factory=dict)  # normalized field values
+
+
+class BookingDraft(_Data):
+    itinerary: Itinerary
+    travellers: list[TravellerDraft]
+    current: int = 0  # traveller being asked
+    field: str = "first_name"
+    editing: bool = False  # came from review: return there after one field
+    reference: str | None = None  # set once Pay created the booking
+
+
+class Conversation(_Data):
+    search: SearchDraft = Field(default_factory=SearchDraft)
+    results: ResultsView | None = None
+    booking: BookingDraft | None = None
+    pending: str | None = None  # a confirmation in progress, e.g. "deletedata"
+
+
+def load_conversation(state: str | None, data: dict[str, Any]) -> Conversation:
+    return Conversation.model_validate(data)

@@ -1,0 +1,476 @@
+"""Booking flow: re-price → each traveller's details → review (edit any field) → pay.
+
+The price charged is the one on the itinerary the provider re-checked, stored on the booking by
+the booking service: nothing typed or pressed can change it.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from conversations.data import BookingDraft, Conversation, TravellerDraft
+from conversations.deps import FlowDeps
+from conversations.engine import Event, Pressed, State, Step
+from conversations.flows import search as search_flow
+from services import travellers as fields
+from services.flights import format as fmt
+from services.flights.base import ProviderError, ProviderUnavailableError
+from services.flights.dates import format_day
+from services.messages import Button, Message, Notice, esc
+from services.models import Itinerary, PassengerCategory, Traveller, mask_document
+from services.payments.base import PaymentError
+
+PRICE = "book:price"
+FIELD = "book:field"
+REVIEW = "book:review"
+EDIT = "book:edit"
+PAYMENT = "book:payment"
+
+PERSON_FIELDS = (
+    "first_name",
+    "last_name",
+    "birth_date",
+    "gender",
+    "nationality",
+    "passport_number",
+    "passport_expiry",
+)
+LEAD_FIELDS = ("email", "phone")
+
+LABELS = {
+    "first_name": "First name",
+    "last_name": "Last name",
+    "birth_date": "Date of birth",
+    "gender": "Gender",
+    "nationality": "Nationality",
+    "passport_number": "Passport number",
+    "passport_expiry": "Passport expiry",
+    "email": "Email",
+    "phone": "Phone",
+}
+
+QUESTIONS = {
+    "first_name": "First name as in the passport? Latin letters, e.g. <i>Maria</i>.",
+    "last_name": "Last name as in the passport? e.g. <i>Silva</i>.",
+    "birth_date": "Date of birth? e.g. <i>1990-05-17</i> or <i>17.05.1990</i>.",
+    "gender": "Gender as shown in the passport?",
+    "nationality": "Nationality? Country name or code, e.g. <i>Portugal</i> or <i>PT</i>.",
+    "passport_number": "Passport number? Letters and digits as printed, e.g. <i>CA1234567</i>.",
+    "passport_expiry": "Passport expiry date? e.g. <i>2031-08-20</i>.",
+    "email": "Email for the confirmation? e.g. <i>maria@example.com</i>.",
+    "phone": "Phone with country code, e.g. <i>+351 912 345 678</i>, or tap Skip.",
+}
+
+
+def _fields_for(index: int) -> tuple[str, ...]:
+    return PERSON_FIELDS + (LEAD_FIELDS if index == 0 else ())
+
+
+def _categories(adults: int, children: int, infants: int) -> list[TravellerDraft]:
+    return (
+        [TravellerDraft(category=PassengerCategory.ADULT) for _ in range(adults)]
+        + [TravellerDraft(category=PassengerCategory.CHILD) for _ in range(children)]
+        + [TravellerDraft(category=PassengerCategory.INFANT) for _ in range(infants)]
+    )
+
+
+def _step(state: str | None, conv: Conversation, *replies: Message, notice: Notice | None = None) -> Step:
+    return Step(state=state, data=conv, replies=list(replies), notice=notice)
+
+
+def _travel_dates(itinerary: Itinerary) -> tuple[date, date]:
+    first = itinerary.segments[0].departure.date()
+    last = max(segment.arrival.date() for segment in itinerary.segments)
+    return first, last
+
+
+# --- re-price -------------------------------------------------------------------------------
+
+
+async def on_book(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    try:
+        itinerary = await search_flow.find_picked(deps, conv, event, pressed.arg)
+    except ProviderError:
+        itinerary = None
+    if itinerary is None or conv.results is None:
+        return await search_flow.on_back(deps, conv, event, pressed)
+    passengers = conv.results.query.passengers
+    try:
+        check = await deps.bookings.recheck(itinerary, passengers)
+    except ProviderUnavailableError:
+        return _step(
+            search_flow.DETAIL,
+            conv,
+            notice=Notice(text="Couldn't check the price right now. Try again in a minute.", alert=True),
+        )
+    if not check.available:
+        step = await search_flow.show_results(deps, conv, event)
+        step.replies.insert(0, Message(text="Sorry, that fare has just sold out. Here are the other flights."))
+        return step
+    updated = itinerary.model_copy(
+        update={"price": check.price, "booking_token": check.booking_token or itinerary.booking_token}
+    )
+    draft = BookingDraft(
+        itinerary=updated,
+        travellers=_categories(passengers.adults, passengers.children, passengers.infants),
+    )
+    conv = conv.model_copy(update={"booking": draft})
+    if check.price != itinerary.price:
+        return _step(
+            PRICE,
+            conv,
+            Message(
+                text=(
+                    f"The price has changed: it was {itinerary.price.format()}, "
+                    f"it is now <b>{check.price.format()}</b> for {passengers.describe()}."
+                ),
+                buttons=(
+                    (Button(label=f"Continue at {check.price.format()}", action="accept"),),
+                    (Button(label="‹ Back to results", action="back"),),
+                ),
+            ),
+        )
+    return await _ask(
+        deps,
+        conv,
+        event.user.id,
+        prefix=f"Price checked: {check.price.format()} is still available.\n\n",
+    )
+
+
+async def on_accept_price(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    return await _ask(deps, conv, event.user.id)
+
+
+async def on_back_to_results(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    conv = conv.model_copy(update={"booking": None})
+    return await search_flow.on_back(deps, conv, event, pressed)
+
+
+# --- traveller fields -----------------------------------------------------------------------
+
+
+async def _ask(
+    deps: FlowDeps, conv: Conversation, user_id: int, *, prefix: str = "", edit: bool = False
+) -> Step:
+    draft = conv.booking
+    assert draft is not None
+    traveller = draft.travellers[draft.current]
+    who = f"Traveller {draft.current + 1} of {len(draft.travellers)} ({traveller.category.value})"
+    buttons: list[tuple[Button, ...]] = []
+    if draft.field == "gender":
+        buttons.append((Button(label="Female", action="gender", arg="F"), Button(label="Male", action="gender", arg="M")))
+    if draft.field == "phone":
+        buttons.append((Button(label="Skip", action="skip"),))
+    if draft.field == "first_name" and not draft.editing and not traveller.values:
+        saved = await _saved_for(deps, user_id, draft)
+        buttons.extend(
+            (Button(label=f"Use {t.full_name}", action="saved", arg=str(i)),) for i, t in saved
+        )
+    if draft.editing:
+        buttons.append((Button(label="‹ Back to review", action="review"),))
+    text = f"{prefix}{who}: {QUESTIONS[draft.field]}"
+    return _step(FIELD, conv, Message(text=text, buttons=tuple(buttons), edit=edit))
+
+
+async def _saved_for(deps: FlowDeps, user_id: int, draft: BookingDraft) -> list[tuple[int, Traveller]]:
+    """Saved travellers of the right category not already on this booking."""
+    profile = await deps.storage.get_profile(user_id)
+    if profile is None:
+        return []
+    category = draft.travellers[draft.current].category
+    used = {
+        (t.values.get("first_name"), t.values.get("last_name"), t.values.get("birth_date"))
+        for t in draft.travellers
+    }
+    _, last_day = _travel_dates(draft.itinerary)
+    out = []
+    for i, saved in enumerate(profile.saved_travellers[:5]):
+        if (saved.first_name, saved.last_name, saved.birth_date.isoformat()) in used:
+            continue
+        if fields.category_for(saved.birth_date, last_day) is category:
+            out.append((i, saved))
+    return out
+
+
+def _parse(field: str, text: str, draft: BookingDraft) -> Any:
+    """Normalize one answer or raise ``fields.FieldError`` with a message naming the field."""
+    first_day, last_day = _travel_dates(draft.itinerary)
+    category = draft.travellers[draft.current].category
+    return fields.parse_field(field, text, category=category, first_day=first_day, last_day=last_day)
+
+
+async def _store_value(deps: FlowDeps, conv: Conversation, user_id: int, value: Any) -> Step:
+    draft = conv.booking
+    assert draft is not None
+    traveller = draft.travellers[draft.current]
+    values = {**traveller.values, draft.field: value}
+    travellers = list(draft.travellers)
+    travellers[draft.current] = traveller.model_copy(update={"values": values})
+    draft = draft.model_copy(update={"travellers": travellers})
+    return await _advance(deps, conv.model_copy(update={"booking": draft}), user_id)
+
+
+async def _advance(deps: FlowDeps, conv: Conversation, user_id: int) -> Step:
+    draft = conv.booking
+    assert draft is not None
+    if draft.editing:
+        return await show_review(deps, conv.model_copy(update={"booking": draft.model_copy(update={"editing": False})}))
+    order = _fields_for(draft.current)
+    position = order.index(draft.field)
+    if position + 1 < len(order):
+        draft = draft.model_copy(update={"field": order[position + 1]})
+        return await _ask(deps, conv.model_copy(update={"booking": draft}), user_id)
+    if draft.current + 1 < len(draft.travellers):
+        draft = draft.model_copy(update={"current": draft.current + 1, "field": "first_name"})
+        return await _ask(
+            deps, conv.model_copy(update={"booking": draft}), user_id, prefix="Thanks! "
+        )
+    return await show_review(deps, conv.model_copy(update={"booking": draft}))
+
+
+async def on_field_text(deps: FlowDeps, conv: Conversation, event: Event) -> Step:
+    draft = conv.booking
+    if draft is None:
+        return search_flow.new_search(conv)
+    return await _field_answer(deps, conv, event.user.id, event.text)
+
+
+async def _field_answer(deps: FlowDeps, conv: Conversation, user_id: int, text: str) -> Step:
+    draft = conv.booking
+    assert draft is not None
+    try:
+        value = _parse(draft.field, text, draft)
+    except fields.FieldError as error:
+        return _step(FIELD, conv, Message(text=esc(str(error))))
+    return await _store_value(deps, conv, user_id, value)
+
+
+async def on_gender(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    draft = conv.booking
+    if draft is None or draft.field != "gender" or pressed.arg not in ("F", "M"):
+        return _step(FIELD, conv, notice=Notice(text="That button isn't valid here."))
+    return await _field_answer(deps, conv, event.user.id, pressed.arg)
+
+
+async def on_skip(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    draft = conv.booking
+    if draft is None or draft.field != "phone":
+        return _step(FIELD, conv, notice=Notice(text="This answer can't be skipped."))
+    return await _store_value(deps, conv, event.user.id, None)
+
+
+async def on_saved(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    draft = conv.booking
+    if draft is None:
+        return search_flow.new_search(conv)
+    saved = dict(await _saved_for(deps, event.user.id, draft))
+    if not pressed.arg.isdigit() or int(pressed.arg) not in saved:
+        return _step(FIELD, conv, notice=Notice(text="That saved traveller is not available."))
+    person = saved[int(pressed.arg)]
+    values = person.model_dump(mode="json", exclude={"category", "passport_masked"})
+    first_day, last_day = _travel_dates(draft.itinerary)
+    try:
+        fields.parse_field("passport_expiry", values["passport_expiry"], category=person.category, first_day=first_day, last_day=last_day)
+    except fields.FieldError as error:
+        values.pop("passport_expiry")
+        travellers = list(draft.travellers)
+        travellers[draft.current] = travellers[draft.current].model_copy(update={"values": values})
+        draft = draft.model_copy(update={"travellers": travellers, "field": "passport_expiry"})
+        return await _ask(
+            deps,
+            conv.model_copy(update={"booking": draft}),
+            event.user.id,
+            prefix=f"{esc(str(error))}\n\n",
+        )
+    if draft.current != 0:
+        values.pop("email", None)
+        values.pop("phone", None)
+    travellers = list(draft.travellers)
+    travellers[draft.current] = travellers[draft.current].model_copy(update={"values": values})
+    order = _fields_for(draft.current)
+    missing = [f for f in order if f not in values]
+    draft = draft.model_copy(update={"travellers": travellers, "field": missing[0] if missing else order[-1]})
+    conv = conv.model_copy(update={"booking": draft})
+    if missing:
+        return await _ask(deps, conv, event.user.id, prefix=f"Using {esc(person.full_name)}. ")
+    return await _advance(deps, conv, event.user.id)
+
+
+# --- review ---------------------------------------------------------------------------------
+
+
+def build_travellers(draft: BookingDraft) -> tuple[Traveller, ...]:
+    return tuple(
+        fields.build_traveller(t.category, t.values) for t in draft.travellers
+    )
+
+
+def _traveller_lines(draft: BookingDraft) -> list[str]:
+    lines = []
+    for i, t in enumerate(draft.travellers):
+        v = t.values
+        born = date.fromisoformat(v["birth_date"]) if isinstance(v.get("birth_date"), str) else v.get("birth_date")
+        expiry = date.fromisoformat(v["passport_expiry"]) if isinstance(v.get("passport_expiry"), str) else v.get("passport_expiry")
+        line = (
+            f"{i + 1}. <b>{esc(v.get('first_name', ''))} {esc(v.get('last_name', ''))}</b>, {t.category.value}\n"
+            f"   born {format_day(born, weekday=False) if born else '?'}, {esc(v.get('gender', ''))}, "
+            f"{esc(v.get('nationality', ''))}, passport {esc(mask_document(str(v.get('passport_number', ''))))}"
+            f" valid to {format_day(expiry, weekday=False) if expiry else '?'}"
+        )
+        if i == 0:
+            line += f"\n   ✉️ {esc(v.get('email', ''))}" + (f" · ☎️ {esc(v['phone'])}" if v.get("phone") else "")
+        lines.append(line)
+    return lines
+
+
+async def show_review(deps: FlowDeps, conv: Conversation, *, edit: bool = False, prefix: str = "") -> Step:
+    draft = conv.booking
+    assert draft is not None
+    if conv.results is not None and conv.results.search_id is not None:
+        await deps.storage.mark_search_stage(conv.results.search_id, "reviewed")
+    price = draft.itinerary.price
+    passengers = conv.results.query.passengers.describe() if conv.results else f"{len(draft.travellers)} travellers"
+    text = (
+        f"{prefix}<b>Review your booking</b>\n\n"
+        f"{fmt.itinerary_summary(draft.itinerary)}\n\n"
+        "<b>Travellers</b>\n" + "\n".join(_traveller_lines(draft)) + "\n\n"
+        f"Fare for {passengers}: {price.format()}\n<b>Total: {price.format()}</b>"
+    )
+    if draft.itinerary.is_demo:
+        text += "\n<i>Demo fare: no real ticket is issued.</i>"
+    buttons = (
+        (Button(label=f"Pay {price.format()}", action="pay"),),
+        (Button(label="✏️ Edit", action="edit"), Button(label="Cancel", action="cancel")),
+    )
+    return _step(REVIEW, conv, Message(text=text, buttons=buttons, edit=edit))
+
+
+async def on_edit(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    draft = conv.booking
+    if draft is None:
+        return search_flow.new_search(conv)
+    if len(draft.travellers) > 1 and not pressed.arg:
+        rows = tuple(
+            (Button(label=f"{i + 1}. {t.values.get('first_name', '')} {t.values.get('last_name', '')}", action="edit", arg=str(i)),)
+            for i, t in enumerate(draft.travellers)
+        ) + ((Button(label="‹ Back to review", action="review"),),)
+        return _step(EDIT, conv, Message(text="Whose details do you want to change?", buttons=rows, edit=True))
+    index = int(pressed.arg) if pressed.arg.isdigit() else 0
+    if index >= len(draft.travellers):
+        return _step(EDIT, conv, notice=Notice(text="No such traveller."))
+    names = _fields_for(index)
+    rows_list = [tuple(Button(label=LABELS[f], action="editf", arg=f"{index}.{f}") for f in names[i : i + 2]) for i in range(0, len(names), 2)]
+    rows_list.append((Button(label="‹ Back to review", action="review"),))
+    return _step(EDIT, conv, Message(text=f"Which detail of traveller {index + 1} do you want to change?", buttons=tuple(rows_list), edit=True))
+
+
+async def on_edit_field(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    draft = conv.booking
+    index_text, _, field = pressed.arg.partition(".")
+    if draft is None or not index_text.isdigit() or int(index_text) >= len(draft.travellers) or field not in _fields_for(int(index_text)):
+        return _step(EDIT, conv, notice=Notice(text="That detail can't be edited."))
+    draft = draft.model_copy(update={"current": int(index_text), "field": field, "editing": True})
+    return await _ask(deps, conv.model_copy(update={"booking": draft}), event.user.id)
+
+
+async def on_review(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    if conv.booking is None:
+        return search_flow.new_search(conv)
+    draft = conv.booking.model_copy(update={"editing": False})
+    return await show_review(deps, conv.model_copy(update={"booking": draft}), edit=True)
+
+
+async def on_cancel_review(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    return Step(state=None, data=None, replies=[Message(text="Booking cancelled; nothing was charged. /start to search again.")])
+
+
+# --- payment --------------------------------------------------------------------------------
+
+
+async def on_pay(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    draft = conv.booking
+    if draft is None:
+        return search_flow.new_search(conv)
+    try:
+        travellers = build_travellers(draft)
+    except fields.FieldError as error:
+        return await show_review(deps, conv, prefix=f"{esc(str(error))}\n\n")
+    try:
+        booking, session = await deps.bookings.start_checkout(event.user.id, draft.itinerary, travellers)
+    except PaymentError:
+        return _step(REVIEW, conv, Message(text="I couldn't create the payment link just now. Please tap Pay again in a minute."))
+    await deps.storage.save_travellers(event.user.id, _merge_saved(travellers))
+    conv = conv.model_copy(update={"booking": draft.model_copy(update={"reference": booking.reference})})
+    return _step(PAYMENT, conv, payment_message(booking.reference, session.url, session.expires_at, booking.amount.format(), sandbox=deps.sandbox_payments))
+
+
+def _merge_saved(travellers: tuple[Traveller, ...]) -> tuple[Traveller, ...]:
+    return travellers[:5]
+
+
+def payment_message(reference: str, url: str, expires_at: Any, amount: str, *, sandbox: bool) -> Message:
+    deadline = expires_at.strftime("%H:%M UTC")
+    label = f"Pay {amount} (test payment)" if sandbox else f"💳 Pay {amount} securely"
+    text = (
+        f"Booking <b>{esc(reference)}</b> is held for you. Pay by <b>{deadline}</b> to keep this fare."
+        + ("\n<i>This is a sandbox: no real money is taken.</i>" if sandbox else "")
+    )
+    return Message(
+        text=text,
+        buttons=((Button(label=label, url=url),), (Button(label="Cancel this booking", action="!abandon", arg=reference),)),
+    )
+
+
+async def on_payment_text(deps: FlowDeps, conv: Conversation, event: Event) -> Step:
+    reference = conv.booking.reference if conv.booking else None
+    booking = (
+        await deps.storage.get_booking_by_reference(reference, user_id=event.user.id) if reference else None
+    )
+    if booking is None or booking.status.value in ("confirmed", "paid", "refunded", "cancelled", "failed"):
+        status = f"Booking {esc(reference)} is {booking.status.label.lower()}. " if booking else ""
+        return Step(state=None, data=None, replies=[Message(text=f"{status}/start to search for another flight, or /mybookings.")])
+    return _step(
+        PAYMENT,
+        conv,
+        Message(
+            text=f"Waiting for your payment for booking <b>{esc(booking.reference)}</b>: use the Pay button above.",
+            buttons=((Button(label="Send the payment link again", action="!renew", arg=booking.reference),),),
+        ),
+    )
+
+
+STATES = {
+    search_flow.DETAIL: State(
+        search_flow.DETAIL,
+        hint="Tap Book to continue with this flight, or Back to see the other results.",
+        buttons={"book": on_book, "back": search_flow.on_back},
+    ),
+    PRICE: State(
+        PRICE,
+        hint="Tap Continue to book at the new price, or Back to see the other results.",
+        buttons={"accept": on_accept_price, "back": on_back_to_results},
+    ),
+    FIELD: State(
+        FIELD,
+        hint="Type the answer to the question above, or /cancel.",
+        on_text=on_field_text,
+        buttons={"gender": on_gender, "skip": on_skip, "saved": on_saved, "review": on_review},
+    ),
+    REVIEW: State(
+        REVIEW,
+        hint="Check the details above, then tap Pay, Edit or Cancel.",
+        buttons={"pay": on_pay, "edit": on_edit, "cancel": on_cancel_review},
+    ),
+    EDIT: State(
+        EDIT,
+        hint="Tap the detail you want to change, or Back to review.",
+        buttons={"edit": on_edit, "editf": on_edit_field, "review": on_review},
+    ),
+    PAYMENT: State(
+        PAYMENT,
+        hint="Use the Pay button above to pay for your booking.",
+        on_text=on_payment_text,
+    ),
+}

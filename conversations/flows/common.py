@@ -1,0 +1,261 @@
+"""Commands that work from any state, and the global buttons of bookings and notifications."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from conversations.data import Conversation
+from conversations.deps import FlowDeps
+from conversations.engine import KEEP, Event, Pressed, State, Step
+from conversations.flows import search as search_flow
+from services import texts
+from services.bookings import BookingError
+from services.messages import Button, Message, Notice, esc
+from services.models import BookingStatus
+from services.payments.base import PaymentError
+
+log = logging.getLogger(__name__)
+
+HELP = (
+    "I find and book flights.\n\n"
+    "/start — search for flights\n"
+    "/mybookings — your bookings, payments and cancellations\n"
+    "/cancel — stop what we're doing (your bookings are kept)\n"
+    "/mydata — what I store about you\n"
+    "/deletedata — erase your data\n"
+    "/help — this message"
+)
+
+USER_COMMANDS = (
+    ("start", "Search for flights"),
+    ("mybookings", "Your bookings"),
+    ("cancel", "Stop the current step"),
+    ("mydata", "What I store about you"),
+    ("deletedata", "Erase your data"),
+    ("help", "What I can do"),
+)
+
+
+def _keep(conv: Conversation | None, *replies: Message, notice: Notice | None = None) -> Step:
+    return Step(state=KEEP, data=conv, replies=list(replies), notice=notice)
+
+
+async def cmd_start(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
+    await deps.storage.upsert_profile(
+        event.user.id,
+        username=event.user.username,
+        first_name=event.user.first_name or None,
+        language=event.user.language,
+    )
+    payload = event.text.strip()
+    if payload:
+        kind, _, reference = payload.partition("_")
+        if kind in ("paid", "booking", "cancelled") and reference:
+            booking = await deps.storage.get_booking_by_reference(reference, user_id=event.user.id)
+            if booking is not None:
+                return _keep(conv, texts.booking_detail(booking, now=None))
+    name = esc(event.user.first_name) if event.user.first_name else "there"
+    greeting = f"Hi {name}! I can find and book flights."
+    if deps.demo_fares:
+        greeting += " <i>(Demo fares: for trying me out, no real tickets.)</i>"
+    step = search_flow.new_search(conv, greeting)
+    step.replies[0] = step.replies[0].model_copy(
+        update={"buttons": ((Button(label="My bookings", action="!mybookings"),),)}
+    )
+    return step
+
+
+async def cmd_help(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
+    return _keep(conv, Message(text=HELP))
+
+
+async def cmd_cancel(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
+    return Step(
+        state=None,
+        data=None,
+        replies=[
+            Message(
+                text="Cancelled. Your bookings are kept: /mybookings shows them. "
+                "/start to search again."
+            )
+        ],
+    )
+
+
+async def _bookings_list(deps: FlowDeps, user_id: int) -> Message:
+    bookings = await deps.storage.list_bookings(user_id, limit=10)
+    if not bookings:
+        return Message(text="You have no bookings yet. /start to search for flights.")
+    lines = [texts.booking_line(b) for b in bookings]
+    buttons = tuple(
+        (Button(label=f"{b.reference} · {b.origin}→{b.destination}", action="!booking", arg=b.reference),)
+        for b in bookings
+    )
+    return Message(text="<b>Your bookings</b>\n\n" + "\n".join(lines), buttons=buttons)
+
+
+async def cmd_mybookings(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
+    return _keep(conv, await _bookings_list(deps, event.user.id))
+
+
+async def cmd_mydata(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
+    profile = await deps.storage.get_profile(event.user.id)
+    bookings = await deps.storage.list_bookings(event.user.id, limit=100)
+    stored = {
+        "profile": profile.model_dump(mode="json", exclude={"saved_travellers"}) if profile else None,
+        "saved_travellers": [
+            t.model_dump(mode="json", exclude={"passport_number"}) for t in (profile.saved_travellers if profile else ())
+        ],
+        "bookings": [
+            {
+                "reference": b.reference,
+                "status": b.status.value,
+                "route": f"{b.origin}-{b.destination}",
+                "departure": b.departure_date.isoformat(),
+                "amount": b.amount.format(),
+                "travellers": [t.model_dump(mode="json", exclude={"passport_number"}) for t in b.travellers],
+            }
+            for b in bookings
+        ],
+    }
+    body = json.dumps(stored, ensure_ascii=False, indent=1)
+    if len(body) > 3500:
+        body = body[:3500] + "\n…"
+    return _keep(
+        conv,
+        Message(
+            text="<b>What I store about you</b> (passport numbers shown masked):\n"
+            f"<pre>{esc(body)}</pre>\n/deletedata erases it."
+        ),
+    )
+
+
+async def cmd_deletedata(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
+    return _keep(
+        conv,
+        Message(
+            text="This erases your profile and saved travellers, and removes names, passport "
+            "details and contacts from your past bookings. Bookings themselves stay for our "
+            "accounts. Continue?",
+            buttons=(
+                (Button(label="Yes, erase my data", action="!deleteyes"),),
+                (Button(label="No, keep it", action="!deleteno"),),
+            ),
+        ),
+    )
+
+
+# --- global buttons ---------------------------------------------------------------------------
+
+
+async def btn_delete_yes(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+    count = await deps.storage.delete_user_data(event.user.id)
+    return _keep(
+        conv,
+        Message(text=f"Done: your data is erased and {count} booking(s) anonymised.", edit=True),
+    )
+
+
+async def btn_delete_no(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+    return _keep(conv, Message(text="Nothing was erased.", edit=True))
+
+
+async def btn_mybookings(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+    return _keep(conv, await _bookings_list(deps, event.user.id))
+
+
+async def btn_booking(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+    booking = await deps.storage.get_booking_by_reference(pressed.arg, user_id=event.user.id)
+    if booking is None:
+        return _keep(conv, notice=Notice(text="Booking not found."))
+    return _keep(conv, texts.booking_detail(booking, now=None))
+
+
+async def btn_renew(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+    try:
+        booking, session = await deps.bookings.renew_checkout(event.user.id, pressed.arg)
+    except BookingError as error:
+        return _keep(conv, Message(text=esc(str(error))))
+    except PaymentError:
+        return _keep(conv, Message(text="I couldn't create a payment link just now. Try again in a minute."))
+    from conversations.flows.booking import payment_message
+
+    return _keep(
+        conv,
+        payment_message(
+            booking.reference, session.url, session.expires_at, booking.amount.format(), sandbox=deps.sandbox_payments
+        ),
+    )
+
+
+async def btn_abandon(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+    try:
+        done = await deps.bookings.abandon(event.user.id, pressed.arg)
+    except BookingError as error:
+        return _keep(conv, Message(text=esc(str(error))))
+    text = (
+        f"Booking {esc(pressed.arg)} is cancelled; nothing was charged."
+        if done
+        else f"Booking {esc(pressed.arg)} can no longer be abandoned: /mybookings shows its status."
+    )
+    return _keep(conv, Message(text=text))
+
+
+async def btn_cancel_ask(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+    booking = await deps.storage.get_booking_by_reference(pressed.arg, user_id=event.user.id)
+    if booking is None or booking.status is not BookingStatus.CONFIRMED:
+        return _keep(conv, notice=Notice(text="Only a confirmed booking can be cancelled.", alert=True))
+    return _keep(
+        conv,
+        Message(
+            text=f"Cancel booking <b>{esc(booking.reference)}</b> and refund "
+            f"{booking.amount.format()} to your card?",
+            buttons=(
+                (Button(label="Yes, cancel and refund", action="!cancelyes", arg=booking.reference),),
+                (Button(label="No, keep it", action="!booking", arg=booking.reference),),
+            ),
+            edit=True,
+        ),
+    )
+
+
+async def btn_cancel_yes(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+    try:
+        booking = await deps.bookings.cancel_by_user(event.user.id, pressed.arg)
+    except BookingError as error:
+        return _keep(conv, Message(text=esc(str(error))))
+    except PaymentError:
+        log.warning("refund failed for a user cancellation", exc_info=True)
+        return _keep(conv, Message(text="The refund could not be started just now; please try again shortly."))
+    return _keep(
+        conv,
+        Message(text=f"Booking <b>{esc(booking.reference)}</b> is cancelled. Status: {booking.status.label}."),
+    )
+
+
+async def idle_text(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
+    return _keep(conv, Message(text="Type /start to search for flights, or /help to see what I can do."))
+
+
+IDLE = State("", hint="Type /start to search for flights, or /help to see what I can do.", on_text=idle_text)
+
+COMMANDS = {
+    "start": cmd_start,
+    "help": cmd_help,
+    "cancel": cmd_cancel,
+    "mybookings": cmd_mybookings,
+    "mydata": cmd_mydata,
+    "deletedata": cmd_deletedata,
+}
+
+GLOBAL_BUTTONS = {
+    "!mybookings": btn_mybookings,
+    "!booking": btn_booking,
+    "!renew": btn_renew,
+    "!abandon": btn_abandon,
+    "!cancelask": btn_cancel_ask,
+    "!cancelyes": btn_cancel_yes,
+    "!deleteyes": btn_delete_yes,
+    "!deleteno": btn_delete_no,
+}

@@ -1,0 +1,526 @@
+"""Search flow: from → to → one-way/return → dates → travellers → results → detail.
+
+Every question says what to type; every refusal says why and keeps the traveller where they are.
+Results are not stored in the conversation: they are re-read from the search cache by the query,
+which the conversation keeps.
+"""
+
+from __future__ import annotations
+
+import zlib
+from datetime import date, timedelta
+
+from pydantic import ValidationError
+
+from conversations.calendar import calendar_keyboard
+from conversations.data import Conversation, ResultsView, SearchDraft
+from conversations.deps import FlowDeps
+from conversations.engine import Event, Pressed, State, Step
+from services.flights import format as fmt
+from services.flights.base import ProviderError, ProviderUnavailableError
+from services.flights.dates import DateInputError, format_day, parse_travel_date
+from services.flights.results import PAGE_SIZE, filter_direct, page_of, sort_itineraries
+from services.messages import Button, Message, Notice, esc
+from services.models import MAX_SEATS, Cabin, Itinerary, Location, Passengers, SearchQuery
+
+ORIGIN = "search:origin"
+DESTINATION = "search:destination"
+TRIP = "search:trip"
+DEPARTURE = "search:departure"
+RETURN = "search:return"
+TRAVELLERS = "search:travellers"
+RESULTS = "search:results"
+DETAIL = "search:detail"
+
+MAX_PLACE_TEXT = 100
+SORTS = {"price": "Cheapest", "duration": "Fastest", "departure": "Earliest"}
+
+ASK_ORIGIN = "Where are you flying from? City or airport, e.g. <i>Berlin</i> or <i>BER</i>."
+ASK_DESTINATION = "To where? City or airport, e.g. <i>Rome</i> or <i>FCO</i>."
+DATE_FORMS = "e.g. <i>14 March</i>, <i>2027-03-14</i>, <i>14/03</i>, <i>next friday</i>"
+
+
+def _step(state: str | None, conv: Conversation, *replies: Message, notice: Notice | None = None) -> Step:
+    return Step(state=state, data=conv, replies=list(replies), notice=notice)
+
+
+def new_search(conv: Conversation | None, greeting: str = "") -> Step:
+    """Start a fresh search; whatever was half-done is dropped (bookings are kept)."""
+    fresh = Conversation()
+    text = f"{greeting}\n\n{ASK_ORIGIN}" if greeting else ASK_ORIGIN
+    return _step(ORIGIN, fresh, Message(text=text))
+
+
+# --- places ---------------------------------------------------------------------------------
+
+
+def _place_buttons(conv: Conversation) -> tuple[tuple[Button, ...], ...]:
+    rows = [(Button(label=loc.label, action="place", arg=str(i)),) for i, loc in enumerate(conv.search.choices)]
+    rows += [
+        (Button(label=name, action="suggest", arg=str(i)),)
+        for i, name in enumerate(conv.search.suggestions)
+    ]
+    return tuple(rows)
+
+
+async def _resolve_place(deps: FlowDeps, conv: Conversation, text: str, state: str) -> Step:
+    if len(text) > MAX_PLACE_TEXT:
+        return _step(state, conv, Message(text="That's too long for a place name. Type a city or airport, e.g. <i>Lisbon</i>."))
+    resolution = deps.places.resolve(text)
+    search = conv.search
+    if resolution.location is not None:
+        return await _place_chosen(deps, conv, resolution.location, state)
+    if resolution.choices:
+        conv = conv.model_copy(
+            update={"search": search.model_copy(update={"choices": resolution.choices[:10], "suggestions": []})}
+        )
+        return _step(state, conv, Message(text=f"Which one do you mean by “{esc(text)}”?", buttons=_place_buttons(conv)))
+    conv = conv.model_copy(
+        update={"search": search.model_copy(update={"choices": [], "suggestions": resolution.suggestions[:5]})}
+    )
+    if resolution.suggestions:
+        return _step(
+            state,
+            conv,
+            Message(
+                text=f"I couldn't find a place called “{esc(text)}”. Did you mean one of these? "
+                "Or type another city or airport.",
+                buttons=_place_buttons(conv),
+            ),
+        )
+    return _step(
+        state,
+        conv,
+        Message(text=f"I couldn't find a place called “{esc(text)}”. Try a city or an airport code, e.g. <i>Lisbon</i> or <i>LIS</i>."),
+    )
+
+
+async def _place_chosen(deps: FlowDeps, conv: Conversation, location: Location, state: str) -> Step:
+    search = conv.search.model_copy(update={"choices": [], "suggestions": []})
+    if state == ORIGIN:
+        search = search.model_copy(update={"origin": location})
+        conv = conv.model_copy(update={"search": search})
+        return _step(DESTINATION, conv, Message(text=f"From {esc(location.label)}. {ASK_DESTINATION}"))
+    origin = search.origin
+    if origin is not None and (origin.code == location.code or set(origin.airports) & set(location.airports)):
+        conv = conv.model_copy(update={"search": search})
+        return _step(
+            DESTINATION,
+            conv,
+            Message(text=f"You're already flying from {esc(origin.label)}. Where to? Pick a different city or airport."),
+        )
+    search = search.model_copy(update={"destination": location})
+    conv = conv.model_copy(update={"search": search})
+    return _step(
+        TRIP,
+        conv,
+        Message(
+            text=f"{esc(_route(search))}. One-way or return?",
+            buttons=((Button(label="One-way", action="trip", arg="1"), Button(label="Return", action="trip", arg="2")),),
+        ),
+    )
+
+
+def _route(search: SearchDraft) -> str:
+    origin = search.origin.code if search.origin else "?"
+    destination = search.destination.code if search.destination else "?"
+    return f"{origin} → {destination}"
+
+
+async def on_place_text(deps: FlowDeps, conv: Conversation, event: Event) -> Step:
+    state = ORIGIN if conv.search.origin is None else DESTINATION
+    return await _resolve_place(deps, conv, event.text, state)
+
+
+async def on_place_button(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    state = ORIGIN if conv.search.origin is None else DESTINATION
+    index = _index(pressed.arg, len(conv.search.choices))
+    if index is None:
+        return _step(state, conv, notice=Notice(text="That choice is no longer available."))
+    return await _place_chosen(deps, conv, conv.search.choices[index], state)
+
+
+async def on_suggestion(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    state = ORIGIN if conv.search.origin is None else DESTINATION
+    index = _index(pressed.arg, len(conv.search.suggestions))
+    if index is None:
+        return _step(state, conv, notice=Notice(text="That choice is no longer available."))
+    return await _resolve_place(deps, conv, conv.search.suggestions[index], state)
+
+
+def _index(arg: str, length: int) -> int | None:
+    if not arg.isdigit():
+        return None
+    index = int(arg)
+    return index if 0 <= index < length else None
+
+
+# --- trip type and dates ------------------------------------------------------------------
+
+
+def _date_question(deps: FlowDeps, conv: Conversation, state: str, *, edit: bool = False, prefix: str = "") -> Message:
+    today = deps.today()
+    first = conv.search.departure if state == RETURN and conv.search.departure else today
+    month = conv.search.calendar_month or first.replace(day=1)
+    keyboard = calendar_keyboard(
+        month,
+        today=today,
+        min_day=first,
+        max_day=today + timedelta(days=deps.provider.horizon_days),
+    )
+    question = "When do you fly back?" if state == RETURN else "When do you fly?"
+    text = f"{prefix}{question} Pick a day or type it, {DATE_FORMS}."
+    return Message(text=text, buttons=keyboard, edit=edit)
+
+
+async def on_trip(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    if pressed.arg not in ("1", "2"):
+        return _step(TRIP, conv, notice=Notice(text="Pick One-way or Return."))
+    search = conv.search.model_copy(update={"round_trip": pressed.arg == "2", "calendar_month": None})
+    conv = conv.model_copy(update={"search": search})
+    kind = "Return trip" if search.round_trip else "One-way"
+    return _step(DEPARTURE, conv, _date_question(deps, conv, DEPARTURE, prefix=f"{kind}. "))
+
+
+async def _date_chosen(deps: FlowDeps, conv: Conversation, state: str, day: date) -> Step:
+    search = conv.search
+    if state == DEPARTURE:
+        search = search.model_copy(update={"departure": day, "calendar_month": None, "return_date": None})
+        conv = conv.model_copy(update={"search": search})
+        if search.round_trip:
+            return _step(RETURN, conv, _date_question(deps, conv, RETURN, prefix=f"Out on {format_day(day)}. "))
+    else:
+        search = search.model_copy(update={"return_date": day, "calendar_month": None})
+        conv = conv.model_copy(update={"search": search})
+    return _step(TRAVELLERS, conv, _travellers_message(conv.search))
+
+
+async def on_date_text(deps: FlowDeps, conv: Conversation, event: Event) -> Step:
+    state = RETURN if conv.search.departure is not None and conv.search.round_trip else DEPARTURE
+    today = deps.today()
+    try:
+        day = parse_travel_date(
+            event.text,
+            today=today,
+            not_before=conv.search.departure if state == RETURN else None,
+            horizon_days=deps.provider.horizon_days,
+        )
+    except DateInputError as error:
+        return _step(state, conv, Message(text=esc(str(error))))
+    return await _date_chosen(deps, conv, state, day)
+
+
+def _parse_compact_day(arg: str) -> date | None:
+    try:
+        return date(int(arg[:4]), int(arg[4:6]), int(arg[6:8])) if len(arg) == 8 else None
+    except ValueError:
+        return None
+
+
+async def on_calendar_day(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    state = RETURN if conv.search.departure is not None and conv.search.round_trip else DEPARTURE
+    day = _parse_compact_day(pressed.arg)
+    if day is None:
+        return _step(state, conv, notice=Notice(text="That day can't be picked."))
+    try:
+        day = parse_travel_date(
+            day.isoformat(),
+            today=deps.today(),
+            not_before=conv.search.departure if state == RETURN else None,
+            horizon_days=deps.provider.horizon_days,
+        )
+    except DateInputError as error:
+        return _step(state, conv, notice=Notice(text=str(error)[:200], alert=True))
+    return await _date_chosen(deps, conv, state, day)
+
+
+async def on_calendar_page(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    state = RETURN if conv.search.departure is not None and conv.search.round_trip else DEPARTURE
+    month = _parse_compact_day(pressed.arg + "01") if len(pressed.arg) == 6 else None
+    today = deps.today()
+    if month is None or month < today.replace(day=1) or month > today + timedelta(days=deps.provider.horizon_days):
+        return _step(state, conv, notice=Notice(text="No flights on sale for that month."))
+    conv = conv.model_copy(update={"search": conv.search.model_copy(update={"calendar_month": month})})
+    return _step(state, conv, _date_question(deps, conv, state, edit=True))
+
+
+async def on_noop(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> None:
+    return None
+
+
+# --- travellers stepper ---------------------------------------------------------------------
+
+_PAX_FIELDS = {"a": "adults", "c": "children", "i": "infants"}
+
+
+def _travellers_message(search: SearchDraft, *, edit: bool = False) -> Message:
+    def row(label: str, key: str, count: int) -> tuple[Button, ...]:
+        return (
+            Button(label=f"{label}: {count}", action="noop"),
+            Button(label="−", action="pax", arg=f"{key}-"),
+            Button(label="+", action="pax", arg=f"{key}+"),
+        )
+
+    buttons = (
+        row("Adults (12+)", "a", search.adults),
+        row("Children (2–11)", "c", search.children),
+        row("Infants (under 2)", "i", search.infants),
+        (Button(label=f"Cabin: {search.cabin.label} ⟳", action="cabin"),),
+        (Button(label="🔍 Search flights", action="go"),),
+    )
+    when = format_day(search.departure) if search.departure else ""
+    if search.return_date:
+        when += f" – {format_day(search.return_date)}"
+    text = f"{esc(_route(search))}, {when}.\nWho is travelling? Use − and +, then Search."
+    return Message(text=text, buttons=buttons, edit=edit)
+
+
+async def on_pax(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    key, sign = pressed.arg[:1], pressed.arg[1:]
+    field = _PAX_FIELDS.get(key)
+    if field is None or sign not in ("+", "-"):
+        return _step(TRAVELLERS, conv, notice=Notice(text="That button isn't valid here."))
+    search = conv.search
+    counts = {"adults": search.adults, "children": search.children, "infants": search.infants}
+    counts[field] += 1 if sign == "+" else -1
+    try:
+        Passengers(**counts)
+    except ValidationError as error:
+        reason = _first_error(error)
+        if counts["adults"] < 1:
+            reason = "At least one adult must travel."
+        elif any(v < 0 for v in counts.values()):
+            reason = "That's already zero."
+        elif sum(counts.values()) > MAX_SEATS:
+            reason = f"At most {MAX_SEATS} travellers can be booked together."
+        return _step(TRAVELLERS, conv, notice=Notice(text=reason, alert=True))
+    conv = conv.model_copy(update={"search": search.model_copy(update=counts)})
+    return _step(TRAVELLERS, conv, _travellers_message(conv.search, edit=True))
+
+
+def _first_error(error: ValidationError) -> str:
+    message = str(error.errors()[0]["msg"]).removeprefix("Value error, ")
+    return message[:1].upper() + message[1:] + "."
+
+
+async def on_cabin(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    cabins = list(Cabin)
+    following = cabins[(cabins.index(conv.search.cabin) + 1) % len(cabins)]
+    conv = conv.model_copy(update={"search": conv.search.model_copy(update={"cabin": following})})
+    return _step(TRAVELLERS, conv, _travellers_message(conv.search, edit=True))
+
+
+async def on_travellers_text(deps: FlowDeps, conv: Conversation, event: Event) -> Step:
+    return _step(TRAVELLERS, conv, Message(text="Use the − and + buttons above to set who is travelling, then tap Search."))
+
+
+async def on_go(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    search = conv.search
+    if search.origin is None or search.destination is None or search.departure is None:
+        return new_search(conv)
+    try:
+        query = SearchQuery(
+            origin=search.origin,
+            destination=search.destination,
+            departure=search.departure,
+            return_date=search.return_date,
+            passengers=Passengers(adults=search.adults, children=search.children, infants=search.infants),
+            cabin=search.cabin,
+            currency=deps.currency,
+        )
+    except ValidationError as error:
+        return _step(DEPARTURE, conv, _date_question(deps, conv, DEPARTURE, prefix=f"{esc(_first_error(error))} "))
+    view = ResultsView(query=query)
+    return await show_results(deps, conv.model_copy(update={"results": view}), event, fresh=True)
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+async def _load_results(deps: FlowDeps, view: ResultsView, user_id: int) -> tuple[list[Itinerary], int]:
+    outcome = await deps.search.search(view.query, user_id=user_id)
+    items = sort_itineraries(outcome.itineraries, view.sort)
+    if view.direct_only:
+        items = filter_direct(items)
+    return items, outcome.search_id
+
+
+def _fingerprint(itinerary: Itinerary) -> str:
+    return format(zlib.crc32(itinerary.id.encode()) & 0xFFFFFF, "x")
+
+
+async def show_results(deps: FlowDeps, conv: Conversation, event: Event, *, fresh: bool = False, edit: bool = False) -> Step:
+    view = conv.results
+    assert view is not None
+    try:
+        items, search_id = await _load_results(deps, view, event.user.id)
+    except ProviderUnavailableError:
+        return _step(
+            TRAVELLERS,
+            conv,
+            Message(text="Flight search is unavailable right now. Please try again in a minute: tap Search again."),
+        )
+    except ProviderError as error:
+        return _step(TRAVELLERS, conv, Message(text=f"The flight search refused this request: {esc(error)}"))
+    if fresh:
+        view = view.model_copy(update={"search_id": search_id})
+    pages = max(1, -(-len(items) // PAGE_SIZE))
+    view = view.model_copy(update={"page": min(view.page, pages - 1), "shown_id": None})
+    conv = conv.model_copy(update={"results": view})
+    replies = [Message(text="", kind="typing")] if fresh else []
+    header = fmt.results_header(view.query, demo=deps.demo_fares)
+    if not items:
+        text = header + "\n\n" + (
+            "No direct flights on this day. Turn off “Direct only”, or try another date."
+            if view.direct_only
+            else "No flights found for this day. Try another date or a nearby airport."
+        )
+        buttons: list[tuple[Button, ...]] = []
+        if view.direct_only:
+            buttons.append((Button(label="Direct only ✓", action="direct"),))
+        buttons.append((Button(label="Change date", action="redate"), Button(label="New search", action="new")))
+        replies.append(Message(text=text, buttons=tuple(buttons), edit=edit))
+        return _step(RESULTS, conv, *replies)
+    shown = page_of(items, view.page, PAGE_SIZE)
+    start = view.page * PAGE_SIZE
+    lines = [f"{start + i + 1}. {fmt.itinerary_line(it)}" for i, it in enumerate(shown)]
+    text = f"{header}\n\n" + "\n\n".join(lines) + f"\n\nPage {view.page + 1} of {pages} · {len(items)} flights. Tap a number for details."
+    pick_row = tuple(
+        Button(label=str(start + i + 1), action="pick", arg=f"{start + i}.{_fingerprint(it)}") for i, it in enumerate(shown)
+    )
+    nav: list[Button] = []
+    if view.page > 0:
+        nav.append(Button(label="‹ Prev", action="page", arg=str(view.page - 1)))
+    if view.page < pages - 1:
+        nav.append(Button(label="Next ›", action="page", arg=str(view.page + 1)))
+    sort_row = tuple(
+        Button(label=("✓ " if view.sort == key else "") + label, action="sort", arg=key) for key, label in SORTS.items()
+    )
+    filters = (
+        Button(label="Direct only" + (" ✓" if view.direct_only else ""), action="direct"),
+        Button(label="New search", action="new"),
+    )
+    buttons_all = tuple(row for row in (pick_row, tuple(nav), sort_row, filters) if row)
+    replies.append(Message(text=text, buttons=buttons_all, edit=edit))
+    return _step(RESULTS, conv, *replies)
+
+
+async def on_page(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    if conv.results is None or not pressed.arg.isdigit():
+        return _step(RESULTS, conv, notice=Notice(text="That page is not available."))
+    conv = conv.model_copy(update={"results": conv.results.model_copy(update={"page": int(pressed.arg)})})
+    return await show_results(deps, conv, event, edit=True)
+
+
+async def on_sort(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    if conv.results is None or pressed.arg not in SORTS:
+        return _step(RESULTS, conv, notice=Notice(text="That sort is not available."))
+    conv = conv.model_copy(update={"results": conv.results.model_copy(update={"sort": pressed.arg, "page": 0})})
+    return await show_results(deps, conv, event, edit=True)
+
+
+async def on_direct(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    if conv.results is None:
+        return new_search(conv)
+    view = conv.results
+    conv = conv.model_copy(update={"results": view.model_copy(update={"direct_only": not view.direct_only, "page": 0})})
+    return await show_results(deps, conv, event, edit=True)
+
+
+async def on_new(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    return new_search(conv)
+
+
+async def on_redate(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    search = conv.search.model_copy(update={"departure": None, "return_date": None, "calendar_month": None})
+    conv = conv.model_copy(update={"search": search, "results": None})
+    return _step(DEPARTURE, conv, _date_question(deps, conv, DEPARTURE))
+
+
+async def find_picked(deps: FlowDeps, conv: Conversation, event: Event, arg: str) -> Itinerary | None:
+    """The itinerary a result button points at, if the list is still the one the user saw."""
+    if conv.results is None:
+        return None
+    index_text, _, fingerprint = arg.partition(".")
+    if not index_text.isdigit():
+        return None
+    items, _ = await _load_results(deps, conv.results, event.user.id)
+    index = int(index_text)
+    if index >= len(items) or _fingerprint(items[index]) != fingerprint:
+        return None
+    return items[index]
+
+
+async def on_pick(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    try:
+        itinerary = await find_picked(deps, conv, event, pressed.arg)
+    except ProviderError:
+        itinerary = None
+    if itinerary is None or conv.results is None:
+        if conv.results is None:
+            return new_search(conv)
+        step = await show_results(deps, conv, event)
+        step.notice = Notice(text="The results were refreshed: pick again from the new list.")
+        return step
+    conv = conv.model_copy(update={"results": conv.results.model_copy(update={"shown_id": itinerary.id})})
+    if conv.results.search_id is not None:
+        await deps.storage.mark_search_stage(conv.results.search_id, "chosen")
+    text = fmt.itinerary_detail(itinerary, conv.results.query, demo=deps.demo_fares)
+    buttons = (
+        (Button(label=f"Book for {itinerary.price.format()}", action="book", arg=pressed.arg),),
+        (Button(label="‹ Back to results", action="back"),),
+    )
+    return _step(DETAIL, conv, Message(text=text, buttons=buttons, edit=True))
+
+
+async def on_back(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    if conv.results is None:
+        return new_search(conv)
+    return await show_results(deps, conv, event, edit=True)
+
+
+STATES = {
+    ORIGIN: State(
+        ORIGIN,
+        hint="Type the city or airport you're flying from, e.g. Berlin or BER.",
+        on_text=on_place_text,
+        buttons={"place": on_place_button, "suggest": on_suggestion},
+    ),
+    DESTINATION: State(
+        DESTINATION,
+        hint="Type the city or airport you're flying to, e.g. Rome or FCO.",
+        on_text=on_place_text,
+        buttons={"place": on_place_button, "suggest": on_suggestion},
+    ),
+    TRIP: State(TRIP, hint="Tap One-way or Return above.", buttons={"trip": on_trip}),
+    DEPARTURE: State(
+        DEPARTURE,
+        hint="Pick a day on the calendar or type a date.",
+        on_text=on_date_text,
+        buttons={"day": on_calendar_day, "cal": on_calendar_page, "noop": on_noop},
+    ),
+    RETURN: State(
+        RETURN,
+        hint="Pick a return day on the calendar or type a date.",
+        on_text=on_date_text,
+        buttons={"day": on_calendar_day, "cal": on_calendar_page, "noop": on_noop},
+    ),
+    TRAVELLERS: State(
+        TRAVELLERS,
+        hint="Use the − and + buttons to set who is travelling, then tap Search.",
+        on_text=on_travellers_text,
+        buttons={"pax": on_pax, "cabin": on_cabin, "go": on_go, "noop": on_noop},
+    ),
+    RESULTS: State(
+        RESULTS,
+        hint="Tap a flight's number to see it, use the buttons to sort or page, or /cancel.",
+        buttons={
+            "pick": on_pick,
+            "page": on_page,
+            "sort": on_sort,
+            "direct": on_direct,
+            "new": on_new,
+            "redate": on_redate,
+        },
+    ),
+}

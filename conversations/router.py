@@ -1,0 +1,18 @@
+"""All flows put together: the states, commands and global buttons the engine routes to."""
+
+from __future__ import annotations
+
+from conversations.data import load_conversation
+from conversations.engine import Router
+from conversations.flows import booking, common, search
+
+
+def build_router() -> Router:
+    states = {**search.STATES, **booking.STATES}
+    return Router(
+        states=states,
+        commands=common.COMMANDS,
+        global_buttons=common.GLOBAL_BUTTONS,
+        load_data=load_conversation,
+        idle=common.IDLE,
+    )

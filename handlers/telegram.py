@@ -1,0 +1,209 @@
+"""The thin Telegram edge: a PTB ``Update`` becomes an ``Event``; the engine's replies become
+Bot API calls. Nothing here decides anything about travel."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from telegram import (
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    Update,
+)
+from telegram import (
+    Message as TgMessage,
+)
+from telegram.constants import ChatAction, ParseMode
+from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.ext import Application, CallbackContext, ExtBot
+
+from conversations.engine import UNAVAILABLE, Engine, Event, Outgoing, TurnResult, User, render
+from conversations.state import StateUnavailableError
+from services.messages import Message
+from services.storage import Storage, StorageUnavailableError
+
+log = logging.getLogger(__name__)
+
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+TELEGRAM_TEXT_LIMIT = 4096
+
+
+@dataclass(slots=True)
+class BotDeps:
+    """What the Telegram edge needs from the composition root."""
+
+    engine: Engine
+    storage: Storage
+
+
+DEPS_KEY = "travelbot"
+
+
+class TravelContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict[str, Any]]):
+    """Typed context: handlers reach the engine as ``context.deps.engine``."""
+
+    @property
+    def deps(self) -> BotDeps:
+        deps: BotDeps = self.bot_data[DEPS_KEY]
+        return deps
+
+
+def event_from_update(update: Update, bot_username: str | None) -> Event | None:
+    """The traveller's action, or None for updates the bot ignores (channels, edits, joins)."""
+    user = update.effective_user
+    chat = update.effective_chat
+    if user is None or chat is None or user.is_bot:
+        return None
+    who = User(
+        id=user.id,
+        first_name=user.first_name or "",
+        username=user.username,
+        language=user.language_code,
+    )
+    if update.callback_query is not None:
+        return Event(
+            kind="button",
+            user=who,
+            chat_id=chat.id,
+            callback_data=update.callback_query.data or "",
+        )
+    message = update.message
+    if message is None or message.text is None or chat.type != "private":
+        return None
+    text = message.text.strip()
+    if text.startswith("/"):
+        head, _, rest = text.partition(" ")
+        name, _, target = head[1:].partition("@")
+        if target and bot_username and target.lower() != bot_username.lower():
+            return None  # a command meant for another bot
+        return Event(
+            kind="command", user=who, chat_id=chat.id, command=name.lower(), text=rest.strip()
+        )
+    return Event(kind="text", user=who, chat_id=chat.id, text=text)
+
+
+def keyboard_markup(reply: Outgoing) -> InlineKeyboardMarkup | None:
+    if not reply.keyboard:
+        return None
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(b.label, url=b.url)
+                if b.url
+                else InlineKeyboardButton(b.label, callback_data=b.callback_data)
+                for b in row
+            ]
+            for row in reply.keyboard
+        ]
+    )
+
+
+async def send_replies(
+    bot: ExtBot[None],
+    chat_id: int,
+    replies: list[Outgoing],
+    *,
+    query: CallbackQuery | None = None,
+) -> None:
+    """Send or edit, in order. An edit that Telegram refuses falls back to a new message."""
+    for reply in replies:
+        if reply.kind == "typing":
+            await bot.send_chat_action(chat_id, ChatAction.TYPING)
+            continue
+        markup = keyboard_markup(reply)
+        target = query.message if query is not None else None
+        if reply.edit and isinstance(target, TgMessage):
+            try:
+                await bot.edit_message_text(
+                    reply.text,
+                    chat_id=chat_id,
+                    message_id=target.message_id,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
+                    link_preview_options=NO_PREVIEW,
+                )
+                continue
+            except BadRequest as error:
+                if "not modified" in str(error).lower():
+                    continue
+                log.info("edit refused (%s); sending a new message instead", error)
+        await bot.send_message(
+            chat_id,
+            reply.text,
+            parse_mode=ParseMode.HTML,
+            reply_markup=markup,
+            link_preview_options=NO_PREVIEW if reply.disable_preview else None,
+        )
+
+
+async def on_update(update: Update, context: TravelContext) -> None:
+    """Every update goes through here: one engine turn, then the replies."""
+    deps = context.deps
+    event = event_from_update(update, context.bot.username if context.bot else None)
+    query = update.callback_query
+    if event is None:
+        if query is not None:
+            await query.answer()
+        return
+    result = TurnResult(replies=[])
+    try:
+        result = await deps.engine.handle(event)
+    except (StateUnavailableError, StorageUnavailableError):
+        log.warning("a backend is unavailable; told the user to retry", exc_info=True)
+        result = TurnResult(replies=render([UNAVAILABLE], 0))
+    finally:
+        if query is not None:
+            # Every callback query is answered, whatever happened, so no spinner is left.
+            notice = result.notice
+            try:
+                await query.answer(
+                    text=notice.text or None if notice else None,
+                    show_alert=bool(notice and notice.alert),
+                )
+            except BadRequest as error:
+                log.info("callback answer refused: %s", error)
+    try:
+        await send_replies(context.bot, event.chat_id, result.replies, query=query)
+    except Forbidden:
+        await deps.storage.set_bot_blocked(event.user.id, True)
+
+
+class TelegramNotifier:
+    """``services.notify.Notifier`` over the bot: messages outside a conversation turn.
+
+    Global buttons (actions starting with "!") carry no conversation version, so the engine's
+    renderer is reused with version 0.
+    """
+
+    def __init__(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        self._application = application
+
+    async def notify(self, user_id: int, message: Message) -> bool:
+        try:
+            await send_replies(self._application.bot, user_id, render([message], 0))
+        except Forbidden:
+            return False
+        except RetryAfter:
+            raise
+        except TelegramError:
+            log.warning("could not notify a user", exc_info=True)
+            raise
+        return True
+
+
+async def on_error(update: object, context: TravelContext) -> None:
+    """The one place unexpected errors land: logged with the traceback, the user reassured."""
+    log.error("unhandled error while handling an update", exc_info=context.error)
+    if isinstance(update, Update) and update.effective_chat is not None:
+        try:
+            await context.bot.send_message(
+                update.effective_chat.id,
+                "Sorry, something went wrong on my side. Your data is safe: "
+                "please try again, or /cancel to start over.",
+            )
+        except TelegramError:
+            log.warning("could not tell the user about the error", exc_info=True)
