@@ -57,11 +57,31 @@ class BookingDraft(_Data):
     reference: str | None = None  # set once Pay created the booking
 
 
+class PendingRefund(_Data):
+    """A refund the admin asked for and has not confirmed yet (amount None: in full)."""
+
+    reference: str
+    amount: int | None = None  # minor units of ``currency``
+    currency: str
+    reason: str = ""
+
+
+class AdminDraft(_Data):
+    """An admin step in progress: what is awaiting confirmation, and where to go back after."""
+
+    return_to: str | None = None  # the state the admin left for this step
+    asking: str | None = None  # menu command waiting for its argument, e.g. "booking"
+    refund: PendingRefund | None = None
+    broadcast_text: str | None = None  # Telegram HTML, already escaped
+    recipients: int | None = None  # count shown in the preview
+
+
 class Conversation(_Data):
     search: SearchDraft = Field(default_factory=SearchDraft)
     results: ResultsView | None = None
     booking: BookingDraft | None = None
     pending: str | None = None  # a confirmation in progress, e.g. "deletedata"
+    admin: AdminDraft | None = None
 
 
 def load_conversation(state: str | None, data: dict[str, Any]) -> Conversation:

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
+from services.flights.search import FlightSearchService
+
 from services.bookings import BookingService
 from services.flights.base import FlightProvider
 from services.flights.places import PlaceIndex
-from services.flights.search import FlightSearchService
 from services.models import today_anywhere
 from services.storage import Storage
 

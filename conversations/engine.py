@@ -100,6 +100,9 @@ class TurnResult:
 
 TextHandler = Callable[[Any, Any, Event], Awaitable[Step]]
 ButtonHandler = Callable[[Any, Any, Event, Pressed], Awaitable[Step | None]]
+# Runs first in every turn, with the chat's record as read under the lock: a Step answers the
+# update instead of the flows (a blocked user), None lets the turn go on as usual.
+Gate = Callable[[Any, Turn, Event], Awaitable[Step | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,12 +210,14 @@ class Router:
         global_buttons: Mapping[str, ButtonHandler],
         load_data: Callable[[str | None, dict[str, Any]], BaseModel | None],
         idle: State,
+        gate: Gate | None = None,
     ) -> None:
         self.states = states
         self.commands = commands
         self.global_buttons = global_buttons
         self.load_data = load_data
         self.idle = idle
+        self.gate = gate
 
 
 class Engine:
@@ -247,14 +252,25 @@ class Engine:
         except LockTimeoutError:
             return TurnResult(replies=render([BUSY], 0), notice=Notice(text="One moment…"))
 
-        if not turn.rate.allowed:
+        gated: Step | None = None
+        if self.router.gate is not None:
+            try:
+                gated = await self.router.gate(self.deps, turn, event)
+            except BaseException:
+                await self._release(turn)
+                raise
+
+        if gated is None and not turn.rate.allowed:
             await self._release(turn)
             if turn.rate.first_refusal:
                 return TurnResult(replies=render([SLOW_DOWN], 0), notice=Notice(text="Slow down"))
             return TurnResult(replies=[], notice=Notice())
 
         try:
-            step, changed = await self._transition(turn, event)
+            if gated is not None:
+                step, changed = gated, _changes_record(turn.record, gated)
+            else:
+                step, changed = await self._transition(turn, event)
         except BaseException:
             await self._release(turn)
             raise
@@ -357,6 +373,11 @@ def _keep(state: State, data: Any, text: str) -> Step:
 
 def _notice_only(state: State, data: Any, notice: Notice) -> Step:
     return Step(state=state.name or None, data=data, notice=notice)
+
+
+def _changes_record(record: StateRecord, step: Step) -> bool:
+    data = step.data.model_dump(mode="json") if step.data is not None else {}
+    return step.state != record.state or data != record.data
 
 
 def _same(a: BaseModel | None, b: BaseModel | None) -> bool:

@@ -6,6 +6,7 @@ the booking service: nothing typed or pressed can change it.
 
 from __future__ import annotations
 
+import enum
 from datetime import date
 from typing import Any
 
@@ -16,9 +17,8 @@ from conversations.flows import search as search_flow
 from services import travellers as fields
 from services.flights import format as fmt
 from services.flights.base import ProviderError, ProviderUnavailableError
-from services.flights.dates import format_day
 from services.messages import Button, Message, Notice, esc
-from services.models import Itinerary, PassengerCategory, Traveller, mask_document
+from services.models import PassengerCategory, Traveller, mask_document
 from services.payments.base import PaymentError
 
 PRICE = "book:price"
@@ -75,14 +75,14 @@ def _categories(adults: int, children: int, infants: int) -> list[TravellerDraft
     )
 
 
-def _step(state: str | None, conv: Conversation, *replies: Message, notice: Notice | None = None) -> Step:
+def _step(
+    state: str | None, conv: Conversation, *replies: Message, notice: Notice | None = None
+) -> Step:
     return Step(state=state, data=conv, replies=list(replies), notice=notice)
 
 
-def _travel_dates(itinerary: Itinerary) -> tuple[date, date]:
-    first = itinerary.segments[0].departure.date()
-    last = max(segment.arrival.date() for segment in itinerary.segments)
-    return first, last
+def _dmy(day: date | None) -> str:
+    return f"{day.day} {day:%b %Y}" if day else "?"
 
 
 # --- re-price -------------------------------------------------------------------------------
@@ -102,14 +102,21 @@ async def on_book(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
         return _step(
             search_flow.DETAIL,
             conv,
-            notice=Notice(text="Couldn't check the price right now. Try again in a minute.", alert=True),
+            notice=Notice(
+                text="Couldn't check the price right now. Try again in a minute.", alert=True
+            ),
         )
     if not check.available:
         step = await search_flow.show_results(deps, conv, event)
-        step.replies.insert(0, Message(text="Sorry, that fare has just sold out. Here are the other flights."))
+        step.replies.insert(
+            0, Message(text="Sorry, that fare has just sold out. Here are the other flights.")
+        )
         return step
     updated = itinerary.model_copy(
-        update={"price": check.price, "booking_token": check.booking_token or itinerary.booking_token}
+        update={
+            "price": check.price,
+            "booking_token": check.booking_token or itinerary.booking_token,
+        }
     )
     draft = BookingDraft(
         itinerary=updated,
@@ -139,11 +146,15 @@ async def on_book(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
     )
 
 
-async def on_accept_price(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+async def on_accept_price(
+    deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed
+) -> Step:
     return await _ask(deps, conv, event.user.id)
 
 
-async def on_back_to_results(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+async def on_back_to_results(
+    deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed
+) -> Step:
     conv = conv.model_copy(update={"booking": None})
     return await search_flow.on_back(deps, conv, event, pressed)
 
@@ -160,7 +171,12 @@ async def _ask(
     who = f"Traveller {draft.current + 1} of {len(draft.travellers)} ({traveller.category.value})"
     buttons: list[tuple[Button, ...]] = []
     if draft.field == "gender":
-        buttons.append((Button(label="Female", action="gender", arg="F"), Button(label="Male", action="gender", arg="M")))
+        buttons.append(
+            (
+                Button(label="Female", action="gender", arg="F"),
+                Button(label="Male", action="gender", arg="M"),
+            )
+        )
     if draft.field == "phone":
         buttons.append((Button(label="Skip", action="skip"),))
     if draft.field == "first_name" and not draft.editing and not traveller.values:
@@ -174,7 +190,9 @@ async def _ask(
     return _step(FIELD, conv, Message(text=text, buttons=tuple(buttons), edit=edit))
 
 
-async def _saved_for(deps: FlowDeps, user_id: int, draft: BookingDraft) -> list[tuple[int, Traveller]]:
+async def _saved_for(
+    deps: FlowDeps, user_id: int, draft: BookingDraft
+) -> list[tuple[int, Traveller]]:
     """Saved travellers of the right category not already on this booking."""
     profile = await deps.storage.get_profile(user_id)
     if profile is None:
@@ -184,21 +202,25 @@ async def _saved_for(deps: FlowDeps, user_id: int, draft: BookingDraft) -> list[
         (t.values.get("first_name"), t.values.get("last_name"), t.values.get("birth_date"))
         for t in draft.travellers
     }
-    _, last_day = _travel_dates(draft.itinerary)
+    trip = fields.TripDates.of(draft.itinerary)
     out = []
     for i, saved in enumerate(profile.saved_travellers[:5]):
         if (saved.first_name, saved.last_name, saved.birth_date.isoformat()) in used:
             continue
-        if fields.category_for(saved.birth_date, last_day) is category:
+        if fields.category_for(saved.birth_date, trip.last_flight) is category:
             out.append((i, saved))
     return out
 
 
 def _parse(field: str, text: str, draft: BookingDraft) -> Any:
     """Normalize one answer or raise ``fields.FieldError`` with a message naming the field."""
-    first_day, last_day = _travel_dates(draft.itinerary)
     category = draft.travellers[draft.current].category
-    return fields.parse_field(field, text, category=category, first_day=first_day, last_day=last_day)
+    return fields.parse_field(
+        fields.TravellerField(field),
+        text,
+        category=category,
+        trip=fields.TripDates.of(draft.itinerary),
+    )
 
 
 async def _store_value(deps: FlowDeps, conv: Conversation, user_id: int, value: Any) -> Step:
@@ -216,7 +238,9 @@ async def _advance(deps: FlowDeps, conv: Conversation, user_id: int) -> Step:
     draft = conv.booking
     assert draft is not None
     if draft.editing:
-        return await show_review(deps, conv.model_copy(update={"booking": draft.model_copy(update={"editing": False})}))
+        return await show_review(
+            deps, conv.model_copy(update={"booking": draft.model_copy(update={"editing": False})})
+        )
     order = _fields_for(draft.current)
     position = order.index(draft.field)
     if position + 1 < len(order):
@@ -243,13 +267,31 @@ async def _field_answer(deps: FlowDeps, conv: Conversation, user_id: int, text: 
     try:
         value = _parse(draft.field, text, draft)
     except fields.FieldError as error:
-        return _step(FIELD, conv, Message(text=esc(str(error))))
+        buttons = tuple(
+            (Button(label=fields.country_label(code), action="nat", arg=code),)
+            for code in error.suggestions[:5]
+            if draft.field == "nationality"
+        )
+        return _step(FIELD, conv, Message(text=esc(str(error)), buttons=buttons))
+    if isinstance(value, date):
+        value = value.isoformat()
+    elif isinstance(value, enum.Enum):
+        value = value.value
     return await _store_value(deps, conv, user_id, value)
 
 
 async def on_gender(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
     draft = conv.booking
     if draft is None or draft.field != "gender" or pressed.arg not in ("F", "M"):
+        return _step(FIELD, conv, notice=Notice(text="That button isn't valid here."))
+    return await _field_answer(deps, conv, event.user.id, pressed.arg)
+
+
+async def on_nationality(
+    deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed
+) -> Step:
+    draft = conv.booking
+    if draft is None or draft.field != "nationality" or len(pressed.arg) != 2:
         return _step(FIELD, conv, notice=Notice(text="That button isn't valid here."))
     return await _field_answer(deps, conv, event.user.id, pressed.arg)
 
@@ -270,9 +312,12 @@ async def on_saved(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pr
         return _step(FIELD, conv, notice=Notice(text="That saved traveller is not available."))
     person = saved[int(pressed.arg)]
     values = person.model_dump(mode="json", exclude={"category", "passport_masked"})
-    first_day, last_day = _travel_dates(draft.itinerary)
     try:
-        fields.parse_field("passport_expiry", values["passport_expiry"], category=person.category, first_day=first_day, last_day=last_day)
+        fields.parse_field(
+            fields.TravellerField.PASSPORT_EXPIRY,
+            values["passport_expiry"],
+            trip=fields.TripDates.of(draft.itinerary),
+        )
     except fields.FieldError as error:
         values.pop("passport_expiry")
         travellers = list(draft.travellers)
@@ -291,7 +336,9 @@ async def on_saved(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pr
     travellers[draft.current] = travellers[draft.current].model_copy(update={"values": values})
     order = _fields_for(draft.current)
     missing = [f for f in order if f not in values]
-    draft = draft.model_copy(update={"travellers": travellers, "field": missing[0] if missing else order[-1]})
+    draft = draft.model_copy(
+        update={"travellers": travellers, "field": missing[0] if missing else order[-1]}
+    )
     conv = conv.model_copy(update={"booking": draft})
     if missing:
         return await _ask(deps, conv, event.user.id, prefix=f"Using {esc(person.full_name)}. ")
@@ -302,8 +349,10 @@ async def on_saved(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pr
 
 
 def build_travellers(draft: BookingDraft) -> tuple[Traveller, ...]:
+    trip = fields.TripDates.of(draft.itinerary)
     return tuple(
-        fields.build_traveller(t.category, t.values) for t in draft.travellers
+        fields.build_traveller(t.values, category=t.category, trip=trip, lead=i == 0)
+        for i, t in enumerate(draft.travellers)
     )
 
 
@@ -311,27 +360,43 @@ def _traveller_lines(draft: BookingDraft) -> list[str]:
     lines = []
     for i, t in enumerate(draft.travellers):
         v = t.values
-        born = date.fromisoformat(v["birth_date"]) if isinstance(v.get("birth_date"), str) else v.get("birth_date")
-        expiry = date.fromisoformat(v["passport_expiry"]) if isinstance(v.get("passport_expiry"), str) else v.get("passport_expiry")
+        born = (
+            date.fromisoformat(v["birth_date"])
+            if isinstance(v.get("birth_date"), str)
+            else v.get("birth_date")
+        )
+        expiry = (
+            date.fromisoformat(v["passport_expiry"])
+            if isinstance(v.get("passport_expiry"), str)
+            else v.get("passport_expiry")
+        )
         line = (
             f"{i + 1}. <b>{esc(v.get('first_name', ''))} {esc(v.get('last_name', ''))}</b>, {t.category.value}\n"
-            f"   born {format_day(born, weekday=False) if born else '?'}, {esc(v.get('gender', ''))}, "
+            f"   born {_dmy(born)}, {esc(v.get('gender', ''))}, "
             f"{esc(v.get('nationality', ''))}, passport {esc(mask_document(str(v.get('passport_number', ''))))}"
-            f" valid to {format_day(expiry, weekday=False) if expiry else '?'}"
+            f" valid to {_dmy(expiry)}"
         )
         if i == 0:
-            line += f"\n   ✉️ {esc(v.get('email', ''))}" + (f" · ☎️ {esc(v['phone'])}" if v.get("phone") else "")
+            line += f"\n   ✉️ {esc(v.get('email', ''))}" + (
+                f" · ☎️ {esc(v['phone'])}" if v.get("phone") else ""
+            )
         lines.append(line)
     return lines
 
 
-async def show_review(deps: FlowDeps, conv: Conversation, *, edit: bool = False, prefix: str = "") -> Step:
+async def show_review(
+    deps: FlowDeps, conv: Conversation, *, edit: bool = False, prefix: str = ""
+) -> Step:
     draft = conv.booking
     assert draft is not None
     if conv.results is not None and conv.results.search_id is not None:
         await deps.storage.mark_search_stage(conv.results.search_id, "reviewed")
     price = draft.itinerary.price
-    passengers = conv.results.query.passengers.describe() if conv.results else f"{len(draft.travellers)} travellers"
+    passengers = (
+        conv.results.query.passengers.describe()
+        if conv.results
+        else f"{len(draft.travellers)} travellers"
+    )
     text = (
         f"{prefix}<b>Review your booking</b>\n\n"
         f"{fmt.itinerary_summary(draft.itinerary)}\n\n"
@@ -352,24 +417,51 @@ async def on_edit(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
     if draft is None:
         return search_flow.new_search(conv)
     if len(draft.travellers) > 1 and not pressed.arg:
-        rows = tuple(
-            (Button(label=f"{i + 1}. {t.values.get('first_name', '')} {t.values.get('last_name', '')}", action="edit", arg=str(i)),)
+        people = [
+            (
+                Button(
+                    label=f"{i + 1}. {t.values.get('first_name', '')} {t.values.get('last_name', '')}",
+                    action="edit",
+                    arg=str(i),
+                ),
+            )
             for i, t in enumerate(draft.travellers)
-        ) + ((Button(label="‹ Back to review", action="review"),),)
-        return _step(EDIT, conv, Message(text="Whose details do you want to change?", buttons=rows, edit=True))
+        ]
+        rows = (*people, (Button(label="‹ Back to review", action="review"),))
+        return _step(
+            EDIT,
+            conv,
+            Message(text="Whose details do you want to change?", buttons=rows, edit=True),
+        )
     index = int(pressed.arg) if pressed.arg.isdigit() else 0
     if index >= len(draft.travellers):
         return _step(EDIT, conv, notice=Notice(text="No such traveller."))
     names = _fields_for(index)
-    rows_list = [tuple(Button(label=LABELS[f], action="editf", arg=f"{index}.{f}") for f in names[i : i + 2]) for i in range(0, len(names), 2)]
+    rows_list = [
+        tuple(Button(label=LABELS[f], action="editf", arg=f"{index}.{f}") for f in names[i : i + 2])
+        for i in range(0, len(names), 2)
+    ]
     rows_list.append((Button(label="‹ Back to review", action="review"),))
-    return _step(EDIT, conv, Message(text=f"Which detail of traveller {index + 1} do you want to change?", buttons=tuple(rows_list), edit=True))
+    return _step(
+        EDIT,
+        conv,
+        Message(
+            text=f"Which detail of traveller {index + 1} do you want to change?",
+            buttons=tuple(rows_list),
+            edit=True,
+        ),
+    )
 
 
 async def on_edit_field(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
     draft = conv.booking
     index_text, _, field = pressed.arg.partition(".")
-    if draft is None or not index_text.isdigit() or int(index_text) >= len(draft.travellers) or field not in _fields_for(int(index_text)):
+    if (
+        draft is None
+        or not index_text.isdigit()
+        or int(index_text) >= len(draft.travellers)
+        or field not in _fields_for(int(index_text))
+    ):
         return _step(EDIT, conv, notice=Notice(text="That detail can't be edited."))
     draft = draft.model_copy(update={"current": int(index_text), "field": field, "editing": True})
     return await _ask(deps, conv.model_copy(update={"booking": draft}), event.user.id)
@@ -382,8 +474,14 @@ async def on_review(deps: FlowDeps, conv: Conversation, event: Event, pressed: P
     return await show_review(deps, conv.model_copy(update={"booking": draft}), edit=True)
 
 
-async def on_cancel_review(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
-    return Step(state=None, data=None, replies=[Message(text="Booking cancelled; nothing was charged. /start to search again.")])
+async def on_cancel_review(
+    deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed
+) -> Step:
+    return Step(
+        state=None,
+        data=None,
+        replies=[Message(text="Booking cancelled; nothing was charged. /start to search again.")],
+    )
 
 
 # --- payment --------------------------------------------------------------------------------
@@ -398,19 +496,41 @@ async def on_pay(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pres
     except fields.FieldError as error:
         return await show_review(deps, conv, prefix=f"{esc(str(error))}\n\n")
     try:
-        booking, session = await deps.bookings.start_checkout(event.user.id, draft.itinerary, travellers)
+        booking, session = await deps.bookings.start_checkout(
+            event.user.id, draft.itinerary, travellers
+        )
     except PaymentError:
-        return _step(REVIEW, conv, Message(text="I couldn't create the payment link just now. Please tap Pay again in a minute."))
+        return _step(
+            REVIEW,
+            conv,
+            Message(
+                text="I couldn't create the payment link just now. Please tap Pay again in a minute."
+            ),
+        )
     await deps.storage.save_travellers(event.user.id, _merge_saved(travellers))
-    conv = conv.model_copy(update={"booking": draft.model_copy(update={"reference": booking.reference})})
-    return _step(PAYMENT, conv, payment_message(booking.reference, session.url, session.expires_at, booking.amount.format(), sandbox=deps.sandbox_payments))
+    conv = conv.model_copy(
+        update={"booking": draft.model_copy(update={"reference": booking.reference})}
+    )
+    return _step(
+        PAYMENT,
+        conv,
+        payment_message(
+            booking.reference,
+            session.url,
+            session.expires_at,
+            booking.amount.format(),
+            sandbox=deps.sandbox_payments,
+        ),
+    )
 
 
 def _merge_saved(travellers: tuple[Traveller, ...]) -> tuple[Traveller, ...]:
     return travellers[:5]
 
 
-def payment_message(reference: str, url: str, expires_at: Any, amount: str, *, sandbox: bool) -> Message:
+def payment_message(
+    reference: str, url: str, expires_at: Any, amount: str, *, sandbox: bool
+) -> Message:
     deadline = expires_at.strftime("%H:%M UTC")
     label = f"Pay {amount} (test payment)" if sandbox else f"💳 Pay {amount} securely"
     text = (
@@ -419,24 +539,45 @@ def payment_message(reference: str, url: str, expires_at: Any, amount: str, *, s
     )
     return Message(
         text=text,
-        buttons=((Button(label=label, url=url),), (Button(label="Cancel this booking", action="!abandon", arg=reference),)),
+        buttons=(
+            (Button(label=label, url=url),),
+            (Button(label="Cancel this booking", action="!abandon", arg=reference),),
+        ),
     )
 
 
 async def on_payment_text(deps: FlowDeps, conv: Conversation, event: Event) -> Step:
     reference = conv.booking.reference if conv.booking else None
     booking = (
-        await deps.storage.get_booking_by_reference(reference, user_id=event.user.id) if reference else None
+        await deps.storage.get_booking_by_reference(reference, user_id=event.user.id)
+        if reference
+        else None
     )
-    if booking is None or booking.status.value in ("confirmed", "paid", "refunded", "cancelled", "failed"):
+    if booking is None or booking.status.value in (
+        "confirmed",
+        "paid",
+        "refunded",
+        "cancelled",
+        "failed",
+    ):
         status = f"Booking {esc(reference)} is {booking.status.label.lower()}. " if booking else ""
-        return Step(state=None, data=None, replies=[Message(text=f"{status}/start to search for another flight, or /mybookings.")])
+        return Step(
+            state=None,
+            data=None,
+            replies=[Message(text=f"{status}/start to search for another flight, or /mybookings.")],
+        )
     return _step(
         PAYMENT,
         conv,
         Message(
             text=f"Waiting for your payment for booking <b>{esc(booking.reference)}</b>: use the Pay button above.",
-            buttons=((Button(label="Send the payment link again", action="!renew", arg=booking.reference),),),
+            buttons=(
+                (
+                    Button(
+                        label="Send the payment link again", action="!renew", arg=booking.reference
+                    ),
+                ),
+            ),
         ),
     )
 
@@ -456,7 +597,13 @@ STATES = {
         FIELD,
         hint="Type the answer to the question above, or /cancel.",
         on_text=on_field_text,
-        buttons={"gender": on_gender, "skip": on_skip, "saved": on_saved, "review": on_review},
+        buttons={
+            "gender": on_gender,
+            "nat": on_nationality,
+            "skip": on_skip,
+            "saved": on_saved,
+            "review": on_review,
+        },
     ),
     REVIEW: State(
         REVIEW,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import date
 
 from conversations.data import Conversation
 from conversations.deps import FlowDeps
@@ -12,7 +13,7 @@ from conversations.flows import search as search_flow
 from services import texts
 from services.bookings import BookingError
 from services.messages import Button, Message, Notice, esc
-from services.models import BookingStatus
+from services.models import Booking, BookingStatus
 from services.payments.base import PaymentError
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ async def cmd_start(deps: FlowDeps, conv: Conversation | None, event: Event) -> 
         if kind in ("paid", "booking", "cancelled") and reference:
             booking = await deps.storage.get_booking_by_reference(reference, user_id=event.user.id)
             if booking is not None:
-                return _keep(conv, texts.booking_detail(booking, now=None))
+                return _keep(conv, booking_view(booking, deps.today()))
     name = esc(event.user.first_name) if event.user.first_name else "there"
     greeting = f"Hi {name}! I can find and book flights."
     if deps.demo_fares:
@@ -87,12 +88,37 @@ async def _bookings_list(deps: FlowDeps, user_id: int) -> Message:
     bookings = await deps.storage.list_bookings(user_id, limit=10)
     if not bookings:
         return Message(text="You have no bookings yet. /start to search for flights.")
-    lines = [texts.booking_line(b) for b in bookings]
+    lines = [
+        f"<b>{esc(b.reference)}</b> · {texts.route(b)} · {texts.day(b.departure_date)} · "
+        f"{b.amount.format()} · {b.status.label}"
+        for b in bookings
+    ]
     buttons = tuple(
-        (Button(label=f"{b.reference} · {b.origin}→{b.destination}", action="!booking", arg=b.reference),)
+        (
+            Button(
+                label=f"{b.reference} · {b.origin}→{b.destination}",
+                action="!booking",
+                arg=b.reference,
+            ),
+        )
         for b in bookings
     )
     return Message(text="<b>Your bookings</b>\n\n" + "\n".join(lines), buttons=buttons)
+
+
+def booking_view(booking: Booking, today: date) -> Message:
+    """A booking's detail, with what the traveller can do with it now."""
+    buttons: list[tuple[Button, ...]] = []
+    reference = booking.reference
+    if booking.status is BookingStatus.AWAITING_PAYMENT:
+        buttons.append((Button(label="Pay now", action="!renew", arg=reference),))
+        buttons.append((Button(label="Abandon this booking", action="!abandon", arg=reference),))
+    elif booking.status is BookingStatus.EXPIRED:
+        buttons.append((Button(label="Get a new payment link", action="!renew", arg=reference),))
+    elif booking.status is BookingStatus.CONFIRMED and booking.departure_date >= today:
+        buttons.append((Button(label="Cancel and refund", action="!cancelask", arg=reference),))
+    buttons.append((Button(label="‹ My bookings", action="!mybookings"),))
+    return Message(text=texts.booking_detail(booking), buttons=tuple(buttons))
 
 
 async def cmd_mybookings(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
@@ -103,9 +129,12 @@ async def cmd_mydata(deps: FlowDeps, conv: Conversation | None, event: Event) ->
     profile = await deps.storage.get_profile(event.user.id)
     bookings = await deps.storage.list_bookings(event.user.id, limit=100)
     stored = {
-        "profile": profile.model_dump(mode="json", exclude={"saved_travellers"}) if profile else None,
+        "profile": profile.model_dump(mode="json", exclude={"saved_travellers"})
+        if profile
+        else None,
         "saved_travellers": [
-            t.model_dump(mode="json", exclude={"passport_number"}) for t in (profile.saved_travellers if profile else ())
+            t.model_dump(mode="json", exclude={"passport_number"})
+            for t in (profile.saved_travellers if profile else ())
         ],
         "bookings": [
             {
@@ -114,7 +143,9 @@ async def cmd_mydata(deps: FlowDeps, conv: Conversation | None, event: Event) ->
                 "route": f"{b.origin}-{b.destination}",
                 "departure": b.departure_date.isoformat(),
                 "amount": b.amount.format(),
-                "travellers": [t.model_dump(mode="json", exclude={"passport_number"}) for t in b.travellers],
+                "travellers": [
+                    t.model_dump(mode="json", exclude={"passport_number"}) for t in b.travellers
+                ],
             }
             for b in bookings
         ],
@@ -149,7 +180,9 @@ async def cmd_deletedata(deps: FlowDeps, conv: Conversation | None, event: Event
 # --- global buttons ---------------------------------------------------------------------------
 
 
-async def btn_delete_yes(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+async def btn_delete_yes(
+    deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed
+) -> Step:
     count = await deps.storage.delete_user_data(event.user.id)
     return _keep(
         conv,
@@ -157,39 +190,55 @@ async def btn_delete_yes(deps: FlowDeps, conv: Conversation | None, event: Event
     )
 
 
-async def btn_delete_no(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+async def btn_delete_no(
+    deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed
+) -> Step:
     return _keep(conv, Message(text="Nothing was erased.", edit=True))
 
 
-async def btn_mybookings(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+async def btn_mybookings(
+    deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed
+) -> Step:
     return _keep(conv, await _bookings_list(deps, event.user.id))
 
 
-async def btn_booking(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+async def btn_booking(
+    deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed
+) -> Step:
     booking = await deps.storage.get_booking_by_reference(pressed.arg, user_id=event.user.id)
     if booking is None:
         return _keep(conv, notice=Notice(text="Booking not found."))
-    return _keep(conv, texts.booking_detail(booking, now=None))
+    return _keep(conv, booking_view(booking, deps.today()))
 
 
-async def btn_renew(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+async def btn_renew(
+    deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed
+) -> Step:
     try:
         booking, session = await deps.bookings.renew_checkout(event.user.id, pressed.arg)
     except BookingError as error:
         return _keep(conv, Message(text=esc(str(error))))
     except PaymentError:
-        return _keep(conv, Message(text="I couldn't create a payment link just now. Try again in a minute."))
+        return _keep(
+            conv, Message(text="I couldn't create a payment link just now. Try again in a minute.")
+        )
     from conversations.flows.booking import payment_message
 
     return _keep(
         conv,
         payment_message(
-            booking.reference, session.url, session.expires_at, booking.amount.format(), sandbox=deps.sandbox_payments
+            booking.reference,
+            session.url,
+            session.expires_at,
+            booking.amount.format(),
+            sandbox=deps.sandbox_payments,
         ),
     )
 
 
-async def btn_abandon(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+async def btn_abandon(
+    deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed
+) -> Step:
     try:
         done = await deps.bookings.abandon(event.user.id, pressed.arg)
     except BookingError as error:
@@ -202,17 +251,25 @@ async def btn_abandon(deps: FlowDeps, conv: Conversation | None, event: Event, p
     return _keep(conv, Message(text=text))
 
 
-async def btn_cancel_ask(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+async def btn_cancel_ask(
+    deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed
+) -> Step:
     booking = await deps.storage.get_booking_by_reference(pressed.arg, user_id=event.user.id)
     if booking is None or booking.status is not BookingStatus.CONFIRMED:
-        return _keep(conv, notice=Notice(text="Only a confirmed booking can be cancelled.", alert=True))
+        return _keep(
+            conv, notice=Notice(text="Only a confirmed booking can be cancelled.", alert=True)
+        )
     return _keep(
         conv,
         Message(
             text=f"Cancel booking <b>{esc(booking.reference)}</b> and refund "
             f"{booking.amount.format()} to your card?",
             buttons=(
-                (Button(label="Yes, cancel and refund", action="!cancelyes", arg=booking.reference),),
+                (
+                    Button(
+                        label="Yes, cancel and refund", action="!cancelyes", arg=booking.reference
+                    ),
+                ),
                 (Button(label="No, keep it", action="!booking", arg=booking.reference),),
             ),
             edit=True,
@@ -220,25 +277,36 @@ async def btn_cancel_ask(deps: FlowDeps, conv: Conversation | None, event: Event
     )
 
 
-async def btn_cancel_yes(deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed) -> Step:
+async def btn_cancel_yes(
+    deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed
+) -> Step:
     try:
         booking = await deps.bookings.cancel_by_user(event.user.id, pressed.arg)
     except BookingError as error:
         return _keep(conv, Message(text=esc(str(error))))
     except PaymentError:
         log.warning("refund failed for a user cancellation", exc_info=True)
-        return _keep(conv, Message(text="The refund could not be started just now; please try again shortly."))
+        return _keep(
+            conv,
+            Message(text="The refund could not be started just now; please try again shortly."),
+        )
     return _keep(
         conv,
-        Message(text=f"Booking <b>{esc(booking.reference)}</b> is cancelled. Status: {booking.status.label}."),
+        Message(
+            text=f"Booking <b>{esc(booking.reference)}</b> is cancelled. Status: {booking.status.label}."
+        ),
     )
 
 
 async def idle_text(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
-    return _keep(conv, Message(text="Type /start to search for flights, or /help to see what I can do."))
+    return _keep(
+        conv, Message(text="Type /start to search for flights, or /help to see what I can do.")
+    )
 
 
-IDLE = State("", hint="Type /start to search for flights, or /help to see what I can do.", on_text=idle_text)
+IDLE = State(
+    "", hint="Type /start to search for flights, or /help to see what I can do.", on_text=idle_text
+)
 
 COMMANDS = {
     "start": cmd_start,

@@ -11,6 +11,7 @@ import zlib
 from datetime import date, timedelta
 
 from pydantic import ValidationError
+from services.flights.results import PAGE_SIZE, filter_direct, page_of, sort_itineraries
 
 from conversations.calendar import calendar_keyboard
 from conversations.data import Conversation, ResultsView, SearchDraft
@@ -19,7 +20,6 @@ from conversations.engine import Event, Pressed, State, Step
 from services.flights import format as fmt
 from services.flights.base import ProviderError, ProviderUnavailableError
 from services.flights.dates import DateInputError, format_day, parse_travel_date
-from services.flights.results import PAGE_SIZE, filter_direct, page_of, sort_itineraries
 from services.messages import Button, Message, Notice, esc
 from services.models import MAX_SEATS, Cabin, Itinerary, Location, Passengers, SearchQuery
 
@@ -40,7 +40,9 @@ ASK_DESTINATION = "To where? City or airport, e.g. <i>Rome</i> or <i>FCO</i>."
 DATE_FORMS = "e.g. <i>14 March</i>, <i>2027-03-14</i>, <i>14/03</i>, <i>next friday</i>"
 
 
-def _step(state: str | None, conv: Conversation, *replies: Message, notice: Notice | None = None) -> Step:
+def _step(
+    state: str | None, conv: Conversation, *replies: Message, notice: Notice | None = None
+) -> Step:
     return Step(state=state, data=conv, replies=list(replies), notice=notice)
 
 
@@ -55,7 +57,10 @@ def new_search(conv: Conversation | None, greeting: str = "") -> Step:
 
 
 def _place_buttons(conv: Conversation) -> tuple[tuple[Button, ...], ...]:
-    rows = [(Button(label=loc.label, action="place", arg=str(i)),) for i, loc in enumerate(conv.search.choices)]
+    rows = [
+        (Button(label=loc.label, action="place", arg=str(i)),)
+        for i, loc in enumerate(conv.search.choices)
+    ]
     rows += [
         (Button(label=name, action="suggest", arg=str(i)),)
         for i, name in enumerate(conv.search.suggestions)
@@ -65,18 +70,36 @@ def _place_buttons(conv: Conversation) -> tuple[tuple[Button, ...], ...]:
 
 async def _resolve_place(deps: FlowDeps, conv: Conversation, text: str, state: str) -> Step:
     if len(text) > MAX_PLACE_TEXT:
-        return _step(state, conv, Message(text="That's too long for a place name. Type a city or airport, e.g. <i>Lisbon</i>."))
+        return _step(
+            state,
+            conv,
+            Message(
+                text="That's too long for a place name. Type a city or airport, e.g. <i>Lisbon</i>."
+            ),
+        )
     resolution = deps.places.resolve(text)
     search = conv.search
     if resolution.location is not None:
         return await _place_chosen(deps, conv, resolution.location, state)
     if resolution.choices:
         conv = conv.model_copy(
-            update={"search": search.model_copy(update={"choices": resolution.choices[:10], "suggestions": []})}
+            update={
+                "search": search.model_copy(
+                    update={"choices": resolution.choices[:10], "suggestions": []}
+                )
+            }
         )
-        return _step(state, conv, Message(text=f"Which one do you mean by “{esc(text)}”?", buttons=_place_buttons(conv)))
+        return _step(
+            state,
+            conv,
+            Message(text=f"Which one do you mean by “{esc(text)}”?", buttons=_place_buttons(conv)),
+        )
     conv = conv.model_copy(
-        update={"search": search.model_copy(update={"choices": [], "suggestions": resolution.suggestions[:5]})}
+        update={
+            "search": search.model_copy(
+                update={"choices": [], "suggestions": resolution.suggestions[:5]}
+            )
+        }
     )
     if resolution.suggestions:
         return _step(
@@ -91,7 +114,9 @@ async def _resolve_place(deps: FlowDeps, conv: Conversation, text: str, state: s
     return _step(
         state,
         conv,
-        Message(text=f"I couldn't find a place called “{esc(text)}”. Try a city or an airport code, e.g. <i>Lisbon</i> or <i>LIS</i>."),
+        Message(
+            text=f"I couldn't find a place called “{esc(text)}”. Try a city or an airport code, e.g. <i>Lisbon</i> or <i>LIS</i>."
+        ),
     )
 
 
@@ -100,14 +125,20 @@ async def _place_chosen(deps: FlowDeps, conv: Conversation, location: Location, 
     if state == ORIGIN:
         search = search.model_copy(update={"origin": location})
         conv = conv.model_copy(update={"search": search})
-        return _step(DESTINATION, conv, Message(text=f"From {esc(location.label)}. {ASK_DESTINATION}"))
+        return _step(
+            DESTINATION, conv, Message(text=f"From {esc(location.label)}. {ASK_DESTINATION}")
+        )
     origin = search.origin
-    if origin is not None and (origin.code == location.code or set(origin.airports) & set(location.airports)):
+    if origin is not None and (
+        origin.code == location.code or set(origin.airports) & set(location.airports)
+    ):
         conv = conv.model_copy(update={"search": search})
         return _step(
             DESTINATION,
             conv,
-            Message(text=f"You're already flying from {esc(origin.label)}. Where to? Pick a different city or airport."),
+            Message(
+                text=f"You're already flying from {esc(origin.label)}. Where to? Pick a different city or airport."
+            ),
         )
     search = search.model_copy(update={"destination": location})
     conv = conv.model_copy(update={"search": search})
@@ -116,7 +147,12 @@ async def _place_chosen(deps: FlowDeps, conv: Conversation, location: Location, 
         conv,
         Message(
             text=f"{esc(_route(search))}. One-way or return?",
-            buttons=((Button(label="One-way", action="trip", arg="1"), Button(label="Return", action="trip", arg="2")),),
+            buttons=(
+                (
+                    Button(label="One-way", action="trip", arg="1"),
+                    Button(label="Return", action="trip", arg="2"),
+                ),
+            ),
         ),
     )
 
@@ -132,7 +168,9 @@ async def on_place_text(deps: FlowDeps, conv: Conversation, event: Event) -> Ste
     return await _resolve_place(deps, conv, event.text, state)
 
 
-async def on_place_button(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+async def on_place_button(
+    deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed
+) -> Step:
     state = ORIGIN if conv.search.origin is None else DESTINATION
     index = _index(pressed.arg, len(conv.search.choices))
     if index is None:
@@ -158,7 +196,9 @@ def _index(arg: str, length: int) -> int | None:
 # --- trip type and dates ------------------------------------------------------------------
 
 
-def _date_question(deps: FlowDeps, conv: Conversation, state: str, *, edit: bool = False, prefix: str = "") -> Message:
+def _date_question(
+    deps: FlowDeps, conv: Conversation, state: str, *, edit: bool = False, prefix: str = ""
+) -> Message:
     today = deps.today()
     first = conv.search.departure if state == RETURN and conv.search.departure else today
     month = conv.search.calendar_month or first.replace(day=1)
@@ -176,7 +216,9 @@ def _date_question(deps: FlowDeps, conv: Conversation, state: str, *, edit: bool
 async def on_trip(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
     if pressed.arg not in ("1", "2"):
         return _step(TRIP, conv, notice=Notice(text="Pick One-way or Return."))
-    search = conv.search.model_copy(update={"round_trip": pressed.arg == "2", "calendar_month": None})
+    search = conv.search.model_copy(
+        update={"round_trip": pressed.arg == "2", "calendar_month": None}
+    )
     conv = conv.model_copy(update={"search": search})
     kind = "Return trip" if search.round_trip else "One-way"
     return _step(DEPARTURE, conv, _date_question(deps, conv, DEPARTURE, prefix=f"{kind}. "))
@@ -185,10 +227,16 @@ async def on_trip(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
 async def _date_chosen(deps: FlowDeps, conv: Conversation, state: str, day: date) -> Step:
     search = conv.search
     if state == DEPARTURE:
-        search = search.model_copy(update={"departure": day, "calendar_month": None, "return_date": None})
+        search = search.model_copy(
+            update={"departure": day, "calendar_month": None, "return_date": None}
+        )
         conv = conv.model_copy(update={"search": search})
         if search.round_trip:
-            return _step(RETURN, conv, _date_question(deps, conv, RETURN, prefix=f"Out on {format_day(day)}. "))
+            return _step(
+                RETURN,
+                conv,
+                _date_question(deps, conv, RETURN, prefix=f"Out on {format_day(day)}. "),
+            )
     else:
         search = search.model_copy(update={"return_date": day, "calendar_month": None})
         conv = conv.model_copy(update={"search": search})
@@ -217,7 +265,9 @@ def _parse_compact_day(arg: str) -> date | None:
         return None
 
 
-async def on_calendar_day(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+async def on_calendar_day(
+    deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed
+) -> Step:
     state = RETURN if conv.search.departure is not None and conv.search.round_trip else DEPARTURE
     day = _parse_compact_day(pressed.arg)
     if day is None:
@@ -234,13 +284,21 @@ async def on_calendar_day(deps: FlowDeps, conv: Conversation, event: Event, pres
     return await _date_chosen(deps, conv, state, day)
 
 
-async def on_calendar_page(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+async def on_calendar_page(
+    deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed
+) -> Step:
     state = RETURN if conv.search.departure is not None and conv.search.round_trip else DEPARTURE
     month = _parse_compact_day(pressed.arg + "01") if len(pressed.arg) == 6 else None
     today = deps.today()
-    if month is None or month < today.replace(day=1) or month > today + timedelta(days=deps.provider.horizon_days):
+    if (
+        month is None
+        or month < today.replace(day=1)
+        or month > today + timedelta(days=deps.provider.horizon_days)
+    ):
         return _step(state, conv, notice=Notice(text="No flights on sale for that month."))
-    conv = conv.model_copy(update={"search": conv.search.model_copy(update={"calendar_month": month})})
+    conv = conv.model_copy(
+        update={"search": conv.search.model_copy(update={"calendar_month": month})}
+    )
     return _step(state, conv, _date_question(deps, conv, state, edit=True))
 
 
@@ -311,7 +369,11 @@ async def on_cabin(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pr
 
 
 async def on_travellers_text(deps: FlowDeps, conv: Conversation, event: Event) -> Step:
-    return _step(TRAVELLERS, conv, Message(text="Use the − and + buttons above to set who is travelling, then tap Search."))
+    return _step(
+        TRAVELLERS,
+        conv,
+        Message(text="Use the − and + buttons above to set who is travelling, then tap Search."),
+    )
 
 
 async def on_go(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
@@ -324,12 +386,18 @@ async def on_go(deps: FlowDeps, conv: Conversation, event: Event, pressed: Press
             destination=search.destination,
             departure=search.departure,
             return_date=search.return_date,
-            passengers=Passengers(adults=search.adults, children=search.children, infants=search.infants),
+            passengers=Passengers(
+                adults=search.adults, children=search.children, infants=search.infants
+            ),
             cabin=search.cabin,
             currency=deps.currency,
         )
     except ValidationError as error:
-        return _step(DEPARTURE, conv, _date_question(deps, conv, DEPARTURE, prefix=f"{esc(_first_error(error))} "))
+        return _step(
+            DEPARTURE,
+            conv,
+            _date_question(deps, conv, DEPARTURE, prefix=f"{esc(_first_error(error))} "),
+        )
     view = ResultsView(query=query)
     return await show_results(deps, conv.model_copy(update={"results": view}), event, fresh=True)
 
@@ -337,7 +405,9 @@ async def on_go(deps: FlowDeps, conv: Conversation, event: Event, pressed: Press
 # --- results --------------------------------------------------------------------------------
 
 
-async def _load_results(deps: FlowDeps, view: ResultsView, user_id: int) -> tuple[list[Itinerary], int]:
+async def _load_results(
+    deps: FlowDeps, view: ResultsView, user_id: int
+) -> tuple[list[Itinerary], int]:
     outcome = await deps.search.search(view.query, user_id=user_id)
     items = sort_itineraries(outcome.itineraries, view.sort)
     if view.direct_only:
@@ -349,7 +419,9 @@ def _fingerprint(itinerary: Itinerary) -> str:
     return format(zlib.crc32(itinerary.id.encode()) & 0xFFFFFF, "x")
 
 
-async def show_results(deps: FlowDeps, conv: Conversation, event: Event, *, fresh: bool = False, edit: bool = False) -> Step:
+async def show_results(
+    deps: FlowDeps, conv: Conversation, event: Event, *, fresh: bool = False, edit: bool = False
+) -> Step:
     view = conv.results
     assert view is not None
     try:
@@ -358,10 +430,14 @@ async def show_results(deps: FlowDeps, conv: Conversation, event: Event, *, fres
         return _step(
             TRAVELLERS,
             conv,
-            Message(text="Flight search is unavailable right now. Please try again in a minute: tap Search again."),
+            Message(
+                text="Flight search is unavailable right now. Please try again in a minute: tap Search again."
+            ),
         )
     except ProviderError as error:
-        return _step(TRAVELLERS, conv, Message(text=f"The flight search refused this request: {esc(error)}"))
+        return _step(
+            TRAVELLERS, conv, Message(text=f"The flight search refused this request: {esc(error)}")
+        )
     if fresh:
         view = view.model_copy(update={"search_id": search_id})
     pages = max(1, -(-len(items) // PAGE_SIZE))
@@ -370,23 +446,34 @@ async def show_results(deps: FlowDeps, conv: Conversation, event: Event, *, fres
     replies = [Message(text="", kind="typing")] if fresh else []
     header = fmt.results_header(view.query, demo=deps.demo_fares)
     if not items:
-        text = header + "\n\n" + (
-            "No direct flights on this day. Turn off “Direct only”, or try another date."
-            if view.direct_only
-            else "No flights found for this day. Try another date or a nearby airport."
+        text = (
+            header
+            + "\n\n"
+            + (
+                "No direct flights on this day. Turn off “Direct only”, or try another date."
+                if view.direct_only
+                else "No flights found for this day. Try another date or a nearby airport."
+            )
         )
         buttons: list[tuple[Button, ...]] = []
         if view.direct_only:
             buttons.append((Button(label="Direct only ✓", action="direct"),))
-        buttons.append((Button(label="Change date", action="redate"), Button(label="New search", action="new")))
+        buttons.append(
+            (Button(label="Change date", action="redate"), Button(label="New search", action="new"))
+        )
         replies.append(Message(text=text, buttons=tuple(buttons), edit=edit))
         return _step(RESULTS, conv, *replies)
     shown = page_of(items, view.page, PAGE_SIZE)
     start = view.page * PAGE_SIZE
     lines = [f"{start + i + 1}. {fmt.itinerary_line(it)}" for i, it in enumerate(shown)]
-    text = f"{header}\n\n" + "\n\n".join(lines) + f"\n\nPage {view.page + 1} of {pages} · {len(items)} flights. Tap a number for details."
+    text = (
+        f"{header}\n\n"
+        + "\n\n".join(lines)
+        + f"\n\nPage {view.page + 1} of {pages} · {len(items)} flights. Tap a number for details."
+    )
     pick_row = tuple(
-        Button(label=str(start + i + 1), action="pick", arg=f"{start + i}.{_fingerprint(it)}") for i, it in enumerate(shown)
+        Button(label=str(start + i + 1), action="pick", arg=f"{start + i}.{_fingerprint(it)}")
+        for i, it in enumerate(shown)
     )
     nav: list[Button] = []
     if view.page > 0:
@@ -394,7 +481,8 @@ async def show_results(deps: FlowDeps, conv: Conversation, event: Event, *, fres
     if view.page < pages - 1:
         nav.append(Button(label="Next ›", action="page", arg=str(view.page + 1)))
     sort_row = tuple(
-        Button(label=("✓ " if view.sort == key else "") + label, action="sort", arg=key) for key, label in SORTS.items()
+        Button(label=("✓ " if view.sort == key else "") + label, action="sort", arg=key)
+        for key, label in SORTS.items()
     )
     filters = (
         Button(label="Direct only" + (" ✓" if view.direct_only else ""), action="direct"),
@@ -408,14 +496,18 @@ async def show_results(deps: FlowDeps, conv: Conversation, event: Event, *, fres
 async def on_page(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
     if conv.results is None or not pressed.arg.isdigit():
         return _step(RESULTS, conv, notice=Notice(text="That page is not available."))
-    conv = conv.model_copy(update={"results": conv.results.model_copy(update={"page": int(pressed.arg)})})
+    conv = conv.model_copy(
+        update={"results": conv.results.model_copy(update={"page": int(pressed.arg)})}
+    )
     return await show_results(deps, conv, event, edit=True)
 
 
 async def on_sort(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
     if conv.results is None or pressed.arg not in SORTS:
         return _step(RESULTS, conv, notice=Notice(text="That sort is not available."))
-    conv = conv.model_copy(update={"results": conv.results.model_copy(update={"sort": pressed.arg, "page": 0})})
+    conv = conv.model_copy(
+        update={"results": conv.results.model_copy(update={"sort": pressed.arg, "page": 0})}
+    )
     return await show_results(deps, conv, event, edit=True)
 
 
@@ -423,7 +515,9 @@ async def on_direct(deps: FlowDeps, conv: Conversation, event: Event, pressed: P
     if conv.results is None:
         return new_search(conv)
     view = conv.results
-    conv = conv.model_copy(update={"results": view.model_copy(update={"direct_only": not view.direct_only, "page": 0})})
+    conv = conv.model_copy(
+        update={"results": view.model_copy(update={"direct_only": not view.direct_only, "page": 0})}
+    )
     return await show_results(deps, conv, event, edit=True)
 
 
@@ -432,12 +526,16 @@ async def on_new(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pres
 
 
 async def on_redate(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
-    search = conv.search.model_copy(update={"departure": None, "return_date": None, "calendar_month": None})
+    search = conv.search.model_copy(
+        update={"departure": None, "return_date": None, "calendar_month": None}
+    )
     conv = conv.model_copy(update={"search": search, "results": None})
     return _step(DEPARTURE, conv, _date_question(deps, conv, DEPARTURE))
 
 
-async def find_picked(deps: FlowDeps, conv: Conversation, event: Event, arg: str) -> Itinerary | None:
+async def find_picked(
+    deps: FlowDeps, conv: Conversation, event: Event, arg: str
+) -> Itinerary | None:
     """The itinerary a result button points at, if the list is still the one the user saw."""
     if conv.results is None:
         return None
@@ -462,10 +560,11 @@ async def on_pick(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
         step = await show_results(deps, conv, event)
         step.notice = Notice(text="The results were refreshed: pick again from the new list.")
         return step
-    conv = conv.model_copy(update={"results": conv.results.model_copy(update={"shown_id": itinerary.id})})
-    if conv.results.search_id is not None:
-        await deps.storage.mark_search_stage(conv.results.search_id, "chosen")
-    text = fmt.itinerary_detail(itinerary, conv.results.query, demo=deps.demo_fares)
+    view = conv.results.model_copy(update={"shown_id": itinerary.id})
+    conv = conv.model_copy(update={"results": view})
+    if view.search_id is not None:
+        await deps.storage.mark_search_stage(view.search_id, "chosen")
+    text = fmt.itinerary_detail(itinerary, view.query, demo=deps.demo_fares)
     buttons = (
         (Button(label=f"Book for {itinerary.price.format()}", action="book", arg=pressed.arg),),
         (Button(label="‹ Back to results", action="back"),),
