@@ -11,7 +11,6 @@ import zlib
 from datetime import date, timedelta
 
 from pydantic import ValidationError
-from services.flights.results import PAGE_SIZE, filter_direct, page_of, sort_itineraries
 
 from conversations.calendar import calendar_keyboard
 from conversations.data import Conversation, ResultsView, SearchDraft
@@ -20,6 +19,7 @@ from conversations.engine import Event, Pressed, State, Step
 from services.flights import format as fmt
 from services.flights.base import ProviderError, ProviderUnavailableError
 from services.flights.dates import DateInputError, format_day, parse_travel_date
+from services.flights.results import PAGE_SIZE, filter_direct, page_of, sort_itineraries
 from services.messages import Button, Message, Notice, esc
 from services.models import MAX_SEATS, Cabin, Itinerary, Location, Passengers, SearchQuery
 
