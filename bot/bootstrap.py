@@ -49,9 +49,6 @@ from services.storage.supabase import SupabaseStorage
 
 log = logging.getLogger(__name__)
 
-# The sandbox Bot API accepts this token; it is not a secret (no real bot has it).
-SANDBOX_TOKEN = "123456789:SANDBOX-local-token-not-a-secret"
-
 
 @dataclass(slots=True)
 class Adapters:
@@ -84,8 +81,11 @@ class Runtime:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-async def open_adapters(settings: Settings, stack: AsyncExitStack) -> Adapters:
+async def open_adapters(
+    settings: Settings, stack: AsyncExitStack, places: PlaceIndex | None = None
+) -> Adapters:
     """Build each port's adapter from the settings; registered on ``stack`` for closing."""
+    places = places or PlaceIndex.default()
     storage: Storage
     if settings.uses_supabase:
         assert settings.supabase_service_role_key is not None
@@ -114,9 +114,10 @@ async def open_adapters(settings: Settings, stack: AsyncExitStack) -> Adapters:
         provider = KiwiProvider(
             api_key=settings.kiwi_api_key.get_secret_value(),
             base_url=str(settings.kiwi_base_url),
+            places=places,
         )
     else:
-        provider = DemoProvider()
+        provider = DemoProvider(places=places)
     stack.push_async_callback(provider.close)
 
     gateway: PaymentGateway
@@ -129,7 +130,7 @@ async def open_adapters(settings: Settings, stack: AsyncExitStack) -> Adapters:
             api_base=str(settings.stripe_api_base) if settings.stripe_api_base else None,
         )
     else:
-        gateway = SandboxGateway(base_url=settings.base_url)
+        gateway = SandboxGateway(storage, settings.base_url)
     stack.push_async_callback(gateway.close)
     return Adapters(storage=storage, state=state, cache=cache, provider=provider, gateway=gateway)
 
@@ -158,7 +159,8 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     """Open everything; the Application is initialized (getMe done) but not started."""
     async with AsyncExitStack() as stack:
-        adapters = await open_adapters(settings, stack)
+        places = PlaceIndex.default()
+        adapters = await open_adapters(settings, stack, places)
         bot_token = token or (
             settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
         )
@@ -166,7 +168,6 @@ async def open_runtime(
             raise RuntimeError("TELEGRAM_BOT_TOKEN: is required for this command")
         application = build_application(settings, token=bot_token, base_url=telegram_base_url)
         notifier = TelegramNotifier(application)
-        places = PlaceIndex.default()
 
         def success_url(booking: Booking) -> str:
             username = application.bot.username
@@ -214,7 +215,7 @@ async def open_runtime(
         )
         application.bot_data[DEPS_KEY] = BotDeps(engine=engine, storage=adapters.storage)
         application.add_handler(TypeHandler(Update, on_update), group=1)
-        application.add_error_handler(on_error)  # type: ignore[arg-type]
+        application.add_error_handler(on_error)
         yield Runtime(
             settings=settings,
             adapters=adapters,
@@ -225,14 +226,16 @@ async def open_runtime(
         )
 
 
-def _admin_alerter(notifier: TelegramNotifier, admin_ids: frozenset[int]) -> Callable[[str], Awaitable[None]]:
+def _admin_alerter(
+    notifier: TelegramNotifier, admin_ids: frozenset[int]
+) -> Callable[[str], Awaitable[None]]:
     from services.messages import Message, esc
 
     async def alert(text: str) -> None:
         for admin_id in admin_ids:
             try:
                 await notifier.notify(admin_id, Message(text=f"⚠️ {esc(text)}"))
-            except Exception:  # noqa: BLE001 - an alert must never break the payment path
+            except Exception:
                 log.warning("could not alert admin %s", admin_id, exc_info=True)
 
     return alert

@@ -55,7 +55,9 @@ async def run_polling(settings: Settings) -> None:
 
     async with open_runtime(settings) as runtime:
         runner = await start_site(
-            init_app(runtime, telegram_webhook_route=False), host="0.0.0.0", port=settings.port  # noqa: S104
+            init_app(runtime, telegram_webhook_route=False),
+            host="0.0.0.0",  # noqa: S104 - a server's job: behind the platform's router
+            port=settings.port,
         )
         app = runtime.application
         await publish_commands(app.bot, settings.admin_user_ids)
@@ -82,7 +84,9 @@ async def run_webhook(settings: Settings) -> None:
     async with open_runtime(settings) as runtime:
         app = runtime.application
         runner = await start_site(
-            init_app(runtime, telegram_webhook_route=True), host="0.0.0.0", port=settings.port  # noqa: S104
+            init_app(runtime, telegram_webhook_route=True),
+            host="0.0.0.0",  # noqa: S104 - a server's job: behind the platform's router
+            port=settings.port,
         )
         await app.start()
         await publish_commands(app.bot, settings.admin_user_ids)
@@ -148,14 +152,18 @@ async def run_doctor(settings: Settings) -> int:
                     failures += 1
             print(f"{port:<9} {adapter:<22} {status}")
     telegram = "sandbox (console)" if settings.telegram_bot_token is None else "Bot API"
-    print(f"{'telegram':<9} {telegram:<22} {'not checked' if settings.telegram_bot_token else 'ok'}")
+    print(
+        f"{'telegram':<9} {telegram:<22} {'not checked' if settings.telegram_bot_token else 'ok'}"
+    )
     return 1 if failures else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="travelbot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    console = commands.add_parser("console", help="chat with the bot in this terminal (no accounts)")
+    console = commands.add_parser(
+        "console", help="chat with the bot in this terminal (no accounts)"
+    )
     console.add_argument("--user-id", type=int, default=1001, help="be this Telegram user id")
     console.add_argument("--name", default="Sam", help="your first name in the chat")
     commands.add_parser("polling", help="serve Telegram by long polling")

@@ -18,7 +18,7 @@ from services.messages import esc
 log = logging.getLogger(__name__)
 
 RUNTIME = web.AppKey("runtime", Runtime)
-IN_FLIGHT = web.AppKey("in_flight", set)  # type: ignore[var-annotated]
+IN_FLIGHT = web.AppKey("in_flight", set)
 
 MAX_UPDATE_BYTES = 1 << 20
 

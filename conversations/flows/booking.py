@@ -14,8 +14,8 @@ from conversations.data import BookingDraft, Conversation, TravellerDraft
 from conversations.deps import FlowDeps
 from conversations.engine import Event, Pressed, State, Step
 from conversations.flows import search as search_flow
+from services import texts
 from services import travellers as fields
-from services.flights import format as fmt
 from services.flights.base import ProviderError, ProviderUnavailableError
 from services.messages import Button, Message, Notice, esc
 from services.models import PassengerCategory, Traveller, mask_document
@@ -202,12 +202,12 @@ async def _saved_for(
         (t.values.get("first_name"), t.values.get("last_name"), t.values.get("birth_date"))
         for t in draft.travellers
     }
-    trip = fields.TripDates.of(draft.itinerary)
+    _, last_day = fields.travel_dates(draft.itinerary)
     out = []
     for i, saved in enumerate(profile.saved_travellers[:5]):
         if (saved.first_name, saved.last_name, saved.birth_date.isoformat()) in used:
             continue
-        if fields.category_for(saved.birth_date, trip.last_flight) is category:
+        if fields.category_for(saved.birth_date, last_day) is category:
             out.append((i, saved))
     return out
 
@@ -215,11 +215,9 @@ async def _saved_for(
 def _parse(field: str, text: str, draft: BookingDraft) -> Any:
     """Normalize one answer or raise ``fields.FieldError`` with a message naming the field."""
     category = draft.travellers[draft.current].category
+    first_day, last_day = fields.travel_dates(draft.itinerary)
     return fields.parse_field(
-        fields.TravellerField(field),
-        text,
-        category=category,
-        trip=fields.TripDates.of(draft.itinerary),
+        field, text, category=category, first_day=first_day, last_day=last_day
     )
 
 
@@ -312,11 +310,10 @@ async def on_saved(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pr
         return _step(FIELD, conv, notice=Notice(text="That saved traveller is not available."))
     person = saved[int(pressed.arg)]
     values = person.model_dump(mode="json", exclude={"category", "passport_masked"})
+    first_day, last_day = fields.travel_dates(draft.itinerary)
     try:
         fields.parse_field(
-            fields.TravellerField.PASSPORT_EXPIRY,
-            values["passport_expiry"],
-            trip=fields.TripDates.of(draft.itinerary),
+            "passport_expiry", values["passport_expiry"], first_day=first_day, last_day=last_day
         )
     except fields.FieldError as error:
         values.pop("passport_expiry")
@@ -349,9 +346,11 @@ async def on_saved(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pr
 
 
 def build_travellers(draft: BookingDraft) -> tuple[Traveller, ...]:
-    trip = fields.TripDates.of(draft.itinerary)
+    first_day, last_day = fields.travel_dates(draft.itinerary)
     return tuple(
-        fields.build_traveller(t.values, category=t.category, trip=trip, lead=i == 0)
+        fields.build_traveller(
+            t.category, t.values, first_day=first_day, last_day=last_day, lead=i == 0
+        )
         for i, t in enumerate(draft.travellers)
     )
 
@@ -397,9 +396,10 @@ async def show_review(
         if conv.results
         else f"{len(draft.travellers)} travellers"
     )
+    itinerary_text = "\n".join(texts.itinerary_lines(draft.itinerary))
     text = (
         f"{prefix}<b>Review your booking</b>\n\n"
-        f"{fmt.itinerary_summary(draft.itinerary)}\n\n"
+        f"{itinerary_text}\n\n"
         "<b>Travellers</b>\n" + "\n".join(_traveller_lines(draft)) + "\n\n"
         f"Fare for {passengers}: {price.format()}\n<b>Total: {price.format()}</b>"
     )

@@ -19,7 +19,7 @@ from conversations.engine import Event, Pressed, State, Step
 from services.flights import format as fmt
 from services.flights.base import ProviderError, ProviderUnavailableError
 from services.flights.dates import DateInputError, format_day, parse_travel_date
-from services.flights.results import PAGE_SIZE, filter_direct, page_of, sort_itineraries
+from services.flights.results import SortKey, results_page
 from services.messages import Button, Message, Notice, esc
 from services.models import MAX_SEATS, Cabin, Itinerary, Location, Passengers, SearchQuery
 
@@ -85,7 +85,7 @@ async def _resolve_place(deps: FlowDeps, conv: Conversation, text: str, state: s
         conv = conv.model_copy(
             update={
                 "search": search.model_copy(
-                    update={"choices": resolution.choices[:10], "suggestions": []}
+                    update={"choices": list(resolution.choices[:10]), "suggestions": []}
                 )
             }
         )
@@ -97,7 +97,7 @@ async def _resolve_place(deps: FlowDeps, conv: Conversation, text: str, state: s
     conv = conv.model_copy(
         update={
             "search": search.model_copy(
-                update={"choices": [], "suggestions": resolution.suggestions[:5]}
+                update={"choices": [], "suggestions": list(resolution.suggestions[:5])}
             )
         }
     )
@@ -406,13 +406,19 @@ async def on_go(deps: FlowDeps, conv: Conversation, event: Event, pressed: Press
 
 
 async def _load_results(
-    deps: FlowDeps, view: ResultsView, user_id: int
+    deps: FlowDeps, view: ResultsView, user_id: int, *, log: bool = False
 ) -> tuple[list[Itinerary], int]:
-    outcome = await deps.search.search(view.query, user_id=user_id)
-    items = sort_itineraries(outcome.itineraries, view.sort)
-    if view.direct_only:
-        items = filter_direct(items)
-    return items, outcome.search_id
+    """The results the view shows, sorted and filtered. Only a new search is logged; paging
+    and sorting re-read the cached results."""
+    outcome = await deps.search.search(view.query, user_id=user_id, log=log)
+    page = results_page(
+        outcome.itineraries,
+        sort=SortKey.parse(view.sort),
+        direct=view.direct_only,
+        page=0,
+        page_size=max(1, len(outcome.itineraries)),
+    )
+    return list(page.items), outcome.search_id
 
 
 def _fingerprint(itinerary: Itinerary) -> str:
@@ -425,7 +431,7 @@ async def show_results(
     view = conv.results
     assert view is not None
     try:
-        items, search_id = await _load_results(deps, view, event.user.id)
+        items, search_id = await _load_results(deps, view, event.user.id, log=fresh)
     except ProviderUnavailableError:
         return _step(
             TRAVELLERS,
@@ -440,46 +446,43 @@ async def show_results(
         )
     if fresh:
         view = view.model_copy(update={"search_id": search_id})
-    pages = max(1, -(-len(items) // PAGE_SIZE))
-    view = view.model_copy(update={"page": min(view.page, pages - 1), "shown_id": None})
+    page = results_page(items, sort=SortKey.parse(view.sort), page=view.page)
+    view = view.model_copy(update={"page": page.number, "shown_id": None})
     conv = conv.model_copy(update={"results": view})
     replies = [Message(text="", kind="typing")] if fresh else []
-    header = fmt.results_header(view.query, demo=deps.demo_fares)
+    header = fmt.results_header(
+        view.query, demo=deps.demo_fares, count=len(items), today=deps.today()
+    )
     if not items:
         text = (
             header
             + "\n\n"
-            + (
-                "No direct flights on this day. Turn off “Direct only”, or try another date."
-                if view.direct_only
-                else "No flights found for this day. Try another date or a nearby airport."
-            )
+            + fmt.no_results_text(view.query, direct_only=view.direct_only, today=deps.today())
         )
         buttons: list[tuple[Button, ...]] = []
         if view.direct_only:
-            buttons.append((Button(label="Direct only ✓", action="direct"),))
+            buttons.append((Button(label="Show flights with stops", action="direct"),))
         buttons.append(
             (Button(label="Change date", action="redate"), Button(label="New search", action="new"))
         )
         replies.append(Message(text=text, buttons=tuple(buttons), edit=edit))
         return _step(RESULTS, conv, *replies)
-    shown = page_of(items, view.page, PAGE_SIZE)
-    start = view.page * PAGE_SIZE
-    lines = [f"{start + i + 1}. {fmt.itinerary_line(it)}" for i, it in enumerate(shown)]
+    shown, start, pages = page.items, page.start, page.pages
+    lines = [fmt.itinerary_line(it, number=start + i + 1) for i, it in enumerate(shown)]
     text = (
         f"{header}\n\n"
         + "\n\n".join(lines)
-        + f"\n\nPage {view.page + 1} of {pages} · {len(items)} flights. Tap a number for details."
+        + f"\n\nPage {page.number + 1} of {pages}. Tap a number for details."
     )
     pick_row = tuple(
         Button(label=str(start + i + 1), action="pick", arg=f"{start + i}.{_fingerprint(it)}")
         for i, it in enumerate(shown)
     )
     nav: list[Button] = []
-    if view.page > 0:
-        nav.append(Button(label="‹ Prev", action="page", arg=str(view.page - 1)))
-    if view.page < pages - 1:
-        nav.append(Button(label="Next ›", action="page", arg=str(view.page + 1)))
+    if page.has_previous:
+        nav.append(Button(label="‹ Prev", action="page", arg=str(page.number - 1)))
+    if page.has_next:
+        nav.append(Button(label="Next ›", action="page", arg=str(page.number + 1)))
     sort_row = tuple(
         Button(label=("✓ " if view.sort == key else "") + label, action="sort", arg=key)
         for key, label in SORTS.items()
@@ -564,7 +567,9 @@ async def on_pick(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
     conv = conv.model_copy(update={"results": view})
     if view.search_id is not None:
         await deps.storage.mark_search_stage(view.search_id, "chosen")
-    text = fmt.itinerary_detail(itinerary, view.query, demo=deps.demo_fares)
+    text = fmt.itinerary_detail(
+        itinerary, passengers=view.query.passengers, places=deps.places, today=deps.today()
+    )
     buttons = (
         (Button(label=f"Book for {itinerary.price.format()}", action="book", arg=pressed.arg),),
         (Button(label="‹ Back to results", action="back"),),
