@@ -111,7 +111,9 @@ class Passengers(BaseModel):
     @model_validator(mode="after")
     def _airline_rules(self) -> Self:
         if self.infants > self.adults:
-            raise ValueError("each infant must travel on an adult's lap: no more infants than adults")
+            raise ValueError(
+                "each infant must travel on an adult's lap: no more infants than adults"
+            )
         if self.total > MAX_SEATS:
             raise ValueError(f"at most {MAX_SEATS} travellers can be booked together")
         return self
@@ -451,3 +453,38 @@ class Stats(BaseModel):
 def utcnow() -> datetime:
     """The current instant, timezone-aware; computed at call time."""
     return datetime.now(UTC)
+
+
+class BroadcastStatus(enum.StrEnum):
+    RUNNING = "running"
+    CANCELLED = "cancelled"
+    DONE = "done"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """One recipient of a broadcast: pending → sending → sent | failed | bot_blocked.
+
+    ``interrupted`` marks a recipient whose worker died mid-send: it may or may not have
+    arrived, and it is never sent again (nobody gets a broadcast twice).
+    """
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    BOT_BLOCKED = "bot_blocked"
+    INTERRUPTED = "interrupted"
+
+
+class Broadcast(BaseModel):
+    """An admin's message to every reachable user, delivered by a resumable worker."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    admin_id: int
+    text: str
+    status: BroadcastStatus
+    total: int  # recipients, duplicates counted once
+    created_at: AwareDatetime
+    updated_at: AwareDatetime

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from datetime import datetime
 
 from services.models import (
     AuditEntry,
     Booking,
     BookingStatus,
+    Broadcast,
+    BroadcastStatus,
+    DeliveryStatus,
+    IllegalTransitionError,
     NewBooking,
     Profile,
     SearchLogEntry,
@@ -29,6 +34,27 @@ REFERENCE_ATTEMPTS = 8
 
 def new_reference() -> str:
     return "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(REFERENCE_LENGTH))
+
+
+# Funnel keys, in the order a traveller passes them; the middle two are marked on a search.
+FUNNEL_STAGES = ("search", "chosen", "reviewed", "paid")
+SEARCH_STAGES = frozenset({"chosen", "reviewed"})
+
+# How a claimed delivery can end; ``interrupted`` is only set by recovery.
+DELIVERY_OUTCOMES = frozenset(
+    {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.BOT_BLOCKED}
+)
+
+BROADCAST_TRANSITIONS: dict[BroadcastStatus, frozenset[BroadcastStatus]] = {
+    BroadcastStatus.RUNNING: frozenset({BroadcastStatus.CANCELLED, BroadcastStatus.DONE}),
+    BroadcastStatus.CANCELLED: frozenset(),
+    BroadcastStatus.DONE: frozenset(),
+}
+
+
+def check_broadcast_transition(current: BroadcastStatus, new: BroadcastStatus) -> None:
+    if new not in BROADCAST_TRANSITIONS[current]:
+        raise IllegalTransitionError(f"a broadcast cannot go from {current} to {new}")
 
 
 class StorageUnavailableError(RuntimeError):
@@ -65,7 +91,10 @@ class Storage(ABC):
         first_name: str | None = None,
         language: str | None = None,
     ) -> Profile:
-        """Create the profile or refresh its names; never touches blocked flags or travellers."""
+        """Create the profile or refresh its names; never touches blocked flags or travellers.
+
+        Username and first name mirror Telegram (``None`` clears them); ``language`` is a
+        preference and only changes when given."""
 
     @abstractmethod
     async def get_profile(self, user_id: int) -> Profile | None: ...
@@ -93,7 +122,10 @@ class Storage(ABC):
     @abstractmethod
     async def delete_user_data(self, user_id: int) -> int:
         """Erase the profile and saved travellers; anonymise the user's bookings' personal
-        fields (names, documents, contacts). Returns how many bookings were anonymised."""
+        fields (names, documents, contacts). Returns how many bookings were anonymised.
+
+        Bookings keep their owner id, route, amount and status (accounting, and a later refund
+        still reaches the traveller); the search log forgets whose searches they were."""
 
     # bookings --------------------------------------------------------------------------------
     @abstractmethod
@@ -136,13 +168,16 @@ class Storage(ABC):
         """Move the status from ``expected`` to ``new`` in one conditional update.
 
         Returns whether it applied; of any number of concurrent callers exactly one wins.
-        Raises ``IllegalTransitionError`` for a move that ``TRANSITIONS`` forbids.
+        Raises ``IllegalTransitionError`` for a move that ``TRANSITIONS`` forbids and
+        ``BookingNotFoundError`` when there is no such booking. ``payment_intent_id``, when
+        given, is stored by the same update.
         """
 
     @abstractmethod
     async def list_bookings_by_status(
         self, status: BookingStatus, *, user_id: int | None = None
-    ) -> list[Booking]: ...
+    ) -> list[Booking]:
+        """Every booking in ``status`` (optionally one user's), newest first."""
 
     # payment events --------------------------------------------------------------------------
     @abstractmethod
@@ -176,4 +211,72 @@ class Storage(ABC):
 
     @abstractmethod
     async def funnel(self, since: datetime) -> dict[str, int]:
-        """Counts for search → chosen → reviewed → paid since ``since``."""
+        """Counts for search → chosen → reviewed → paid since ``since``, keyed by
+        ``FUNNEL_STAGES``. "paid" counts bookings whose money was taken, whatever came after."""
+
+    # broadcasts ------------------------------------------------------------------------------
+    # A broadcast survives a restart and reaches nobody twice. Each recipient has a delivery
+    # row: pending → sending (claimed) → sent | failed | bot_blocked. The worker loop is:
+    #   on start, for each of list_running_broadcasts(): recover_stuck_deliveries(...);
+    #   then repeatedly claim_deliveries(id, n) → send each → finish_delivery(...);
+    #   when a claim returns nothing and broadcast_counts(id)["sending"] == 0,
+    #   set_broadcast_status(id, RUNNING, DONE).
+    # Claim only what is about to be sent, so a crash leaves as few rows in doubt as possible.
+
+    @abstractmethod
+    async def create_broadcast(
+        self, admin_id: int, text: str, recipient_ids: Sequence[int]
+    ) -> Broadcast:
+        """Store a running broadcast with one pending delivery per distinct recipient."""
+
+    @abstractmethod
+    async def get_broadcast(self, broadcast_id: int) -> Broadcast | None: ...
+
+    @abstractmethod
+    async def list_running_broadcasts(self) -> list[Broadcast]:
+        """Oldest first: what a worker resumes after a restart."""
+
+    @abstractmethod
+    async def claim_deliveries(self, broadcast_id: int, limit: int) -> list[int]:
+        """Atomically move up to ``limit`` pending recipients to ``sending`` and return their
+        user ids (ascending). Concurrent claimers get disjoint sets; a broadcast that is no
+        longer running hands out nothing."""
+
+    @abstractmethod
+    async def finish_delivery(
+        self, broadcast_id: int, user_id: int, outcome: DeliveryStatus
+    ) -> bool:
+        """Record how a claimed delivery ended (``DELIVERY_OUTCOMES``). False when the row was
+        not in ``sending`` (already finished or recovered). Does not touch the profile: call
+        ``set_bot_blocked`` as well for ``bot_blocked``."""
+
+    @abstractmethod
+    async def release_deliveries(self, broadcast_id: int, user_ids: Sequence[int]) -> int:
+        """Hand claimed-but-never-attempted recipients back (sending → pending), e.g. when a
+        worker is cancelled or shut down cleanly. Only for rows this worker knows it did not
+        send. Returns how many were released."""
+
+    @abstractmethod
+    async def recover_stuck_deliveries(
+        self, broadcast_id: int, *, claimed_before: datetime
+    ) -> list[int]:
+        """Mark deliveries still ``sending`` since before ``claimed_before`` as ``interrupted``
+        and return their user ids.
+
+        Such a row belongs to a worker that died between claiming and recording the outcome:
+        Telegram may or may not have delivered the message, and sendMessage cannot be asked.
+        Sending again could reach someone twice, so the row is never handed out again; the
+        admin's report counts it as interrupted. Pass ``claimed_before=now`` when no other
+        worker can be running (single worker, at start-up); with several workers, use a lease
+        longer than any send (e.g. now minus a few minutes)."""
+
+    @abstractmethod
+    async def set_broadcast_status(
+        self, broadcast_id: int, expected: BroadcastStatus, new: BroadcastStatus
+    ) -> bool:
+        """running → cancelled | done, as one conditional update; False when the broadcast was
+        not in ``expected`` (or does not exist). Raises ``IllegalTransitionError`` otherwise."""
+
+    @abstractmethod
+    async def broadcast_counts(self, broadcast_id: int) -> dict[str, int]:
+        """Deliveries per ``DeliveryStatus`` value, zeros included."""

@@ -1,0 +1,250 @@
+"""Rows ↔ models, shared by the SQLite and Supabase adapters.
+
+Both databases hold the same columns; JSON columns arrive as text from SQLite and as decoded
+values from PostgREST, timestamps as ISO strings from both. Keeping the mapping here means a
+booking reads back identically whichever adapter stored it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, Final
+
+from pydantic import TypeAdapter
+
+from services.models import (
+    AuditEntry,
+    Booking,
+    BookingStatus,
+    Broadcast,
+    DeliveryStatus,
+    NewBooking,
+    Profile,
+    RouteCount,
+    Stats,
+    Traveller,
+)
+from services.money import Money
+from services.storage.base import DELIVERY_OUTCOMES, REFERENCE_ALPHABET, SEARCH_STAGES
+
+TOP_ROUTES = 5
+
+# Statuses counted as revenue, and as "paid" in the funnel (money was taken at some point).
+REVENUE_STATUSES: Final = (BookingStatus.PAID, BookingStatus.CONFIRMED)
+PAID_STATUSES: Final = (
+    BookingStatus.PAID,
+    BookingStatus.CONFIRMED,
+    BookingStatus.FAILED,
+    BookingStatus.CANCELLED,
+    BookingStatus.REFUNDED,
+)
+
+# What an erased traveller keeps: passenger category, gender and nationality (fare rules and
+# statistics). Without names, birth date, document and contacts nobody can be identified.
+ERASED_TRAVELLER_FIELDS: Final[Mapping[str, Any]] = {
+    "first_name": "Erased",
+    "last_name": "Erased",
+    "birth_date": "1900-01-01",
+    "passport_number": "",
+    "passport_expiry": "1900-01-01",
+    "email": None,
+    "phone": None,
+}
+
+_TRAVELLERS = TypeAdapter(tuple[Traveller, ...])
+_REFERENCE = re.compile(f"^[{REFERENCE_ALPHABET}]{{4,12}}$")
+_USERNAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+def json_value(value: Any) -> Any:
+    """A JSON column as a Python value, whether the driver decoded it or not."""
+    if isinstance(value, str | bytes):
+        return json.loads(value)
+    return value
+
+
+def travellers_to_json(travellers: tuple[Traveller, ...]) -> list[dict[str, Any]]:
+    dumped: list[dict[str, Any]] = _TRAVELLERS.dump_python(travellers, mode="json")
+    for item in dumped:
+        item.pop("passport_masked", None)  # derived; never stored
+    return dumped
+
+
+def travellers_from_json(value: Any) -> tuple[Traveller, ...]:
+    return _TRAVELLERS.validate_python(json_value(value))
+
+
+def erase_traveller(traveller: Mapping[str, Any]) -> dict[str, Any]:
+    return {**traveller, **ERASED_TRAVELLER_FIELDS}
+
+
+def normalise_reference(reference: str) -> str | None:
+    """The stored form of a reference a person typed, or None if it cannot be one."""
+    cleaned = reference.strip().lstrip("#").upper()
+    return cleaned if _REFERENCE.match(cleaned) else None
+
+
+def normalise_username(username: str) -> str | None:
+    """A Telegram username without '@', or None if it cannot be one."""
+    cleaned = username.strip().removeprefix("@")
+    return cleaned if _USERNAME.match(cleaned) else None
+
+
+def normalise_booking_id(value: str) -> str | None:
+    """The canonical (lower-case, hyphenated) form of a booking id, or None if it is not one."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def new_booking_id() -> str:
+    return str(uuid.uuid4())
+
+
+def aware(moment: datetime) -> datetime:
+    """``moment`` in UTC; naive datetimes are a programming error, never guessed at."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("a timezone-aware datetime is required")
+    return moment.astimezone(UTC)
+
+
+def booking_row(booking: NewBooking, *, booking_id: str, reference: str) -> dict[str, Any]:
+    """The insertable columns of a new booking, as JSON-compatible values (no timestamps)."""
+    if booking.amount.amount < 0:
+        raise ValueError("a booking's amount cannot be negative")
+    return {
+        "id": booking_id,
+        "reference": reference,
+        "user_id": booking.user_id,
+        "itinerary": booking.itinerary.model_dump(mode="json"),
+        "origin": booking.origin,
+        "destination": booking.destination,
+        "departure_date": booking.departure_date.isoformat(),
+        "return_date": booking.return_date.isoformat() if booking.return_date else None,
+        "travellers": travellers_to_json(booking.travellers),
+        "amount_minor": booking.amount.amount,
+        "currency": booking.amount.currency,
+        "status": booking.status.value,
+        "payment_deadline": (
+            aware(booking.payment_deadline).isoformat() if booking.payment_deadline else None
+        ),
+    }
+
+
+def booking_from_row(row: Mapping[str, Any]) -> Booking:
+    return Booking.model_validate(
+        {
+            "id": str(row["id"]),
+            "reference": row["reference"],
+            "user_id": row["user_id"],
+            "itinerary": json_value(row["itinerary"]),
+            "travellers": travellers_from_json(row["travellers"]),
+            "amount": Money(amount=int(row["amount_minor"]), currency=row["currency"].strip()),
+            "status": row["status"],
+            "checkout_session_id": row["checkout_session_id"],
+            "payment_intent_id": row["payment_intent_id"],
+            "payment_deadline": row["payment_deadline"],
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
+        }
+    )
+
+
+def profile_from_row(row: Mapping[str, Any]) -> Profile:
+    return Profile(
+        user_id=row["id"],
+        username=row["username"],
+        first_name=row["first_name"],
+        language=row["language"],
+        blocked=bool(row["blocked"]),
+        bot_blocked=bool(row["bot_blocked"]),
+        saved_travellers=travellers_from_json(row["saved_travellers"]),
+        created_at=row["created_at"],
+    )
+
+
+def audit_from_row(row: Mapping[str, Any]) -> AuditEntry:
+    return AuditEntry(
+        admin_id=row["admin_id"],
+        action=row["action"],
+        target=row["target"],
+        details=json_value(row["details"]),
+        created_at=row["created_at"],
+    )
+
+
+def broadcast_from_row(row: Mapping[str, Any]) -> Broadcast:
+    return Broadcast.model_validate(
+        {key: row[key] for key in ("id", "admin_id", "text", "status", "total")}
+        | {"created_at": row["created_at"], "updated_at": row["updated_at"]}
+    )
+
+
+def payment_event_from_row(row: Mapping[str, Any]) -> tuple[str, str, datetime]:
+    received = row["received_at"]
+    if isinstance(received, str):
+        received = datetime.fromisoformat(received)
+    return (row["event_id"], row["type"], received)
+
+
+def stats_from_parts(
+    since: datetime,
+    *,
+    by_status: Mapping[str, int],
+    revenue: Mapping[str, int],
+    searches: int,
+    new_users: int,
+    top_routes: Sequence[Mapping[str, Any]],
+) -> Stats:
+    """One ``Stats`` from the aggregates either database computed; every status is present."""
+    return Stats(
+        since=since,
+        bookings_by_status={
+            status: int(by_status.get(status.value, 0)) for status in BookingStatus
+        },
+        revenue=tuple(
+            Money(amount=int(total), currency=currency.strip())
+            for currency, total in sorted(revenue.items())
+        ),
+        searches=int(searches),
+        new_users=int(new_users),
+        top_routes=tuple(
+            RouteCount(
+                origin=route["origin"], destination=route["destination"], count=route["count"]
+            )
+            for route in top_routes
+        ),
+    )
+
+
+def iso_date(value: date | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def stage_column(stage: str) -> str:
+    """The timestamp column a funnel stage marks on a search."""
+    if stage not in SEARCH_STAGES:
+        raise ValueError(f"unknown funnel stage {stage!r}; expected one of {sorted(SEARCH_STAGES)}")
+    return f"{stage}_at"
+
+
+def check_outcome(outcome: DeliveryStatus) -> None:
+    if outcome not in DELIVERY_OUTCOMES:
+        raise ValueError(
+            f"{outcome!r} is not how a delivery ends; expected sent, failed or bot_blocked"
+        )
+
+
+def event_booking_id(booking_id: str | None) -> str | None:
+    """A payment event's booking id, canonical; a malformed one is the caller's bug."""
+    if booking_id is None:
+        return None
+    canonical = normalise_booking_id(booking_id)
+    if canonical is None:
+        raise ValueError(f"{booking_id!r} is not a booking id")
+    return canonical

@@ -1,0 +1,751 @@
+"""SQLite storage: the embedded default, so the bot runs with nothing but a file.
+
+The schema mirrors supabase/migrations and is created or upgraded in ``start()``, versioned with
+``PRAGMA user_version``. Each atomic operation is one conditional statement, as in PostgreSQL,
+so several processes sharing the file still get exactly one winner; within a process one
+connection is shared and an asyncio lock keeps coroutines from interleaving inside a
+transaction. WAL lets readers in other processes carry on while one writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from services.models import (
+    AuditEntry,
+    Booking,
+    BookingStatus,
+    Broadcast,
+    BroadcastStatus,
+    DeliveryStatus,
+    NewBooking,
+    Profile,
+    SearchLogEntry,
+    Stats,
+    Traveller,
+    check_transition,
+    utcnow,
+)
+from services.storage import rows
+from services.storage.base import (
+    FUNNEL_STAGES,
+    REFERENCE_ATTEMPTS,
+    BookingNotFoundError,
+    Storage,
+    StorageUnavailableError,
+    check_broadcast_transition,
+    new_reference,
+)
+
+log = logging.getLogger(__name__)
+
+_BUSY_TIMEOUT_MS = 5000
+
+# One tuple of statements per schema version; never edit a released version, append a new one.
+SCHEMA_STEPS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE profiles (
+            id INTEGER PRIMARY KEY,
+            username TEXT,
+            first_name TEXT,
+            language TEXT,
+            blocked INTEGER NOT NULL DEFAULT 0 CHECK (blocked IN (0, 1)),
+            bot_blocked INTEGER NOT NULL DEFAULT 0 CHECK (bot_blocked IN (0, 1)),
+            saved_travellers TEXT NOT NULL DEFAULT '[]'
+                CHECK (json_valid(saved_travellers) AND json_type(saved_travellers) = 'array'),
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        ) STRICT
+        """,
+        "CREATE INDEX profiles_username_idx ON profiles (lower(username))",
+        "CREATE INDEX profiles_created_at_idx ON profiles (created_at)",
+        """
+        CREATE TABLE bookings (
+            id TEXT PRIMARY KEY,
+            reference TEXT NOT NULL UNIQUE
+                CHECK (length(reference) BETWEEN 6 AND 12
+                       AND reference NOT GLOB '*[^23456789ABCDEFGHJKMNPQRSTUVWXYZ]*'),
+            user_id INTEGER NOT NULL,
+            itinerary TEXT NOT NULL CHECK (json_valid(itinerary)),
+            origin TEXT NOT NULL CHECK (length(origin) = 3),
+            destination TEXT NOT NULL CHECK (length(destination) = 3),
+            departure_date TEXT NOT NULL,
+            return_date TEXT CHECK (return_date IS NULL OR return_date >= departure_date),
+            travellers TEXT NOT NULL
+                CHECK (json_valid(travellers) AND json_type(travellers) = 'array'),
+            amount_minor INTEGER NOT NULL CHECK (amount_minor >= 0),
+            currency TEXT NOT NULL
+                CHECK (length(currency) = 3 AND currency NOT GLOB '*[^A-Z]*'),
+            status TEXT NOT NULL DEFAULT 'draft' CHECK (status IN (
+                'draft', 'awaiting_payment', 'paid', 'confirmed', 'expired', 'failed',
+                'cancelled', 'refunded'
+            )),
+            checkout_session_id TEXT UNIQUE,
+            payment_intent_id TEXT,
+            payment_deadline TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        ) STRICT
+        """,
+        "CREATE INDEX bookings_user_created_idx ON bookings (user_id, created_at DESC)",
+        "CREATE INDEX bookings_status_created_idx ON bookings (status, created_at DESC)",
+        "CREATE INDEX bookings_created_at_idx ON bookings (created_at)",
+        """
+        CREATE TABLE flight_searches (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id INTEGER,
+            origin TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            departure TEXT NOT NULL,
+            return_date TEXT,
+            passengers INTEGER NOT NULL DEFAULT 1 CHECK (passengers BETWEEN 1 AND 9),
+            results INTEGER NOT NULL DEFAULT 0 CHECK (results >= 0),
+            cached INTEGER NOT NULL DEFAULT 0 CHECK (cached IN (0, 1)),
+            chosen_at TEXT,
+            reviewed_at TEXT,
+            created_at TEXT NOT NULL
+        ) STRICT
+        """,
+        "CREATE INDEX flight_searches_created_at_idx ON flight_searches (created_at)",
+        """
+        CREATE TABLE payment_events (
+            event_id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            booking_id TEXT,
+            received_at TEXT NOT NULL
+        ) STRICT
+        """,
+        "CREATE INDEX payment_events_booking_idx ON payment_events (booking_id, received_at)",
+        """
+        CREATE TABLE admin_audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            admin_id INTEGER NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT,
+            details TEXT NOT NULL DEFAULT '{}'
+                CHECK (json_valid(details) AND json_type(details) = 'object'),
+            created_at TEXT NOT NULL
+        ) STRICT
+        """,
+        "CREATE INDEX admin_audit_created_at_idx ON admin_audit (created_at DESC)",
+    ),
+    (
+        """
+        CREATE TABLE broadcasts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            admin_id INTEGER NOT NULL,
+            text TEXT NOT NULL CHECK (length(text) > 0),
+            status TEXT NOT NULL DEFAULT 'running'
+                CHECK (status IN ('running', 'cancelled', 'done')),
+            total INTEGER NOT NULL CHECK (total >= 0),
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        ) STRICT
+        """,
+        "CREATE INDEX broadcasts_running_idx ON broadcasts (created_at) WHERE status = 'running'",
+        """
+        CREATE TABLE broadcast_deliveries (
+            broadcast_id INTEGER NOT NULL REFERENCES broadcasts (id) ON DELETE CASCADE,
+            user_id INTEGER NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN (
+                'pending', 'sending', 'sent', 'failed', 'bot_blocked', 'interrupted'
+            )),
+            claimed_at TEXT,
+            finished_at TEXT,
+            PRIMARY KEY (broadcast_id, user_id)
+        ) STRICT, WITHOUT ROWID
+        """,
+        """
+        CREATE INDEX broadcast_deliveries_pending_idx
+            ON broadcast_deliveries (broadcast_id, user_id) WHERE status = 'pending'
+        """,
+    ),
+)
+SCHEMA_VERSION = len(SCHEMA_STEPS)
+
+
+def _ts(moment: datetime) -> str:
+    """Fixed-width UTC text, so comparing strings compares instants."""
+    return rows.aware(moment).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def _now() -> str:
+    return _ts(utcnow())
+
+
+def _dict(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    return dict(row) if row is not None else None
+
+
+class SQLiteStorage(Storage):
+    """Storage in one SQLite file (``SQLITE_PATH``)."""
+
+    name = "sqlite"
+
+    def __init__(self, path: str | Path, *, references: Callable[[], str] = new_reference) -> None:
+        """``references`` draws booking references (replaceable to exercise collisions)."""
+        self._path = Path(path)
+        self._references = references
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the file (creating its folder), switch to WAL and bring the schema up to date."""
+        if self._db is not None:
+            return
+        in_memory = str(self._path) == ":memory:"
+        try:
+            if not in_memory:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(self._path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageUnavailableError(f"cannot open SQLite file {self._path}: {exc}") from exc
+        db.row_factory = sqlite3.Row
+        try:
+            await db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            if not in_memory:
+                cursor = await db.execute("PRAGMA journal_mode = WAL")
+                self._check_wal(await cursor.fetchone())
+            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute("PRAGMA foreign_keys = ON")
+            await self._migrate(db)
+        except sqlite3.Error as exc:
+            await db.close()
+            raise StorageUnavailableError(f"cannot use SQLite file {self._path}: {exc}") from exc
+        except BaseException:
+            await db.close()
+            raise
+        self._db = db
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        # The version is read inside the write transaction, so two processes starting at once
+        # cannot both apply the same step.
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = await db.execute("PRAGMA user_version")
+            row = await cursor.fetchone()
+            version = int(row[0]) if row else 0
+            self._check_version(version)
+            for step in SCHEMA_STEPS[version:]:
+                for statement in step:
+                    await db.execute(statement)
+            if version != SCHEMA_VERSION:
+                await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                log.info(
+                    "SQLite schema at %s upgraded %d -> %d", self._path, version, SCHEMA_VERSION
+                )
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    def _check_wal(self, mode: sqlite3.Row | None) -> None:
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise StorageUnavailableError(f"SQLite file {self._path} refused WAL mode")
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StorageUnavailableError(
+                f"SQLite file {self._path} has schema version {version}, newer than this "
+                f"code knows ({SCHEMA_VERSION}); upgrade the bot"
+            )
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            async with self._lock:
+                await db.close()
+
+    async def ping(self) -> None:
+        async with self._connection() as db:
+            await db.execute("SELECT 1")
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[aiosqlite.Connection]:
+        if self._db is None:
+            raise StorageUnavailableError("SQLite storage is not started")
+        async with self._lock:
+            try:
+                yield self._db
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"the database refused the change: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StorageUnavailableError(f"SQLite error: {exc}") from exc
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._connection() as db:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        async with self._connection() as db:
+            cursor = await db.execute(sql, params)
+            return _dict(await cursor.fetchone())
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        async with self._connection() as db:
+            cursor = await db.execute(sql, params)
+            return [dict(row) for row in await cursor.fetchall()]
+
+    async def _changes(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self._connection() as db:
+            cursor = await db.execute(sql, params)
+            return int(cursor.rowcount)
+
+    # profiles --------------------------------------------------------------------------------
+    async def upsert_profile(
+        self,
+        user_id: int,
+        *,
+        username: str | None = None,
+        first_name: str | None = None,
+        language: str | None = None,
+    ) -> Profile:
+        now = _now()
+        row = await self._one(
+            """
+            INSERT INTO profiles (id, username, first_name, language, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET
+                username = excluded.username,
+                first_name = excluded.first_name,
+                language = coalesce(excluded.language, profiles.language),
+                updated_at = excluded.updated_at
+            RETURNING *
+            """,
+            (user_id, username, first_name, language, now, now),
+        )
+        assert row is not None  # RETURNING always yields the row
+        return rows.profile_from_row(row)
+
+    async def get_profile(self, user_id: int) -> Profile | None:
+        row = await self._one("SELECT * FROM profiles WHERE id = ?", (user_id,))
+        return rows.profile_from_row(row) if row else None
+
+    async def find_profile_by_username(self, username: str) -> Profile | None:
+        name = rows.normalise_username(username)
+        if name is None:
+            return None
+        row = await self._one(
+            "SELECT * FROM profiles WHERE lower(username) = lower(?) "
+            "ORDER BY updated_at DESC LIMIT 1",
+            (name,),
+        )
+        return rows.profile_from_row(row) if row else None
+
+    async def set_blocked(self, user_id: int, blocked: bool) -> bool:
+        changed = await self._changes(
+            "UPDATE profiles SET blocked = ?, updated_at = ? WHERE id = ?",
+            (int(blocked), _now(), user_id),
+        )
+        return changed == 1
+
+    async def set_bot_blocked(self, user_id: int, bot_blocked: bool) -> None:
+        now = _now()
+        await self._changes(
+            """
+            INSERT INTO profiles (id, bot_blocked, created_at, updated_at) VALUES (?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET
+                bot_blocked = excluded.bot_blocked, updated_at = excluded.updated_at
+            """,
+            (user_id, int(bot_blocked), now, now),
+        )
+
+    async def save_travellers(self, user_id: int, travellers: tuple[Traveller, ...]) -> None:
+        now = _now()
+        await self._changes(
+            """
+            INSERT INTO profiles (id, saved_travellers, created_at, updated_at)
+            VALUES (?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET
+                saved_travellers = excluded.saved_travellers, updated_at = excluded.updated_at
+            """,
+            (user_id, json.dumps(rows.travellers_to_json(travellers)), now, now),
+        )
+
+    async def list_recipient_ids(self) -> list[int]:
+        found = await self._all(
+            "SELECT id FROM profiles WHERE blocked = 0 AND bot_blocked = 0 ORDER BY id"
+        )
+        return [int(row["id"]) for row in found]
+
+    async def delete_user_data(self, user_id: int) -> int:
+        now = _now()
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM profiles WHERE id = ?", (user_id,))
+            cursor = await db.execute(
+                "SELECT id, travellers FROM bookings WHERE user_id = ?", (user_id,)
+            )
+            owned = list(await cursor.fetchall())
+            for booking in owned:
+                erased = [rows.erase_traveller(t) for t in json.loads(booking["travellers"])]
+                await db.execute(
+                    "UPDATE bookings SET travellers = ?, updated_at = ? WHERE id = ?",
+                    (json.dumps(erased), now, booking["id"]),
+                )
+            await db.execute(
+                "UPDATE flight_searches SET user_id = NULL WHERE user_id = ?", (user_id,)
+            )
+        return len(owned)
+
+    # bookings --------------------------------------------------------------------------------
+    async def create_booking(self, booking: NewBooking) -> Booking:
+        for _ in range(REFERENCE_ATTEMPTS):
+            row = rows.booking_row(
+                booking, booking_id=rows.new_booking_id(), reference=self._references()
+            )
+            now = _now()
+            values = {
+                **row,
+                "itinerary": json.dumps(row["itinerary"]),
+                "travellers": json.dumps(row["travellers"]),
+                "payment_deadline": (
+                    _ts(booking.payment_deadline) if booking.payment_deadline else None
+                ),
+                "created_at": now,
+                "updated_at": now,
+            }
+            columns = ", ".join(values)
+            marks = ", ".join("?" for _ in values)
+            try:
+                stored = await self._one(
+                    f"INSERT INTO bookings ({columns}) VALUES ({marks}) RETURNING *",  # noqa: S608 - column names are ours
+                    tuple(values.values()),
+                )
+            except ValueError as exc:
+                if "bookings.reference" in str(exc):
+                    continue  # the rare collision: draw another reference
+                raise
+            assert stored is not None
+            return rows.booking_from_row(stored)
+        raise StorageUnavailableError("no free booking reference found; try again")
+
+    async def get_booking(self, booking_id: str) -> Booking | None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            return None
+        row = await self._one("SELECT * FROM bookings WHERE id = ?", (canonical,))
+        return rows.booking_from_row(row) if row else None
+
+    async def get_booking_by_reference(
+        self, reference: str, *, user_id: int | None
+    ) -> Booking | None:
+        normalised = rows.normalise_reference(reference)
+        if normalised is None:
+            return None
+        if user_id is None:
+            row = await self._one("SELECT * FROM bookings WHERE reference = ?", (normalised,))
+        else:
+            row = await self._one(
+                "SELECT * FROM bookings WHERE reference = ? AND user_id = ?",
+                (normalised, user_id),
+            )
+        return rows.booking_from_row(row) if row else None
+
+    async def get_booking_by_session(self, checkout_session_id: str) -> Booking | None:
+        row = await self._one(
+            "SELECT * FROM bookings WHERE checkout_session_id = ?", (checkout_session_id,)
+        )
+        return rows.booking_from_row(row) if row else None
+
+    async def list_bookings(self, user_id: int, *, limit: int = 20) -> list[Booking]:
+        if limit <= 0:
+            return []
+        found = await self._all(
+            "SELECT * FROM bookings WHERE user_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            (user_id, limit),
+        )
+        return [rows.booking_from_row(row) for row in found]
+
+    async def attach_checkout(
+        self, booking_id: str, *, checkout_session_id: str, payment_deadline: datetime
+    ) -> Booking:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        try:
+            row = await self._one(
+                "UPDATE bookings SET checkout_session_id = ?, payment_deadline = ?, "
+                "updated_at = ? WHERE id = ? RETURNING *",
+                (checkout_session_id, _ts(payment_deadline), _now(), canonical),
+            )
+        except ValueError as exc:
+            raise ValueError("that checkout session belongs to another booking") from exc
+        if row is None:
+            raise BookingNotFoundError(booking_id)
+        return rows.booking_from_row(row)
+
+    async def transition(
+        self,
+        booking_id: str,
+        expected: BookingStatus,
+        new: BookingStatus,
+        *,
+        payment_intent_id: str | None = None,
+    ) -> bool:
+        check_transition(expected, new)
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        changed = await self._changes(
+            "UPDATE bookings SET status = ?, "
+            "payment_intent_id = coalesce(?, payment_intent_id), updated_at = ? "
+            "WHERE id = ? AND status = ?",
+            (new.value, payment_intent_id, _now(), canonical, expected.value),
+        )
+        if changed == 1:
+            return True
+        if await self._one("SELECT 1 FROM bookings WHERE id = ?", (canonical,)) is None:
+            raise BookingNotFoundError(booking_id)
+        return False
+
+    async def list_bookings_by_status(
+        self, status: BookingStatus, *, user_id: int | None = None
+    ) -> list[Booking]:
+        if user_id is None:
+            found = await self._all(
+                "SELECT * FROM bookings WHERE status = ? ORDER BY created_at DESC, rowid DESC",
+                (status.value,),
+            )
+        else:
+            found = await self._all(
+                "SELECT * FROM bookings WHERE status = ? AND user_id = ? "
+                "ORDER BY created_at DESC, rowid DESC",
+                (status.value, user_id),
+            )
+        return [rows.booking_from_row(row) for row in found]
+
+    # payment events --------------------------------------------------------------------------
+    async def record_payment_event(
+        self, event_id: str, event_type: str, booking_id: str | None = None
+    ) -> bool:
+        canonical = rows.event_booking_id(booking_id)
+        changed = await self._changes(
+            "INSERT INTO payment_events (event_id, type, booking_id, received_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+            (event_id, event_type, canonical, _now()),
+        )
+        return changed == 1
+
+    async def list_payment_events(self, booking_id: str) -> list[tuple[str, str, datetime]]:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            return []
+        found = await self._all(
+            "SELECT event_id, type, received_at FROM payment_events WHERE booking_id = ? "
+            "ORDER BY received_at, rowid",
+            (canonical,),
+        )
+        return [rows.payment_event_from_row(row) for row in found]
+
+    # search log, audit, statistics -----------------------------------------------------------
+    async def log_search(self, entry: SearchLogEntry) -> int:
+        row = await self._one(
+            "INSERT INTO flight_searches (user_id, origin, destination, departure, return_date, "
+            "passengers, results, cached, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "RETURNING id",
+            (
+                entry.user_id,
+                entry.origin,
+                entry.destination,
+                entry.departure.isoformat(),
+                rows.iso_date(entry.return_date),
+                entry.passengers,
+                entry.results,
+                int(entry.cached),
+                _now(),
+            ),
+        )
+        assert row is not None
+        return int(row["id"])
+
+    async def mark_search_stage(self, search_id: int, stage: str) -> None:
+        column = rows.stage_column(stage)
+        await self._changes(
+            f"UPDATE flight_searches SET {column} = ? WHERE id = ? AND {column} IS NULL",  # noqa: S608 - column from a fixed set
+            (_now(), search_id),
+        )
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        await self._changes(
+            "INSERT INTO admin_audit (admin_id, action, target, details, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (entry.admin_id, entry.action, entry.target, json.dumps(entry.details), _now()),
+        )
+
+    async def list_audit(self, *, limit: int = 50) -> list[AuditEntry]:
+        if limit <= 0:
+            return []
+        found = await self._all(
+            "SELECT * FROM admin_audit ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
+        )
+        return [rows.audit_from_row(row) for row in found]
+
+    async def stats(self, since: datetime) -> Stats:
+        start = _ts(since)
+        by_status = await self._all(
+            "SELECT status, count(*) AS n FROM bookings WHERE created_at >= ? GROUP BY status",
+            (start,),
+        )
+        revenue = await self._all(
+            "SELECT currency, sum(amount_minor) AS total FROM bookings "
+            "WHERE created_at >= ? AND status IN (?, ?) GROUP BY currency",
+            (start, *(s.value for s in rows.REVENUE_STATUSES)),
+        )
+        counts = await self._one(
+            "SELECT (SELECT count(*) FROM flight_searches WHERE created_at >= ?) AS searches, "
+            "(SELECT count(*) FROM profiles WHERE created_at >= ?) AS new_users",
+            (start, start),
+        )
+        assert counts is not None
+        routes = await self._all(
+            "SELECT origin, destination, count(*) AS count FROM flight_searches "
+            "WHERE created_at >= ? GROUP BY origin, destination "
+            "ORDER BY count DESC, origin, destination LIMIT ?",
+            (start, rows.TOP_ROUTES),
+        )
+        return rows.stats_from_parts(
+            rows.aware(since),
+            by_status={row["status"]: row["n"] for row in by_status},
+            revenue={row["currency"]: row["total"] for row in revenue},
+            searches=counts["searches"],
+            new_users=counts["new_users"],
+            top_routes=routes,
+        )
+
+    async def funnel(self, since: datetime) -> dict[str, int]:
+        start = _ts(since)
+        paid = tuple(s.value for s in rows.PAID_STATUSES)
+        marks = ", ".join("?" for _ in paid)
+        sql = (
+            "SELECT count(*) AS search, count(chosen_at) AS chosen, "  # noqa: S608 - placeholders only
+            "count(reviewed_at) AS reviewed, "
+            f"(SELECT count(*) FROM bookings WHERE created_at >= ? AND status IN ({marks})) "
+            "AS paid FROM flight_searches WHERE created_at >= ?"
+        )
+        row = await self._one(sql, (start, *paid, start))
+        assert row is not None
+        return {stage: int(row[stage]) for stage in FUNNEL_STAGES}
+
+    # broadcasts ------------------------------------------------------------------------------
+    async def create_broadcast(
+        self, admin_id: int, text: str, recipient_ids: Sequence[int]
+    ) -> Broadcast:
+        if not text:
+            raise ValueError("a broadcast needs a text")
+        recipients = list(dict.fromkeys(recipient_ids))
+        now = _now()
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "INSERT INTO broadcasts (admin_id, text, status, total, created_at, updated_at) "
+                "VALUES (?, ?, 'running', ?, ?, ?) RETURNING *",
+                (admin_id, text, len(recipients), now, now),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            await db.executemany(
+                "INSERT INTO broadcast_deliveries (broadcast_id, user_id) VALUES (?, ?)",
+                [(row["id"], user_id) for user_id in recipients],
+            )
+        return rows.broadcast_from_row(dict(row))
+
+    async def get_broadcast(self, broadcast_id: int) -> Broadcast | None:
+        row = await self._one("SELECT * FROM broadcasts WHERE id = ?", (broadcast_id,))
+        return rows.broadcast_from_row(row) if row else None
+
+    async def list_running_broadcasts(self) -> list[Broadcast]:
+        found = await self._all(
+            "SELECT * FROM broadcasts WHERE status = 'running' ORDER BY created_at, id"
+        )
+        return [rows.broadcast_from_row(row) for row in found]
+
+    async def claim_deliveries(self, broadcast_id: int, limit: int) -> list[int]:
+        if limit <= 0:
+            return []
+        claimed = await self._all(
+            """
+            UPDATE broadcast_deliveries SET status = 'sending', claimed_at = ?
+            WHERE broadcast_id = ? AND status = 'pending'
+              AND user_id IN (
+                  SELECT user_id FROM broadcast_deliveries
+                  WHERE broadcast_id = ? AND status = 'pending'
+                  ORDER BY user_id LIMIT ?)
+              AND EXISTS (SELECT 1 FROM broadcasts WHERE id = ? AND status = 'running')
+            RETURNING user_id
+            """,
+            (_now(), broadcast_id, broadcast_id, limit, broadcast_id),
+        )
+        return sorted(int(row["user_id"]) for row in claimed)
+
+    async def finish_delivery(
+        self, broadcast_id: int, user_id: int, outcome: DeliveryStatus
+    ) -> bool:
+        rows.check_outcome(outcome)
+        changed = await self._changes(
+            "UPDATE broadcast_deliveries SET status = ?, finished_at = ? "
+            "WHERE broadcast_id = ? AND user_id = ? AND status = 'sending'",
+            (DeliveryStatus(outcome).value, _now(), broadcast_id, user_id),
+        )
+        return changed == 1
+
+    async def release_deliveries(self, broadcast_id: int, user_ids: Sequence[int]) -> int:
+        if not user_ids:
+            return 0
+        return await self._changes(
+            "UPDATE broadcast_deliveries SET status = 'pending', claimed_at = NULL "
+            "WHERE broadcast_id = ? AND status = 'sending' "
+            "AND user_id IN (SELECT value FROM json_each(?))",
+            (broadcast_id, json.dumps([int(u) for u in user_ids])),
+        )
+
+    async def recover_stuck_deliveries(
+        self, broadcast_id: int, *, claimed_before: datetime
+    ) -> list[int]:
+        recovered = await self._all(
+            "UPDATE broadcast_deliveries SET status = 'interrupted', finished_at = ? "
+            "WHERE broadcast_id = ? AND status = 'sending' AND claimed_at < ? "
+            "RETURNING user_id",
+            (_now(), broadcast_id, _ts(claimed_before)),
+        )
+        return sorted(int(row["user_id"]) for row in recovered)
+
+    async def set_broadcast_status(
+        self, broadcast_id: int, expected: BroadcastStatus, new: BroadcastStatus
+    ) -> bool:
+        check_broadcast_transition(expected, new)
+        changed = await self._changes(
+            "UPDATE broadcasts SET status = ?, updated_at = ? WHERE id = ? AND status = ?",
+            (new.value, _now(), broadcast_id, expected.value),
+        )
+        return changed == 1
+
+    async def broadcast_counts(self, broadcast_id: int) -> dict[str, int]:
+        found = await self._all(
+            "SELECT status, count(*) AS n FROM broadcast_deliveries "
+            "WHERE broadcast_id = ? GROUP BY status",
+            (broadcast_id,),
+        )
+        counted = {row["status"]: int(row["n"]) for row in found}
+        return {status.value: counted.get(status.value, 0) for status in DeliveryStatus}

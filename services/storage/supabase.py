@@ -1,0 +1,571 @@
+"""Supabase storage: supabase-py's async client → PostgREST → PostgreSQL, with the service role.
+
+Every operation is one PostgREST request, and so one SQL statement or one function call: a
+status transition is a PATCH filtered on the expected status, an event is recorded with
+``INSERT ... ON CONFLICT DO NOTHING``, multi-step work (erasing a user, creating a broadcast,
+claiming deliveries, statistics) runs in the SQL functions of supabase/migrations through rpc.
+Concurrent workers therefore get exactly one winner without any locking here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+import httpx
+from postgrest import APIError, APIResponse
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
+
+from services.models import (
+    AuditEntry,
+    Booking,
+    BookingStatus,
+    Broadcast,
+    BroadcastStatus,
+    DeliveryStatus,
+    NewBooking,
+    Profile,
+    SearchLogEntry,
+    Stats,
+    Traveller,
+    check_transition,
+    utcnow,
+)
+from services.storage import rows
+from services.storage.base import (
+    FUNNEL_STAGES,
+    REFERENCE_ATTEMPTS,
+    BookingNotFoundError,
+    Storage,
+    StorageUnavailableError,
+    check_broadcast_transition,
+    new_reference,
+)
+
+# Hosted Supabase answers at most 1000 rows per request by default; longer lists are paged.
+_PAGE = 1000
+# Ids per request when filtering with in.(...), to keep URLs short.
+_IN_CHUNK = 200
+
+
+class _Query(Protocol):
+    async def execute(self) -> APIResponse: ...
+
+
+def _iso(moment: datetime) -> str:
+    """UTC with a 'Z', safe inside a query string (a '+' would need escaping)."""
+    return rows.aware(moment).isoformat().replace("+00:00", "Z")
+
+
+def _row_list(data: object) -> list[dict[str, Any]]:
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise StorageUnavailableError("Supabase answered with something other than rows")
+    return data
+
+
+def _object(data: object) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise StorageUnavailableError("Supabase answered with something other than an object")
+    return data
+
+
+class SupabaseStorage(Storage):
+    """Storage in a Supabase project (``SUPABASE_URL`` + ``SUPABASE_SERVICE_ROLE_KEY``)."""
+
+    name = "supabase"
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        http: httpx.AsyncClient,
+        *,
+        references: Callable[[], str] = new_reference,
+    ) -> None:
+        """Prefer ``create``; ``references`` draws booking references (replaceable to exercise
+        collisions)."""
+        self._client: AsyncClient | None = client
+        self._http = http
+        self._references = references
+
+    @classmethod
+    async def create(
+        cls,
+        url: str,
+        service_role_key: str,
+        *,
+        request_timeout: float = 10.0,
+        references: Callable[[], str] = new_reference,
+    ) -> SupabaseStorage:
+        """Build the client; no request is made until the first operation (or ``start``).
+
+        postgrest-py's own retries (1 + 2 + 4 s of back-off on reads) are off: a chat turn holds
+        its lock meanwhile, and the port's answer to an outage is StorageUnavailableError at
+        once, so the user is told to try again shortly."""
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(request_timeout, connect=min(request_timeout, 5.0))
+        )
+        options = AsyncClientOptions(
+            httpx_client=http,
+            auto_refresh_token=False,
+            persist_session=False,
+            postgrest_client_retry=False,
+        )
+        try:
+            client = await acreate_client(url, service_role_key, options=options)
+        except BaseException:
+            await http.aclose()
+            raise
+        return cls(client, http, references=references)
+
+    # lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.ping()
+
+    async def close(self) -> None:
+        self._client = None
+        await self._http.aclose()
+
+    async def ping(self) -> None:
+        await self._execute(self._table("profiles").select("id").limit(1))
+
+    # plumbing --------------------------------------------------------------------------------
+    def _api(self) -> AsyncClient:
+        if self._client is None:
+            raise StorageUnavailableError("Supabase storage is closed")
+        return self._client
+
+    def _table(self, name: str) -> Any:
+        # postgrest's builders are typed per method; Any keeps the chains readable here.
+        return self._api().table(name)
+
+    def _rpc(self, function: str, params: dict[str, Any]) -> Any:
+        return self._api().rpc(function, params)
+
+    async def _execute(self, query: _Query) -> object:
+        """Run one request; database refusals become ValueError, outages StorageUnavailable."""
+        try:
+            response = await query.execute()
+        except APIError as exc:
+            if exc.code and exc.code.startswith("23"):  # integrity constraint violation
+                raise ValueError(f"the database refused the change: {exc.message}") from exc
+            raise StorageUnavailableError(f"Supabase error {exc.code}: {exc.message}") from exc
+        except httpx.HTTPError as exc:
+            raise StorageUnavailableError(
+                f"Supabase did not answer ({type(exc).__name__})"
+            ) from exc
+        return response.data
+
+    async def _rows(self, query: _Query) -> list[dict[str, Any]]:
+        return _row_list(await self._execute(query))
+
+    async def _first(self, query: _Query) -> dict[str, Any] | None:
+        found = await self._rows(query)
+        return found[0] if found else None
+
+    async def _all_pages(self, build: Callable[[], Any]) -> list[dict[str, Any]]:
+        """Every row of an ordered query, a page at a time."""
+        collected: list[dict[str, Any]] = []
+        while True:
+            page = await self._rows(build().range(len(collected), len(collected) + _PAGE - 1))
+            collected.extend(page)
+            if len(page) < _PAGE:
+                return collected
+
+    # profiles --------------------------------------------------------------------------------
+    async def upsert_profile(
+        self,
+        user_id: int,
+        *,
+        username: str | None = None,
+        first_name: str | None = None,
+        language: str | None = None,
+    ) -> Profile:
+        payload: dict[str, Any] = {"id": user_id, "username": username, "first_name": first_name}
+        if language is not None:  # omitted columns keep their value on conflict
+            payload["language"] = language
+        row = await self._first(self._table("profiles").upsert(payload, on_conflict="id"))
+        if row is None:
+            raise StorageUnavailableError("Supabase did not return the profile")
+        return rows.profile_from_row(row)
+
+    async def get_profile(self, user_id: int) -> Profile | None:
+        row = await self._first(self._table("profiles").select("*").eq("id", user_id).limit(1))
+        return rows.profile_from_row(row) if row else None
+
+    async def find_profile_by_username(self, username: str) -> Profile | None:
+        name = rows.normalise_username(username)
+        if name is None:
+            return None
+        row = await self._first(self._rpc("find_profile_by_username", {"p_username": name}))
+        return rows.profile_from_row(row) if row else None
+
+    async def set_blocked(self, user_id: int, blocked: bool) -> bool:
+        changed = await self._rows(
+            self._table("profiles").update({"blocked": blocked}).eq("id", user_id)
+        )
+        return bool(changed)
+
+    async def set_bot_blocked(self, user_id: int, bot_blocked: bool) -> None:
+        await self._execute(
+            self._table("profiles").upsert(
+                {"id": user_id, "bot_blocked": bot_blocked}, on_conflict="id", returning="minimal"
+            )
+        )
+
+    async def save_travellers(self, user_id: int, travellers: tuple[Traveller, ...]) -> None:
+        await self._execute(
+            self._table("profiles").upsert(
+                {"id": user_id, "saved_travellers": rows.travellers_to_json(travellers)},
+                on_conflict="id",
+                returning="minimal",
+            )
+        )
+
+    async def list_recipient_ids(self) -> list[int]:
+        found = await self._all_pages(
+            lambda: (
+                self._table("profiles")
+                .select("id")
+                .eq("blocked", "false")
+                .eq("bot_blocked", "false")
+                .order("id")
+            )
+        )
+        return [int(row["id"]) for row in found]
+
+    async def delete_user_data(self, user_id: int) -> int:
+        anonymised = await self._execute(
+            self._rpc(
+                "delete_user_data",
+                {"p_user_id": user_id, "p_erased": dict(rows.ERASED_TRAVELLER_FIELDS)},
+            )
+        )
+        if not isinstance(anonymised, int):
+            raise StorageUnavailableError("Supabase did not say how many bookings it changed")
+        return anonymised
+
+    # bookings --------------------------------------------------------------------------------
+    async def create_booking(self, booking: NewBooking) -> Booking:
+        for _ in range(REFERENCE_ATTEMPTS):
+            row = rows.booking_row(
+                booking, booking_id=rows.new_booking_id(), reference=self._references()
+            )
+            try:
+                stored = await self._first(self._table("bookings").insert(row))
+            except ValueError as exc:
+                if "bookings_reference_key" in str(exc):
+                    continue  # the rare collision: draw another reference
+                raise
+            if stored is None:
+                raise StorageUnavailableError("Supabase did not return the booking")
+            return rows.booking_from_row(stored)
+        raise StorageUnavailableError("no free booking reference found; try again")
+
+    async def get_booking(self, booking_id: str) -> Booking | None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            return None
+        row = await self._first(self._table("bookings").select("*").eq("id", canonical).limit(1))
+        return rows.booking_from_row(row) if row else None
+
+    async def get_booking_by_reference(
+        self, reference: str, *, user_id: int | None
+    ) -> Booking | None:
+        normalised = rows.normalise_reference(reference)
+        if normalised is None:
+            return None
+        query = self._table("bookings").select("*").eq("reference", normalised)
+        if user_id is not None:
+            query = query.eq("user_id", user_id)
+        row = await self._first(query.limit(1))
+        return rows.booking_from_row(row) if row else None
+
+    async def get_booking_by_session(self, checkout_session_id: str) -> Booking | None:
+        row = await self._first(
+            self._table("bookings")
+            .select("*")
+            .eq("checkout_session_id", checkout_session_id)
+            .limit(1)
+        )
+        return rows.booking_from_row(row) if row else None
+
+    async def list_bookings(self, user_id: int, *, limit: int = 20) -> list[Booking]:
+        if limit <= 0:
+            return []
+        found = await self._rows(
+            self._table("bookings")
+            .select("*")
+            .eq("user_id", user_id)
+            .order("created_at", desc=True)
+            .order("id", desc=True)
+            .limit(limit)
+        )
+        return [rows.booking_from_row(row) for row in found]
+
+    async def attach_checkout(
+        self, booking_id: str, *, checkout_session_id: str, payment_deadline: datetime
+    ) -> Booking:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        update = {
+            "checkout_session_id": checkout_session_id,
+            "payment_deadline": _iso(payment_deadline),
+        }
+        try:
+            row = await self._first(self._table("bookings").update(update).eq("id", canonical))
+        except ValueError as exc:
+            raise ValueError("that checkout session belongs to another booking") from exc
+        if row is None:
+            raise BookingNotFoundError(booking_id)
+        return rows.booking_from_row(row)
+
+    async def transition(
+        self,
+        booking_id: str,
+        expected: BookingStatus,
+        new: BookingStatus,
+        *,
+        payment_intent_id: str | None = None,
+    ) -> bool:
+        check_transition(expected, new)
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        update: dict[str, Any] = {"status": new.value}
+        if payment_intent_id is not None:
+            update["payment_intent_id"] = payment_intent_id
+        changed = await self._rows(
+            self._table("bookings")
+            .update(update, returning="representation")
+            .eq("id", canonical)
+            .eq("status", expected.value)
+        )
+        if changed:
+            return True
+        if await self.get_booking(canonical) is None:
+            raise BookingNotFoundError(booking_id)
+        return False
+
+    async def list_bookings_by_status(
+        self, status: BookingStatus, *, user_id: int | None = None
+    ) -> list[Booking]:
+        def build() -> Any:
+            query = self._table("bookings").select("*").eq("status", status.value)
+            if user_id is not None:
+                query = query.eq("user_id", user_id)
+            return query.order("created_at", desc=True).order("id", desc=True)
+
+        return [rows.booking_from_row(row) for row in await self._all_pages(build)]
+
+    # payment events --------------------------------------------------------------------------
+    async def record_payment_event(
+        self, event_id: str, event_type: str, booking_id: str | None = None
+    ) -> bool:
+        inserted = await self._rows(
+            self._table("payment_events").upsert(
+                {
+                    "event_id": event_id,
+                    "type": event_type,
+                    "booking_id": rows.event_booking_id(booking_id),
+                },
+                on_conflict="event_id",
+                ignore_duplicates=True,  # INSERT ... ON CONFLICT DO NOTHING: returns new rows only
+            )
+        )
+        return bool(inserted)
+
+    async def list_payment_events(self, booking_id: str) -> list[tuple[str, str, datetime]]:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            return []
+        found = await self._all_pages(
+            lambda: (
+                self._table("payment_events")
+                .select("event_id,type,received_at")
+                .eq("booking_id", canonical)
+                .order("received_at")
+                .order("event_id")
+            )
+        )
+        return [rows.payment_event_from_row(row) for row in found]
+
+    # search log, audit, statistics -----------------------------------------------------------
+    async def log_search(self, entry: SearchLogEntry) -> int:
+        row = await self._first(
+            self._table("flight_searches").insert(
+                {
+                    "user_id": entry.user_id,
+                    "origin": entry.origin,
+                    "destination": entry.destination,
+                    "departure": entry.departure.isoformat(),
+                    "return_date": rows.iso_date(entry.return_date),
+                    "passengers": entry.passengers,
+                    "results": entry.results,
+                    "cached": entry.cached,
+                }
+            )
+        )
+        if row is None:
+            raise StorageUnavailableError("Supabase did not return the search id")
+        return int(row["id"])
+
+    async def mark_search_stage(self, search_id: int, stage: str) -> None:
+        column = rows.stage_column(stage)
+        await self._execute(
+            self._table("flight_searches")
+            .update({column: _iso(utcnow())}, returning="minimal")
+            .eq("id", search_id)
+            .is_(column, "null")
+        )
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        await self._execute(
+            self._table("admin_audit").insert(
+                {
+                    "admin_id": entry.admin_id,
+                    "action": entry.action,
+                    "target": entry.target,
+                    "details": entry.details,
+                },
+                returning="minimal",
+            )
+        )
+
+    async def list_audit(self, *, limit: int = 50) -> list[AuditEntry]:
+        if limit <= 0:
+            return []
+        found = await self._rows(
+            self._table("admin_audit")
+            .select("*")
+            .order("created_at", desc=True)
+            .order("id", desc=True)
+            .limit(limit)
+        )
+        return [rows.audit_from_row(row) for row in found]
+
+    async def stats(self, since: datetime) -> Stats:
+        result = _object(
+            await self._execute(
+                self._rpc(
+                    "booking_stats", {"p_since": _iso(since), "p_top_routes": rows.TOP_ROUTES}
+                )
+            )
+        )
+        return rows.stats_from_parts(
+            rows.aware(since),
+            by_status=result["bookings_by_status"],
+            revenue=result["revenue"],
+            searches=result["searches"],
+            new_users=result["new_users"],
+            top_routes=result["top_routes"],
+        )
+
+    async def funnel(self, since: datetime) -> dict[str, int]:
+        result = _object(await self._execute(self._rpc("search_funnel", {"p_since": _iso(since)})))
+        return {stage: int(result[stage]) for stage in FUNNEL_STAGES}
+
+    # broadcasts ------------------------------------------------------------------------------
+    async def create_broadcast(
+        self, admin_id: int, text: str, recipient_ids: Sequence[int]
+    ) -> Broadcast:
+        if not text:
+            raise ValueError("a broadcast needs a text")
+        created = await self._execute(
+            self._rpc(
+                "create_broadcast",
+                {
+                    "p_admin_id": admin_id,
+                    "p_text": text,
+                    "p_recipient_ids": [int(user_id) for user_id in recipient_ids],
+                },
+            )
+        )
+        return rows.broadcast_from_row(_object(created))
+
+    async def get_broadcast(self, broadcast_id: int) -> Broadcast | None:
+        row = await self._first(
+            self._table("broadcasts").select("*").eq("id", broadcast_id).limit(1)
+        )
+        return rows.broadcast_from_row(row) if row else None
+
+    async def list_running_broadcasts(self) -> list[Broadcast]:
+        found = await self._rows(
+            self._table("broadcasts")
+            .select("*")
+            .eq("status", BroadcastStatus.RUNNING.value)
+            .order("created_at")
+            .order("id")
+        )
+        return [rows.broadcast_from_row(row) for row in found]
+
+    async def claim_deliveries(self, broadcast_id: int, limit: int) -> list[int]:
+        if limit <= 0:
+            return []
+        claimed = _row_list(
+            await self._execute(
+                self._rpc(
+                    "claim_broadcast_deliveries",
+                    {"p_broadcast_id": broadcast_id, "p_limit": limit},
+                )
+            )
+        )
+        return sorted(int(row["user_id"]) for row in claimed)
+
+    async def finish_delivery(
+        self, broadcast_id: int, user_id: int, outcome: DeliveryStatus
+    ) -> bool:
+        rows.check_outcome(outcome)
+        changed = await self._rows(
+            self._table("broadcast_deliveries")
+            .update({"status": DeliveryStatus(outcome).value, "finished_at": _iso(utcnow())})
+            .eq("broadcast_id", broadcast_id)
+            .eq("user_id", user_id)
+            .eq("status", DeliveryStatus.SENDING.value)
+        )
+        return bool(changed)
+
+    async def release_deliveries(self, broadcast_id: int, user_ids: Sequence[int]) -> int:
+        ids = [int(user_id) for user_id in user_ids]
+        released = 0
+        for start in range(0, len(ids), _IN_CHUNK):
+            changed = await self._rows(
+                self._table("broadcast_deliveries")
+                .update({"status": DeliveryStatus.PENDING.value, "claimed_at": None})
+                .eq("broadcast_id", broadcast_id)
+                .eq("status", DeliveryStatus.SENDING.value)
+                .in_("user_id", ids[start : start + _IN_CHUNK])
+            )
+            released += len(changed)
+        return released
+
+    async def recover_stuck_deliveries(
+        self, broadcast_id: int, *, claimed_before: datetime
+    ) -> list[int]:
+        recovered = await self._rows(
+            self._table("broadcast_deliveries")
+            .update({"status": DeliveryStatus.INTERRUPTED.value, "finished_at": _iso(utcnow())})
+            .eq("broadcast_id", broadcast_id)
+            .eq("status", DeliveryStatus.SENDING.value)
+            .lt("claimed_at", _iso(claimed_before))
+        )
+        return sorted(int(row["user_id"]) for row in recovered)
+
+    async def set_broadcast_status(
+        self, broadcast_id: int, expected: BroadcastStatus, new: BroadcastStatus
+    ) -> bool:
+        check_broadcast_transition(expected, new)
+        changed = await self._rows(
+            self._table("broadcasts")
+            .update({"status": new.value})
+            .eq("id", broadcast_id)
+            .eq("status", expected.value)
+        )
+        return bool(changed)
+
+    async def broadcast_counts(self, broadcast_id: int) -> dict[str, int]:
+        counts = _object(
+            await self._execute(self._rpc("broadcast_counts", {"p_broadcast_id": broadcast_id}))
+        )
+        return {status.value: int(counts.get(status.value, 0)) for status in DeliveryStatus}

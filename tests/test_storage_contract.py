@@ -1,0 +1,646 @@
+"""The storage contract: every test runs against SQLite and against supabase-py → PostgREST →
+PostgreSQL (fixture ``storage``), so the bot behaves the same on either adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.models import (
+    AuditEntry,
+    BookingStatus,
+    BroadcastStatus,
+    DeliveryStatus,
+    Gender,
+    IllegalTransitionError,
+    Itinerary,
+    NewBooking,
+    PassengerCategory,
+    SearchLogEntry,
+    Segment,
+    Traveller,
+    utcnow,
+)
+from services.money import Money
+from services.storage.base import (
+    REFERENCE_ALPHABET,
+    BookingNotFoundError,
+    Storage,
+    StorageUnavailableError,
+)
+from tests.support.supabase_stack import StorageFactory
+
+LISBON = ZoneInfo("Europe/Lisbon")
+MADRID = ZoneInfo("Europe/Madrid")
+REFERENCE_SHAPE = re.compile(f"^[{REFERENCE_ALPHABET}]{{6}}$")
+S = BookingStatus
+
+
+def itinerary(price: Money, *, round_trip: bool = False) -> Itinerary:
+    segments = [
+        Segment(
+            carrier="TP",
+            flight_number="TP1038",
+            origin="LIS",
+            destination="BCN",
+            departure=datetime(2027, 3, 12, 6, 30, tzinfo=LISBON),
+            arrival=datetime(2027, 3, 12, 9, 45, tzinfo=MADRID),
+        )
+    ]
+    if round_trip:
+        segments.append(
+            Segment(
+                carrier="TP",
+                flight_number="TP1039",
+                origin="BCN",
+                destination="LIS",
+                departure=datetime(2027, 3, 19, 10, 30, tzinfo=MADRID),
+                arrival=datetime(2027, 3, 19, 11, 50, tzinfo=LISBON),
+                inbound=True,
+            )
+        )
+    return Itinerary(id="demo-LIS-BCN-1", provider="demo", segments=tuple(segments), price=price)
+
+
+def traveller(first_name: str = "Ana", passport: str = "P1234567") -> Traveller:
+    return Traveller(
+        category=PassengerCategory.ADULT,
+        first_name=first_name,
+        last_name="Silva",
+        birth_date=date(1990, 5, 17),
+        gender=Gender.FEMALE,
+        nationality="PT",
+        passport_number=passport,
+        passport_expiry=date(2031, 1, 1),
+        email="ana@example.com",
+        phone="+351912345678",
+    )
+
+
+def new_booking(
+    user_id: int = 1001,
+    *,
+    amount: int = 1999,
+    currency: str = "EUR",
+    status: BookingStatus = S.DRAFT,
+    round_trip: bool = False,
+) -> NewBooking:
+    price = Money(amount=amount, currency=currency)
+    return NewBooking(
+        user_id=user_id,
+        itinerary=itinerary(price, round_trip=round_trip),
+        travellers=(traveller(),),
+        amount=price,
+        status=status,
+    )
+
+
+# profiles ----------------------------------------------------------------------------------------
+async def test_profile_is_created_then_refreshed_keeping_flags_travellers_and_language(
+    storage: Storage,
+) -> None:
+    created = await storage.upsert_profile(7, username="ana_s", first_name="Ana", language="pt")
+    assert (created.user_id, created.username, created.language) == (7, "ana_s", "pt")
+    assert created.created_at is not None
+    assert await storage.set_blocked(7, True)
+    await storage.save_travellers(7, (traveller(),))
+
+    refreshed = await storage.upsert_profile(7, username=None, first_name="Ana Maria")
+
+    assert refreshed.username is None  # removed on Telegram
+    assert refreshed.first_name == "Ana Maria"
+    assert refreshed.language == "pt"  # a preference: kept when not given
+    assert refreshed.blocked
+    assert refreshed.saved_travellers == (traveller(),)
+    assert refreshed.saved_travellers[0].passport_number == "P1234567"
+    assert await storage.get_profile(7) == refreshed
+    assert await storage.get_profile(8) is None
+
+
+async def test_username_lookup_ignores_case_and_at_sign_but_not_wildcards(
+    storage: Storage,
+) -> None:
+    await storage.upsert_profile(1, username="Ana_Silva")
+    await storage.upsert_profile(2, username="AnaXSilva")
+
+    found = await storage.find_profile_by_username("@ana_silva")
+    assert found is not None
+    assert found.user_id == 1
+    assert await storage.find_profile_by_username("ana%") is None
+    assert await storage.find_profile_by_username("nobody") is None
+    assert await storage.find_profile_by_username("") is None
+
+
+async def test_blocked_users_and_users_who_blocked_the_bot_get_no_broadcast(
+    storage: Storage,
+) -> None:
+    for user_id in (30, 10, 20, 40):
+        await storage.upsert_profile(user_id)
+    assert await storage.set_blocked(20, True)
+    await storage.set_bot_blocked(40, True)
+    await storage.set_bot_blocked(50, True)  # never seen before: remembered anyway
+
+    assert await storage.list_recipient_ids() == [10, 30]
+    assert not await storage.set_blocked(99, True)  # no such profile
+    assert await storage.set_blocked(20, False)
+    await storage.set_bot_blocked(40, False)
+    assert await storage.list_recipient_ids() == [10, 20, 30, 40]
+
+
+# bookings ----------------------------------------------------------------------------------------
+async def test_booking_reads_back_exactly_as_stored(storage: Storage) -> None:
+    wanted = new_booking(amount=1999, round_trip=True)
+
+    created = await storage.create_booking(wanted)
+    loaded = await storage.get_booking(created.id)
+
+    assert loaded == created
+    assert loaded.amount == Money(amount=1999, currency="EUR")
+    assert loaded.itinerary == wanted.itinerary
+    assert loaded.itinerary.price.amount == 1999
+    assert loaded.travellers == wanted.travellers
+    assert loaded.travellers[0].passport_number == "P1234567"
+    assert (loaded.origin, loaded.destination) == ("LIS", "BCN")
+    assert loaded.return_date == date(2027, 3, 19)
+    assert loaded.status is S.DRAFT
+    assert loaded.created_at.tzinfo is not None
+    assert loaded.checkout_session_id is None
+
+
+async def test_zero_decimal_currency_keeps_whole_yen(storage: Storage) -> None:
+    created = await storage.create_booking(new_booking(amount=12000, currency="JPY"))
+
+    loaded = await storage.get_booking(created.id)
+
+    assert loaded is not None
+    assert loaded.amount == Money(amount=12000, currency="JPY")
+    assert loaded.amount.format() == "¥12,000"
+
+
+async def test_negative_amount_is_refused(storage: Storage) -> None:
+    with pytest.raises(ValueError, match="negative"):
+        await storage.create_booking(new_booking(amount=-1))
+
+
+async def test_references_are_short_unambiguous_and_unique(storage: Storage) -> None:
+    created = await asyncio.gather(*(storage.create_booking(new_booking()) for _ in range(30)))
+
+    references = [booking.reference for booking in created]
+    assert all(REFERENCE_SHAPE.match(reference) for reference in references)
+    assert not set("01IOL") & set("".join(references))
+    assert len(set(references)) == 30
+
+
+async def test_a_colliding_reference_is_redrawn(storage_factory: StorageFactory) -> None:
+    draws = iter(["KXT4PA", "KXT4PA", "KXT4PA", "M7QW2C"])
+    store = await storage_factory.open(references=lambda: next(draws))
+
+    first = await store.create_booking(new_booking())
+    second = await store.create_booking(new_booking())
+
+    assert (first.reference, second.reference) == ("KXT4PA", "M7QW2C")
+    stuck = await storage_factory.open(references=lambda: "KXT4PA")
+    with pytest.raises(StorageUnavailableError, match="no free booking reference"):
+        await stuck.create_booking(new_booking())
+
+
+async def test_a_reference_is_found_only_by_its_owner_or_an_admin(storage: Storage) -> None:
+    mine = await storage.create_booking(new_booking(user_id=1))
+
+    found = await storage.get_booking_by_reference(mine.reference.lower(), user_id=1)
+    assert found is not None
+    assert found.id == mine.id
+    assert await storage.get_booking_by_reference(mine.reference, user_id=2) is None
+    by_admin = await storage.get_booking_by_reference(f" #{mine.reference} ", user_id=None)
+    assert by_admin is not None
+    assert by_admin.id == mine.id
+    assert await storage.get_booking_by_reference("ZZZZZZ", user_id=1) is None
+    assert await storage.get_booking_by_reference("'; drop table bookings; --", user_id=1) is None
+
+
+async def test_unknown_or_malformed_booking_ids_are_not_found(storage: Storage) -> None:
+    assert await storage.get_booking("00000000-0000-4000-8000-000000000000") is None
+    assert await storage.get_booking("not-a-booking") is None
+    assert await storage.get_booking_by_session("cs_test_unknown") is None
+    with pytest.raises(BookingNotFoundError):
+        await storage.transition("not-a-booking", S.DRAFT, S.AWAITING_PAYMENT)
+    with pytest.raises(BookingNotFoundError):
+        await storage.transition(
+            "00000000-0000-4000-8000-000000000000", S.DRAFT, S.AWAITING_PAYMENT
+        )
+
+
+async def test_a_users_bookings_are_listed_newest_first(storage: Storage) -> None:
+    first = await storage.create_booking(new_booking(user_id=5))
+    await storage.create_booking(new_booking(user_id=6))
+    second = await storage.create_booking(new_booking(user_id=5))
+    third = await storage.create_booking(new_booking(user_id=5))
+
+    listed = await storage.list_bookings(5)
+
+    assert [b.id for b in listed] == [third.id, second.id, first.id]
+    assert [b.id for b in await storage.list_bookings(5, limit=2)] == [third.id, second.id]
+    assert await storage.list_bookings(7) == []
+
+
+async def test_checkout_session_is_attached_replaced_and_found(storage: Storage) -> None:
+    booking = await storage.create_booking(new_booking())
+    other = await storage.create_booking(new_booking())
+    deadline = utcnow() + timedelta(minutes=30)
+
+    attached = await storage.attach_checkout(
+        booking.id, checkout_session_id="cs_test_1", payment_deadline=deadline
+    )
+    assert attached.checkout_session_id == "cs_test_1"
+    assert attached.payment_deadline is not None
+    assert abs(attached.payment_deadline - deadline) < timedelta(milliseconds=1)
+
+    await storage.attach_checkout(
+        booking.id, checkout_session_id="cs_test_2", payment_deadline=deadline
+    )
+    found = await storage.get_booking_by_session("cs_test_2")
+    assert found is not None
+    assert found.id == booking.id
+    assert await storage.get_booking_by_session("cs_test_1") is None
+
+    with pytest.raises(ValueError, match="another booking"):
+        await storage.attach_checkout(
+            other.id, checkout_session_id="cs_test_2", payment_deadline=deadline
+        )
+    with pytest.raises(BookingNotFoundError):
+        await storage.attach_checkout(
+            "00000000-0000-4000-8000-000000000000",
+            checkout_session_id="cs_test_3",
+            payment_deadline=deadline,
+        )
+
+
+async def test_status_moves_only_along_allowed_paths(storage: Storage) -> None:
+    booking = await storage.create_booking(new_booking())
+
+    assert await storage.transition(booking.id, S.DRAFT, S.AWAITING_PAYMENT)
+    assert not await storage.transition(booking.id, S.DRAFT, S.AWAITING_PAYMENT)  # stale
+    with pytest.raises(IllegalTransitionError):
+        await storage.transition(booking.id, S.AWAITING_PAYMENT, S.CONFIRMED)
+    assert await storage.transition(
+        booking.id, S.AWAITING_PAYMENT, S.PAID, payment_intent_id="pi_1"
+    )
+    assert await storage.transition(booking.id, S.PAID, S.CONFIRMED)
+    assert await storage.transition(booking.id, S.CONFIRMED, S.CANCELLED)
+    assert await storage.transition(booking.id, S.CANCELLED, S.REFUNDED)
+
+    stored = await storage.get_booking(booking.id)
+    assert stored is not None
+    assert stored.status is S.REFUNDED
+    assert stored.payment_intent_id == "pi_1"  # kept by later moves that do not mention it
+    assert stored.updated_at >= booking.updated_at
+
+
+async def test_failed_ticketing_and_late_payment_paths(storage: Storage) -> None:
+    failing = await storage.create_booking(new_booking(status=S.PAID))
+    assert await storage.transition(failing.id, S.PAID, S.FAILED)
+    assert await storage.transition(failing.id, S.FAILED, S.REFUNDED)
+
+    late = await storage.create_booking(new_booking(status=S.AWAITING_PAYMENT))
+    assert await storage.transition(late.id, S.AWAITING_PAYMENT, S.EXPIRED)
+    assert await storage.transition(late.id, S.EXPIRED, S.PAID)  # money taken wins
+    stored = await storage.get_booking(late.id)
+    assert stored is not None
+    assert stored.status is S.PAID
+
+
+async def test_twenty_concurrent_payments_apply_exactly_once(
+    storage: Storage, storage_factory: StorageFactory
+) -> None:
+    other_worker = await storage_factory.open()
+    booking = await storage.create_booking(new_booking(status=S.AWAITING_PAYMENT))
+
+    results = await asyncio.gather(
+        *(
+            (storage if n % 2 else other_worker).transition(
+                booking.id, S.AWAITING_PAYMENT, S.PAID, payment_intent_id=f"pi_{n}"
+            )
+            for n in range(20)
+        )
+    )
+
+    assert results.count(True) == 1
+    winner = results.index(True)
+    stored = await storage.get_booking(booking.id)
+    assert stored is not None
+    assert stored.status is S.PAID
+    assert stored.payment_intent_id == f"pi_{winner}"
+
+
+async def test_bookings_by_status_newest_first_optionally_per_user(storage: Storage) -> None:
+    a = await storage.create_booking(new_booking(user_id=1, status=S.AWAITING_PAYMENT))
+    await storage.create_booking(new_booking(user_id=1, status=S.PAID))
+    c = await storage.create_booking(new_booking(user_id=2, status=S.AWAITING_PAYMENT))
+
+    waiting = await storage.list_bookings_by_status(S.AWAITING_PAYMENT)
+    assert [b.id for b in waiting] == [c.id, a.id]
+    mine = await storage.list_bookings_by_status(S.AWAITING_PAYMENT, user_id=1)
+    assert [b.id for b in mine] == [a.id]
+    assert await storage.list_bookings_by_status(S.REFUNDED) == []
+
+
+# payment events ----------------------------------------------------------------------------------
+async def test_the_same_stripe_event_is_new_exactly_once_under_concurrency(
+    storage: Storage, storage_factory: StorageFactory
+) -> None:
+    other_worker = await storage_factory.open()
+    booking = await storage.create_booking(new_booking())
+
+    results = await asyncio.gather(
+        *(
+            (storage if n % 2 else other_worker).record_payment_event(
+                "evt_1", "checkout.session.completed", booking.id
+            )
+            for n in range(20)
+        )
+    )
+
+    assert results.count(True) == 1
+    assert not await storage.record_payment_event("evt_1", "checkout.session.completed")
+
+
+async def test_payment_events_are_listed_per_booking_oldest_first(storage: Storage) -> None:
+    booking = await storage.create_booking(new_booking())
+    other = await storage.create_booking(new_booking())
+    assert await storage.record_payment_event("evt_a", "checkout.session.completed", booking.id)
+    assert await storage.record_payment_event("evt_b", "charge.refunded", booking.id)
+    assert await storage.record_payment_event("evt_c", "checkout.session.expired", other.id)
+    assert await storage.record_payment_event("evt_d", "account.updated")
+
+    events = await storage.list_payment_events(booking.id)
+
+    assert [(event_id, kind) for event_id, kind, _ in events] == [
+        ("evt_a", "checkout.session.completed"),
+        ("evt_b", "charge.refunded"),
+    ]
+    assert all(received.tzinfo is not None for _, _, received in events)
+    assert events[0][2] <= events[1][2]
+    with pytest.raises(ValueError, match="not a booking id"):
+        await storage.record_payment_event("evt_e", "x", "garbage")
+
+
+# search log, audit, statistics -------------------------------------------------------------------
+def search(
+    origin: str = "LIS", destination: str = "BCN", user_id: int | None = 1
+) -> SearchLogEntry:
+    return SearchLogEntry(
+        user_id=user_id,
+        origin=origin,
+        destination=destination,
+        departure=date(2027, 3, 12),
+        return_date=date(2027, 3, 19),
+        passengers=2,
+        results=14,
+        cached=False,
+    )
+
+
+async def test_funnel_follows_searches_to_paid_bookings(storage: Storage) -> None:
+    since = utcnow() - timedelta(hours=1)
+    first, second, third = [await storage.log_search(search()) for _ in range(3)]
+    assert len({first, second, third}) == 3
+    await storage.mark_search_stage(first, "chosen")
+    await storage.mark_search_stage(first, "chosen")  # counted once
+    await storage.mark_search_stage(second, "chosen")
+    await storage.mark_search_stage(first, "reviewed")
+    for status in (S.PAID, S.CONFIRMED, S.REFUNDED, S.AWAITING_PAYMENT, S.EXPIRED):
+        await storage.create_booking(new_booking(status=status))
+
+    assert await storage.funnel(since) == {"search": 3, "chosen": 2, "reviewed": 1, "paid": 3}
+    assert await storage.funnel(utcnow() + timedelta(hours=1)) == {
+        "search": 0,
+        "chosen": 0,
+        "reviewed": 0,
+        "paid": 0,
+    }
+    with pytest.raises(ValueError, match="funnel stage"):
+        await storage.mark_search_stage(first, "paid")
+
+
+async def test_stats_count_bookings_revenue_searches_users_and_routes(storage: Storage) -> None:
+    since = utcnow() - timedelta(hours=1)
+    await storage.upsert_profile(1)
+    await storage.upsert_profile(2)
+    await storage.create_booking(new_booking(amount=1999, status=S.PAID))
+    await storage.create_booking(new_booking(amount=1000, status=S.CONFIRMED))
+    await storage.create_booking(new_booking(amount=12000, currency="JPY", status=S.PAID))
+    await storage.create_booking(new_booking(amount=5000, status=S.AWAITING_PAYMENT))
+    await storage.create_booking(new_booking(amount=7000, status=S.REFUNDED))
+    for route in [("LIS", "BCN"), ("OPO", "LHR"), ("LIS", "BCN"), ("LIS", "BCN"), ("OPO", "LHR")]:
+        await storage.log_search(search(*route))
+    await storage.log_search(search("AMS", "BER"))
+
+    stats = await storage.stats(since)
+
+    assert stats.bookings_by_status[S.PAID] == 2
+    assert stats.bookings_by_status[S.CONFIRMED] == 1
+    assert stats.bookings_by_status[S.AWAITING_PAYMENT] == 1
+    assert stats.bookings_by_status[S.DRAFT] == 0
+    assert stats.revenue == (
+        Money(amount=2999, currency="EUR"),
+        Money(amount=12000, currency="JPY"),
+    )
+    assert stats.searches == 6
+    assert stats.new_users == 2
+    assert [(r.origin, r.destination, r.count) for r in stats.top_routes] == [
+        ("LIS", "BCN", 3),
+        ("OPO", "LHR", 2),
+        ("AMS", "BER", 1),
+    ]
+    later = await storage.stats(utcnow() + timedelta(hours=1))
+    assert sum(later.bookings_by_status.values()) == 0
+    assert (later.revenue, later.searches, later.new_users, later.top_routes) == ((), 0, 0, ())
+
+
+async def test_audit_entries_are_listed_newest_first(storage: Storage) -> None:
+    await storage.append_audit(AuditEntry(admin_id=9, action="block", target="42"))
+    await storage.append_audit(
+        AuditEntry(admin_id=9, action="refund", target="ABC234", details={"amount": 1999})
+    )
+    await storage.append_audit(AuditEntry(admin_id=8, action="broadcast", details={"n": 3}))
+
+    entries = await storage.list_audit()
+
+    assert [(e.admin_id, e.action, e.target) for e in entries] == [
+        (8, "broadcast", None),
+        (9, "refund", "ABC234"),
+        (9, "block", "42"),
+    ]
+    assert entries[1].details == {"amount": 1999}
+    assert all(e.created_at is not None for e in entries)
+    assert len(await storage.list_audit(limit=2)) == 2
+
+
+# user data ---------------------------------------------------------------------------------------
+async def test_delete_user_data_erases_the_profile_and_anonymises_bookings(
+    storage: Storage,
+) -> None:
+    await storage.upsert_profile(1, username="ana_s", first_name="Ana")
+    await storage.save_travellers(1, (traveller(),))
+    mine = [await storage.create_booking(new_booking(user_id=1, status=S.PAID)) for _ in range(2)]
+    theirs = await storage.create_booking(new_booking(user_id=2))
+    await storage.log_search(search(user_id=1))
+
+    assert await storage.delete_user_data(1) == 2
+
+    assert await storage.get_profile(1) is None
+    assert await storage.find_profile_by_username("ana_s") is None
+    for booking in mine:
+        stored = await storage.get_booking(booking.id)
+        assert stored is not None
+        dumped = stored.model_dump_json()
+        for personal in ("Ana", "Silva", "P1234567", "ana@example.com", "+351912345678", "1990"):
+            assert personal not in dumped
+        (erased,) = stored.travellers
+        assert erased.category is PassengerCategory.ADULT
+        assert (stored.reference, stored.amount, stored.status) == (
+            booking.reference,
+            booking.amount,
+            S.PAID,
+        )
+    assert await storage.get_booking(theirs.id) == theirs
+    assert await storage.delete_user_data(3) == 0
+
+
+# broadcasts --------------------------------------------------------------------------------------
+async def test_broadcast_has_one_pending_delivery_per_distinct_recipient(storage: Storage) -> None:
+    broadcast = await storage.create_broadcast(9, "Spring sale!", [3, 1, 2, 3, 1])
+
+    assert broadcast.status is BroadcastStatus.RUNNING
+    assert (broadcast.admin_id, broadcast.text, broadcast.total) == (9, "Spring sale!", 3)
+    assert await storage.get_broadcast(broadcast.id) == broadcast
+    assert await storage.get_broadcast(broadcast.id + 1000) is None
+    assert await storage.list_running_broadcasts() == [broadcast]
+    counts = await storage.broadcast_counts(broadcast.id)
+    assert counts == {
+        "pending": 3,
+        "sending": 0,
+        "sent": 0,
+        "failed": 0,
+        "bot_blocked": 0,
+        "interrupted": 0,
+    }
+    with pytest.raises(ValueError, match="text"):
+        await storage.create_broadcast(9, "", [1])
+
+
+async def test_concurrent_claimers_never_get_the_same_recipient(
+    storage: Storage, storage_factory: StorageFactory
+) -> None:
+    other_worker = await storage_factory.open()
+    recipients = list(range(1, 61))
+    broadcast = await storage.create_broadcast(9, "hello", recipients)
+
+    async def worker(store: Storage) -> list[int]:
+        taken: list[int] = []
+        while batch := await store.claim_deliveries(broadcast.id, 4):
+            taken.extend(batch)
+        return taken
+
+    claimed = await asyncio.gather(*(worker(s) for s in [storage, other_worker] * 4))
+
+    everything = [user for batch in claimed for user in batch]
+    assert sorted(everything) == recipients  # everyone once, nobody twice
+    counts = await storage.broadcast_counts(broadcast.id)
+    assert (counts["pending"], counts["sending"]) == (0, 60)
+
+
+async def test_delivery_outcomes_are_recorded_once(storage: Storage) -> None:
+    broadcast = await storage.create_broadcast(9, "hello", [1, 2, 3, 4])
+    assert await storage.claim_deliveries(broadcast.id, 3) == [1, 2, 3]
+
+    assert await storage.finish_delivery(broadcast.id, 1, DeliveryStatus.SENT)
+    assert await storage.finish_delivery(broadcast.id, 2, DeliveryStatus.BOT_BLOCKED)
+    assert await storage.finish_delivery(broadcast.id, 3, DeliveryStatus.FAILED)
+    assert not await storage.finish_delivery(broadcast.id, 1, DeliveryStatus.FAILED)
+    assert not await storage.finish_delivery(broadcast.id, 4, DeliveryStatus.SENT)  # not claimed
+    with pytest.raises(ValueError, match="delivery ends"):
+        await storage.finish_delivery(broadcast.id, 4, DeliveryStatus.PENDING)
+
+    counts = await storage.broadcast_counts(broadcast.id)
+    assert (counts["sent"], counts["bot_blocked"], counts["failed"], counts["pending"]) == (
+        1,
+        1,
+        1,
+        1,
+    )
+    assert await storage.claim_deliveries(broadcast.id, 10) == [4]
+    assert await storage.finish_delivery(broadcast.id, 4, DeliveryStatus.SENT)
+    assert await storage.claim_deliveries(broadcast.id, 10) == []
+    assert await storage.set_broadcast_status(
+        broadcast.id, BroadcastStatus.RUNNING, BroadcastStatus.DONE
+    )
+    assert await storage.list_running_broadcasts() == []
+
+
+async def test_a_cancelled_broadcast_hands_out_nobody(storage: Storage) -> None:
+    broadcast = await storage.create_broadcast(9, "hello", [1, 2, 3])
+
+    assert await storage.set_broadcast_status(
+        broadcast.id, BroadcastStatus.RUNNING, BroadcastStatus.CANCELLED
+    )
+    assert not await storage.set_broadcast_status(
+        broadcast.id, BroadcastStatus.RUNNING, BroadcastStatus.DONE
+    )
+    with pytest.raises(IllegalTransitionError):
+        await storage.set_broadcast_status(
+            broadcast.id, BroadcastStatus.CANCELLED, BroadcastStatus.RUNNING
+        )
+    assert await storage.claim_deliveries(broadcast.id, 10) == []
+    cancelled = await storage.get_broadcast(broadcast.id)
+    assert cancelled is not None
+    assert cancelled.status is BroadcastStatus.CANCELLED
+    assert (await storage.broadcast_counts(broadcast.id))["pending"] == 3
+
+
+async def test_after_a_crash_in_flight_recipients_are_not_sent_twice(
+    storage: Storage, storage_factory: StorageFactory
+) -> None:
+    broadcast = await storage.create_broadcast(9, "hello", list(range(1, 11)))
+    before_claim = utcnow() - timedelta(seconds=1)
+    assert await storage.claim_deliveries(broadcast.id, 3) == [1, 2, 3]
+    assert await storage.finish_delivery(broadcast.id, 1, DeliveryStatus.SENT)
+    # ...the worker dies here, with 2 and 3 in flight.
+
+    restarted = await storage_factory.open()
+    (running,) = await restarted.list_running_broadcasts()
+    assert await restarted.recover_stuck_deliveries(running.id, claimed_before=before_claim) == []
+    assert await restarted.recover_stuck_deliveries(running.id, claimed_before=utcnow()) == [2, 3]
+
+    resumed: list[int] = []
+    while batch := await restarted.claim_deliveries(running.id, 4):
+        resumed.extend(batch)
+        for user_id in batch:
+            assert await restarted.finish_delivery(running.id, user_id, DeliveryStatus.SENT)
+    assert resumed == list(range(4, 11))
+    assert not await storage.finish_delivery(running.id, 2, DeliveryStatus.SENT)  # too late
+    counts = await restarted.broadcast_counts(running.id)
+    assert (counts["sent"], counts["interrupted"], counts["pending"], counts["sending"]) == (
+        8,
+        2,
+        0,
+        0,
+    )
+
+
+async def test_released_deliveries_go_back_to_the_queue(storage: Storage) -> None:
+    broadcast = await storage.create_broadcast(9, "hello", [1, 2, 3])
+    assert await storage.claim_deliveries(broadcast.id, 3) == [1, 2, 3]
+    assert await storage.finish_delivery(broadcast.id, 1, DeliveryStatus.SENT)
+
+    assert await storage.release_deliveries(broadcast.id, [1, 2, 3]) == 2  # 1 already sent
+    assert await storage.release_deliveries(broadcast.id, []) == 0
+    assert await storage.claim_deliveries(broadcast.id, 10) == [2, 3]
+
+
+async def test_ping_answers(storage: Storage) -> None:
+    await storage.ping()
