@@ -24,6 +24,10 @@ class PaymentError(Exception):
     """The gateway refused or failed a call."""
 
 
+class PaymentUnavailableError(PaymentError):
+    """The gateway did not answer (network, 5xx, rate limit): worth trying again shortly."""
+
+
 class CheckoutSession(BaseModel):
     model_config = ConfigDict(frozen=True)
 
