@@ -79,7 +79,7 @@ def event_from_update(update: Update, bot_username: str | None) -> Event | None:
         head, _, rest = text.partition(" ")
         name, _, target = head[1:].partition("@")
         if target and bot_username and target.lower() != bot_username.lower():
-            return None  # a command meant for another bot
+            name = ""  # meant for another bot: answered as an unknown command
         return Event(
             kind="command", user=who, chat_id=chat.id, command=name.lower(), text=rest.strip()
         )

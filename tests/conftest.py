@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
+
+# PTB 22 warns on every RetryAfter unless told to use timedeltas; tests turn warnings into errors.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 pytest_plugins = [
     "tests.support.infra",

@@ -1,0 +1,216 @@
+"""End to end through the sandbox Bot API with the real PTB Application: what a traveller sees."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.botkit import BotKit, future_day, running_bot
+
+USER = 5001
+
+
+@pytest.fixture
+async def bot(tmp_path: Path) -> AsyncIterator[BotKit]:
+    async with running_bot(tmp_path) as kit:
+        yield kit
+
+
+def _iso(days: int = 90) -> str:
+    return future_day(days).isoformat()
+
+
+# Paths that take a fresh chat to each state of each flow. The last step is what gets there.
+async def to_origin(bot: BotKit, user: int) -> None:
+    await bot.say(user, "/start")
+
+
+async def to_destination(bot: BotKit, user: int) -> None:
+    await to_origin(bot, user)
+    await bot.say(user, "Lisbon")
+
+
+async def to_trip(bot: BotKit, user: int) -> None:
+    await to_destination(bot, user)
+    await bot.say(user, "FCO")
+
+
+async def to_departure(bot: BotKit, user: int) -> None:
+    await to_trip(bot, user)
+    await bot.press(user, "One-way")
+
+
+async def to_return(bot: BotKit, user: int) -> None:
+    await to_trip(bot, user)
+    await bot.press(user, "Return")
+    await bot.say(user, _iso(90))
+
+
+async def to_travellers(bot: BotKit, user: int) -> None:
+    await to_departure(bot, user)
+    await bot.say(user, _iso(90))
+
+
+async def to_results(bot: BotKit, user: int) -> None:
+    await to_travellers(bot, user)
+    await bot.press(user, "Search flights")
+
+
+async def to_detail(bot: BotKit, user: int) -> None:
+    await to_results(bot, user)
+    await bot.press(user, "1")
+
+
+async def to_field(bot: BotKit, user: int) -> None:
+    await to_detail(bot, user)
+    await bot.press(user, "Book for")
+
+
+TRAVELLER = ["Maria", "Silva", "17.05.1990"]
+TRAVELLER_REST = ["Portugal", "CA1234567", "2031-08-20", "maria@example.com"]
+
+
+async def to_review(bot: BotKit, user: int) -> None:
+    await to_field(bot, user)
+    for answer in TRAVELLER:
+        await bot.say(user, answer)
+    await bot.press(user, "Female")
+    for answer in TRAVELLER_REST:
+        await bot.say(user, answer)
+    await bot.press(user, "Skip")
+
+
+async def to_edit(bot: BotKit, user: int) -> None:
+    await to_review(bot, user)
+    await bot.press(user, "Edit")
+
+
+async def to_payment(bot: BotKit, user: int) -> None:
+    await to_review(bot, user)
+    await bot.press(user, "Pay")
+
+
+PATHS: dict[str, Callable[[BotKit, int], Awaitable[None]]] = {
+    "search:origin": to_origin,
+    "search:destination": to_destination,
+    "search:trip": to_trip,
+    "search:departure": to_departure,
+    "search:return": to_return,
+    "search:travellers": to_travellers,
+    "search:results": to_results,
+    "search:detail": to_detail,
+    "book:field": to_field,
+    "book:review": to_review,
+    "book:edit": to_edit,
+    "book:payment": to_payment,
+}
+
+
+async def test_start_asks_the_first_search_question(bot: BotKit) -> None:
+    reply = await bot.say(USER, "/start")
+    assert "Where are you flying from?" in reply.text
+    assert "Hi Sam" in reply.text
+    assert (await bot.state(USER)).state == "search:origin"
+
+
+async def test_start_publishes_no_admin_commands_to_travellers(bot: BotKit) -> None:
+    from handlers.setup import publish_commands
+
+    await publish_commands(bot.runtime.application.bot, frozenset())
+    names = [c["command"] for c in bot.sandbox.commands()]
+    assert "mybookings" in names
+    assert "cancel" in names
+    assert "stats" not in names
+
+
+@pytest.mark.parametrize("state", sorted(PATHS))
+async def test_cancel_from_every_state_clears_the_flow(bot: BotKit, state: str) -> None:
+    await PATHS[state](bot, USER)
+    assert (await bot.state(USER)).state == state
+    reply = await bot.say(USER, "/cancel")
+    assert "Cancelled" in reply.text
+    record = await bot.state(USER)
+    assert record.state is None
+    assert record.data == {}
+
+
+async def test_cancel_keeps_bookings(bot: BotKit) -> None:
+    await to_payment(bot, USER)
+    await bot.say(USER, "/cancel")
+    reply = await bot.say(USER, "/mybookings")
+    assert "Awaiting payment" in reply.text
+
+
+async def test_a_button_from_an_older_step_has_expired_and_changes_nothing(bot: BotKit) -> None:
+    await to_trip(bot, USER)
+    old = bot.buttons(USER)  # One-way / Return
+    await bot.press(USER, "One-way")
+    before = await bot.state(USER)
+    label, data, message_id = next(b for b in old if b[0] == "Return")
+    assert data is not None
+    reply = await bot.press_raw(USER, message_id, data)
+    assert reply.notice is not None
+    assert "expired" in reply.notice
+    assert await bot.state(USER) == before
+    assert bot.sandbox.all_callbacks_answered()
+
+
+@pytest.mark.parametrize(
+    "forged",
+    ["zz|trip|2", "not-a-token", "!nosuchaction|x", "0|trip|9", "|||", "1|pick|99.ffffff"],
+)
+async def test_a_forged_button_changes_nothing(bot: BotKit, forged: str) -> None:
+    await to_trip(bot, USER)
+    before = await bot.state(USER)
+    message_id = bot.buttons(USER)[0][2]
+    reply = await bot.press_raw(USER, message_id, forged)
+    assert reply.notice is not None
+    assert await bot.state(USER) == before
+    assert bot.sandbox.all_callbacks_answered()
+
+
+async def test_typed_text_is_escaped_when_echoed(bot: BotKit) -> None:
+    await to_origin(bot, USER)
+    reply = await bot.say(USER, "<b>Atlantis</b> & co")
+    assert "<b>Atlantis</b> & co" in reply.text  # shown literally, not as bold markup
+    assert not bot.sandbox.api_errors()
+
+
+async def test_unexpected_text_in_a_button_state_gets_that_states_hint(bot: BotKit) -> None:
+    await to_trip(bot, USER)
+    before = await bot.state(USER)
+    reply = await bot.say(USER, "whatever")
+    assert "One-way or Return" in reply.text
+    assert await bot.state(USER) == before
+
+
+async def test_unknown_command_is_answered_and_keeps_the_flow(bot: BotKit) -> None:
+    await to_destination(bot, USER)
+    before = await bot.state(USER)
+    reply = await bot.say(USER, "/frobnicate")
+    assert "don't know that command" in reply.text
+    assert await bot.state(USER) == before
+
+
+async def test_deep_link_opens_the_booking(bot: BotKit) -> None:
+    await to_payment(bot, USER)
+    reference = (await bot.state(USER)).data["booking"]["reference"]
+    reply = await bot.say(USER, f"/start booking_{reference}")
+    assert f"Booking {reference}" in reply.text
+    other = await bot.say(USER + 1, f"/start booking_{reference}")
+    assert reference not in other.text  # someone else's reference is not found
+
+
+async def test_flood_gets_one_polite_reply_then_silence(tmp_path: Path) -> None:
+    async with running_bot(tmp_path) as kit:
+        kit.runtime.engine.rate = type(kit.runtime.engine.rate)(limit=3, window=60)  # type: ignore[misc]
+        replies = [await kit.say(USER, f"hello {i}", timeout=3) for i in range(3)]
+        assert all(r.messages for r in replies)
+        polite = await kit.say(USER, "hello again", timeout=3)
+        assert "very fast" in polite.text
+        for i in range(3):
+            action = await kit.sandbox.user_sends(USER, f"more {i}")
+            with pytest.raises(Exception, match="no matching event|not idle|expected"):
+                await kit.sandbox.wait_for_reply(action, timeout=1)
