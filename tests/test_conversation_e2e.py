@@ -148,7 +148,7 @@ async def test_a_button_from_an_older_step_has_expired_and_changes_nothing(bot: 
     old = bot.buttons(USER)  # One-way / Return
     await bot.press(USER, "One-way")
     before = await bot.state(USER)
-    label, data, message_id = next(b for b in old if b[0] == "Return")
+    _, data, message_id = next(b for b in old if b[0] == "Return")
     assert data is not None
     reply = await bot.press_raw(USER, message_id, data)
     assert reply.notice is not None
@@ -212,5 +212,5 @@ async def test_flood_gets_one_polite_reply_then_silence(tmp_path: Path) -> None:
         assert "very fast" in polite.text
         for i in range(3):
             action = await kit.sandbox.user_sends(USER, f"more {i}")
-            with pytest.raises(Exception, match="no matching event|not idle|expected"):
+            with pytest.raises(Exception, match=r"no matching event|not idle|expected"):
                 await kit.sandbox.wait_for_reply(action, timeout=1)

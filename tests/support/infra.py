@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ def _is_loopback(address: Any) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def _no_internet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any connection beyond loopback fails the test instead of leaving the machine."""
 
     def guarded(self: socket.socket, address: Any) -> Any:
@@ -34,4 +33,3 @@ def _no_internet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         return _real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
-    yield
