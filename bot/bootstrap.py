@@ -6,6 +6,7 @@ Nothing is built at import time. ``Runtime.open`` reads the settings, picks each
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -20,6 +21,7 @@ from bot.config import FlightProvider as ProviderChoice
 from bot.config import Settings
 from conversations.deps import FlowDeps
 from conversations.engine import Engine
+from conversations.flows.admin import StoreChatStates
 from conversations.router import build_router
 from conversations.state import StateStore
 from conversations.state_memory import MemoryStateStore
@@ -33,6 +35,7 @@ from handlers.telegram import (
     on_update,
 )
 from services.bookings import BookingService
+from services.broadcast import BroadcastWorker
 from services.cache import Cache, MemoryCache, RedisCache
 from services.flights.base import FlightProvider
 from services.flights.demo import DemoProvider
@@ -79,12 +82,19 @@ class Runtime:
     engine: Engine
     places: PlaceIndex
     extra: dict[str, Any] = field(default_factory=dict)
+    broadcasts: BroadcastWorker | None = None
 
 
 async def open_adapters(
-    settings: Settings, stack: AsyncExitStack, places: PlaceIndex | None = None
+    settings: Settings,
+    stack: AsyncExitStack,
+    places: PlaceIndex | None = None,
+    *,
+    provider: FlightProvider | None = None,
 ) -> Adapters:
-    """Build each port's adapter from the settings; registered on ``stack`` for closing."""
+    """Build each port's adapter from the settings; registered on ``stack`` for closing.
+
+    ``provider`` replaces the configured flight provider (tests with a scripted demo fare)."""
     places = places or PlaceIndex.default()
     storage: Storage
     if settings.uses_supabase:
@@ -108,8 +118,9 @@ async def open_adapters(
     stack.push_async_callback(state.close)
     stack.push_async_callback(cache.close)
 
-    provider: FlightProvider
-    if settings.flight_provider is ProviderChoice.KIWI:
+    if provider is not None:
+        pass
+    elif settings.flight_provider is ProviderChoice.KIWI:
         assert settings.kiwi_api_key is not None
         provider = KiwiProvider(
             api_key=settings.kiwi_api_key.get_secret_value(),
@@ -156,11 +167,12 @@ async def open_runtime(
     *,
     token: str | None = None,
     telegram_base_url: str | None = None,
+    provider: FlightProvider | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open everything; the Application is initialized (getMe done) but not started."""
     async with AsyncExitStack() as stack:
         places = PlaceIndex.default()
-        adapters = await open_adapters(settings, stack, places)
+        adapters = await open_adapters(settings, stack, places, provider=provider)
         bot_token = token or (
             settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
         )
@@ -193,6 +205,7 @@ async def open_runtime(
             alert_admins=alert,
         )
         search = FlightSearchService(adapters.provider, adapters.cache, adapters.storage)
+        broadcasts = BroadcastWorker(adapters.storage, notifier)
         deps = FlowDeps(
             storage=adapters.storage,
             places=places,
@@ -203,6 +216,7 @@ async def open_runtime(
             admin_ids=settings.admin_user_ids,
             demo_fares=adapters.provider.name == "demo",
             sandbox_payments=adapters.gateway.is_sandbox,
+            broadcasts=broadcasts,
         )
         await application.initialize()
         stack.push_async_callback(application.shutdown)
@@ -213,9 +227,19 @@ async def open_runtime(
             bot_id=application.bot.id,
             ttl=settings.conversation_ttl,
         )
+        # An admin's /block reaches the user's conversation in progress through this.
+        deps.chats = StoreChatStates(
+            adapters.state, bot_id=application.bot.id, ttl=settings.conversation_ttl
+        )
         application.bot_data[DEPS_KEY] = BotDeps(engine=engine, storage=adapters.storage)
         application.add_handler(TypeHandler(Update, on_update), group=1)
         application.add_error_handler(on_error)
+        # Resume what a previous run left unfinished; on exit the lanes finish the message in
+        # hand before the Application shuts down (the stack unwinds last-in, first-out).
+        await broadcasts.start()
+        stack.push_async_callback(broadcasts.stop)
+        sweeper = asyncio.create_task(_sweep_overdue(bookings), name="expire-overdue")
+        stack.callback(sweeper.cancel)
         yield Runtime(
             settings=settings,
             adapters=adapters,
@@ -223,7 +247,22 @@ async def open_runtime(
             bookings=bookings,
             engine=engine,
             places=places,
+            broadcasts=broadcasts,
         )
+
+
+SWEEP_INTERVAL = 60.0
+
+
+async def _sweep_overdue(bookings: BookingService) -> None:
+    """Expire unpaid bookings whose deadline passed without a webhook (and the sandbox's,
+    which has no timer of its own). Safe on every worker: transitions are conditional."""
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL)
+        try:
+            await bookings.expire_overdue()
+        except Exception:  # a background sweep must survive a bad minute
+            log.warning("expiring overdue bookings failed; retrying next minute", exc_info=True)
 
 
 def _admin_alerter(

@@ -244,7 +244,13 @@ class Engine:
         key = ChatKey(bot_id=self.bot_id, chat_id=event.chat_id)
         try:
             turn = await self.store.begin(
-                key, rate_key=f"user:{event.user.id}", rate=self.rate, wait=8.0
+                key,
+                rate_key=f"user:{event.user.id}",
+                rate=self.rate,
+                wait=8.0,
+                # Long enough for a slow provider search with its retries; a crashed worker's
+                # lock still frees itself within a minute.
+                lock_ttl=60.0,
             )
         except StateUnavailableError:
             log.warning("state store unavailable for an update", exc_info=True)
@@ -301,6 +307,11 @@ class Engine:
             await self.store.commit(turn, record, ttl=self.ttl)
         except StateUnavailableError:
             log.warning("state store unavailable while saving", exc_info=True)
+            raise
+        except LockTimeoutError:
+            # The turn outlived its lock and another update may have moved the chat on: our
+            # write was refused so as not to overwrite it. The traveller simply tries again.
+            log.warning("a turn outlived its chat lock; its state change was dropped")
             raise
 
     async def _release(self, turn: Turn) -> None:

@@ -22,13 +22,14 @@ from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from conversations.engine import UNAVAILABLE, Engine, Event, Outgoing, TurnResult, User, render
-from conversations.state import StateUnavailableError
+from conversations.state import LockTimeoutError, StateUnavailableError
 from services.messages import Message
 from services.storage import Storage, StorageUnavailableError
 
 log = logging.getLogger(__name__)
 
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+TOO_SLOW = Message(text="That took too long on my side and was not saved. Please try again.")
 TELEGRAM_TEXT_LIMIT = 4096
 
 
@@ -155,6 +156,8 @@ async def on_update(update: Update, context: TravelContext) -> None:
     except (StateUnavailableError, StorageUnavailableError):
         log.warning("a backend is unavailable; told the user to retry", exc_info=True)
         result = TurnResult(replies=render([UNAVAILABLE], 0))
+    except LockTimeoutError:
+        result = TurnResult(replies=render([TOO_SLOW], 0))
     finally:
         if query is not None:
             # Every callback query is answered, whatever happened, so no spinner is left.
