@@ -1,0 +1,149 @@
+"""Settings: a bad or missing value stops start-up with one line naming it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import FlightProvider, SettingsError, load_settings
+
+ALL_SETTINGS = [
+    "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_API_BASE_URL",
+    "TELEGRAM_WEBHOOK_URL",
+    "TELEGRAM_WEBHOOK_SECRET",
+    "ADMIN_USER_IDS",
+    "REDIS_URL",
+    "SUPABASE_URL",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "SQLITE_PATH",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_API_BASE",
+    "PUBLIC_BASE_URL",
+    "FLIGHT_PROVIDER",
+    "KIWI_API_KEY",
+    "KIWI_BASE_URL",
+    "DEFAULT_CURRENCY",
+    "PORT",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No developer .env or exported setting leaks into these tests."""
+    monkeypatch.chdir(tmp_path)
+    for name in [*ALL_SETTINGS, "DATABASE_URL", "CONVERSATION_TTL", "LOG_LEVEL"]:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_nothing_set_means_embedded_defaults() -> None:
+    settings = load_settings()
+    assert not settings.uses_supabase
+    assert not settings.uses_redis
+    assert not settings.uses_stripe
+    assert settings.flight_provider is FlightProvider.DEMO
+    assert settings.default_currency == "EUR"
+    assert settings.port == 8080
+    assert settings.base_url == "http://127.0.0.1:8080"
+
+
+def test_setting_services_switches_adapters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("SUPABASE_URL", "https://project.supabase.co")
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", "service-key")
+    monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_123")
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_123")
+    monkeypatch.setenv("ADMIN_USER_IDS", "11, 22;33")
+    settings = load_settings()
+    assert settings.uses_redis
+    assert settings.uses_supabase
+    assert settings.uses_stripe
+    assert settings.admin_user_ids == frozenset({11, 22, 33})
+    assert settings.stripe_secret_key is not None
+    assert "sk_test_123" not in repr(settings)  # secrets never printed
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DEFAULT_CURRENCY=gbp\nPORT=9090\n")
+    settings = load_settings()
+    assert settings.default_currency == "GBP"
+    assert settings.port == 9090
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"PORT": "eighty"}, "PORT: "),
+        ({"PORT": "70000"}, "PORT: "),
+        ({"ADMIN_USER_IDS": "12,abc"}, "ADMIN_USER_IDS: expected comma-separated numeric"),
+        ({"TELEGRAM_BOT_TOKEN": "not-a-token"}, "TELEGRAM_BOT_TOKEN: expected a bot token"),
+        ({"TELEGRAM_WEBHOOK_SECRET": "has spaces!"}, "TELEGRAM_WEBHOOK_SECRET: expected 1-256"),
+        (
+            {"TELEGRAM_WEBHOOK_URL": "https://bot.example.com/telegram/webhook"},
+            "TELEGRAM_WEBHOOK_SECRET: required when TELEGRAM_WEBHOOK_URL is set",
+        ),
+        ({"TELEGRAM_API_BASE_URL": "ftp://x"}, "TELEGRAM_API_BASE_URL: "),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL: expected a URL starting with redis://"),
+        ({"SUPABASE_URL": "not a url"}, "SUPABASE_URL: "),
+        (
+            {"SUPABASE_URL": "https://p.supabase.co"},
+            "SUPABASE_SERVICE_ROLE_KEY: required when SUPABASE_URL is set",
+        ),
+        (
+            {"STRIPE_SECRET_KEY": "sk_test_1"},
+            "STRIPE_WEBHOOK_SECRET: required when STRIPE_SECRET_KEY is set",
+        ),
+        ({"STRIPE_API_BASE": "nope"}, "STRIPE_API_BASE: "),
+        ({"PUBLIC_BASE_URL": "bot.example.com"}, "PUBLIC_BASE_URL: "),
+        ({"FLIGHT_PROVIDER": "skyscanner"}, "FLIGHT_PROVIDER: "),
+        ({"FLIGHT_PROVIDER": "kiwi"}, "KIWI_API_KEY: required when FLIGHT_PROVIDER=kiwi"),
+        ({"KIWI_BASE_URL": "::"}, "KIWI_BASE_URL: "),
+        ({"DEFAULT_CURRENCY": "EURO"}, "DEFAULT_CURRENCY: expected an ISO 4217 currency"),
+        ({"CONVERSATION_TTL": "5"}, "CONVERSATION_TTL: "),
+    ],
+)
+def test_each_bad_value_names_its_setting(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(expected)
+    assert "\n" not in message
+    for value in env.values():
+        if len(value) > 6:
+            assert value not in message or value in expected  # input is not echoed back
+
+
+def test_cli_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ALL_SETTINGS}
+    env["PORT"] = "-1"
+    run = subprocess.run(
+        [sys.executable, "-m", "bot", "doctor"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert lines == [lines[0]]
+    assert lines[0].startswith("travelbot: setting error: PORT: ")
+    assert "Traceback" not in run.stderr
+
+
+def test_env_example_lists_every_setting() -> None:
+    example = (ROOT / ".env.example").read_text()
+    for name in ALL_SETTINGS:
+        assert f"\n{name}=" in example, name
