@@ -15,7 +15,20 @@ class ProviderError(Exception):
 
 
 class ProviderUnavailableError(ProviderError):
-    """Timeouts, 5xx, 429 or an open circuit: 'search is unavailable, try again in a minute'."""
+    """Timeouts, 5xx, 429 or an open circuit: 'search is unavailable, try again in a minute'.
+
+    ``retry_after`` is how many seconds the provider (or our circuit breaker) asks us to wait,
+    when known.
+    """
+
+    def __init__(
+        self,
+        message: str = "Flight search is unavailable right now: try again in a minute.",
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TicketingError(ProviderError):
