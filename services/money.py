@@ -12,9 +12,29 @@ from pydantic import BaseModel, ConfigDict, field_validator
 # currencies for the ones we may charge in; ISK is two-decimal at Stripe but whole in practice.
 _EXPONENTS: dict[str, int] = {
     **dict.fromkeys(
-        "BIF CLP DJF GNF ISK JPY KMF KRW MGA PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0
+        [
+            "BIF",
+            "CLP",
+            "DJF",
+            "GNF",
+            "ISK",
+            "JPY",
+            "KMF",
+            "KRW",
+            "MGA",
+            "PYG",
+            "RWF",
+            "UGX",
+            "UYI",
+            "VND",
+            "VUV",
+            "XAF",
+            "XOF",
+            "XPF",
+        ],
+        0,
     ),
-    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
     "CLF": 4,
     "UYW": 4,
 }
@@ -69,7 +89,8 @@ class Money(BaseModel):
     @classmethod
     def _whole_minor_units(cls, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("amount must be a whole number of minor units")
+            # pydantic turns ValueError (not TypeError) into a validation error.
+            raise ValueError("amount must be a whole number of minor units")  # noqa: TRY004
         return value
 
     @classmethod
