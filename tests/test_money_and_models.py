@@ -59,7 +59,7 @@ def test_major_amounts_convert_exactly(major: str | float, currency: str, minor:
 @pytest.mark.parametrize("bad", [19.99, "19", True, None])
 def test_amount_must_be_whole_minor_units(bad: object) -> None:
     with pytest.raises(ValidationError):
-        Money(amount=bad, currency="EUR")  # type: ignore[arg-type]
+        Money(amount=bad, currency="EUR")
 
 
 @pytest.mark.parametrize("bad", ["EURO", "XYZ", "", "€"])
@@ -163,11 +163,11 @@ def test_status_moves_follow_the_architecture() -> None:
 
 def test_a_traveller_never_shows_documents_or_contacts_in_repr() -> None:
     traveller = Traveller(
-        category="adult",  # type: ignore[arg-type]
+        category="adult",
         first_name="MARIA",
         last_name="SILVA",
         birth_date=date(1990, 5, 17),
-        gender="F",  # type: ignore[arg-type]
+        gender="F",
         nationality="PT",
         passport_number="CA1234567",
         passport_expiry=date(2031, 8, 20),
