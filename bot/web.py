@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import secrets
+import socket
 from typing import Any
 
 from aiohttp import web
@@ -113,11 +114,20 @@ def init_app(runtime: Runtime, *, telegram_webhook_route: bool) -> web.Applicati
     return app
 
 
-async def start_site(app: web.Application, *, host: str, port: int) -> web.AppRunner:
+async def start_site(
+    app: web.Application,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    sock: socket.socket | None = None,
+) -> web.AppRunner:
+    """Serve ``app`` on host:port, or on an already bound socket."""
     # Graceful shutdown: aiohttp waits up to shutdown_timeout for handlers in flight.
     runner = web.AppRunner(app, shutdown_timeout=20.0, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host=host, port=port)
+    site: web.BaseSite = (
+        web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port)
+    )
     await site.start()
     return runner
 

@@ -71,15 +71,18 @@ class BotKit:
         return await self._reply(action, timeout)
 
     async def press(self, user_id: int, label: str, *, timeout: float = 15) -> Reply:
-        """Press the button whose label contains ``label`` on the newest message that has it."""
+        """Press the button labelled ``label`` (exactly, else containing it) on the newest
+        message that has one."""
         for message in reversed(self.sandbox.bot_messages(user_id)):
-            for row in message.buttons:
-                for button in row:
-                    if label in button.label and button.callback_data is not None:
-                        action = await self.sandbox.user_presses(
-                            user_id, message.message_id, button.callback_data
-                        )
-                        return await self._reply(action, timeout)
+            buttons = [b for row in message.buttons for b in row if b.callback_data is not None]
+            chosen = next((b for b in buttons if b.label == label), None) or next(
+                (b for b in buttons if label in b.label), None
+            )
+            if chosen is not None and chosen.callback_data is not None:
+                action = await self.sandbox.user_presses(
+                    user_id, message.message_id, chosen.callback_data
+                )
+                return await self._reply(action, timeout)
         raise AssertionError(f"no button {label!r} in chat {user_id}")
 
     async def press_raw(
@@ -118,9 +121,11 @@ async def running_bot(
     **settings: Any,
 ) -> AsyncIterator[BotKit]:
     """A polling bot on the sandbox, with its web server for the sandbox checkout page."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    # Bound now and handed to the web server, so no other process can take the port between
+    # choosing it and serving on it.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
     config: Settings = load_settings(
         sqlite_path=tmp_path / "bot.sqlite3",
         redis_url=redis_url,
@@ -136,7 +141,7 @@ async def running_bot(
             config, token=TOKEN, telegram_base_url=sandbox.url, provider=provider
         ) as runtime:
             runner = await start_site(
-                init_app(runtime, telegram_webhook_route=False), host="127.0.0.1", port=port
+                init_app(runtime, telegram_webhook_route=False), sock=listener
             )
             app = runtime.application
             await app.start()
@@ -150,3 +155,4 @@ async def running_bot(
                 await runner.cleanup()
     finally:
         await sandbox.stop()
+        listener.close()

@@ -1,0 +1,204 @@
+"""The search flow as a traveller meets it: places, dates, calendar, travellers, results, re-price."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from services.flights.demo import DemoProvider
+from services.flights.places import PlaceIndex
+from services.flights.results import SortKey, sort_itineraries
+from services.models import Passengers, SearchQuery, today_anywhere
+from services.money import Money
+from tests.support.botkit import BotKit, running_bot
+from tests.test_conversation_e2e import to_departure, to_detail, to_results, to_travellers
+
+USER = 6001
+
+
+@pytest.fixture
+async def bot(tmp_path: Path) -> AsyncIterator[BotKit]:
+    async with running_bot(tmp_path) as kit:
+        yield kit
+
+
+async def test_a_city_with_several_airports_offers_them_all(bot: BotKit) -> None:
+    await bot.say(USER, "/start")
+    reply = await bot.say(USER, "london")
+    labels = [b[0] for b in bot.buttons(USER)]
+    assert "Which one" in reply.text
+    assert labels[0].startswith("London (all airports)")
+    assert any("(LHR)" in label for label in labels)
+    await bot.press(USER, "London (all airports)")
+    assert (await bot.state(USER)).data["search"]["origin"]["code"] == "LON"
+
+
+@pytest.mark.parametrize(
+    ("typed", "code"), [("lisbn", "LIS"), ("JFK", "JFK"), ("Sao Paulo", "SAO")]
+)
+async def test_typos_codes_and_accents_resolve(bot: BotKit, typed: str, code: str) -> None:
+    await bot.say(USER, "/start")
+    await bot.say(USER, typed)
+    state = await bot.state(USER)
+    if state.state == "search:origin":  # offered as a choice: take the first
+        await bot.press(USER, bot.buttons(USER)[0][0])
+        state = await bot.state(USER)
+    assert state.state == "search:destination"
+    assert code in (
+        state.data["search"]["origin"]["code"],
+        *state.data["search"]["origin"]["airports"],
+    )
+
+
+async def test_an_unknown_place_says_so_and_stays(bot: BotKit) -> None:
+    await bot.say(USER, "/start")
+    reply = await bot.say(USER, "Qwxzvbn")
+    assert "couldn't find" in reply.text
+    assert (await bot.state(USER)).state == "search:origin"
+
+
+async def test_the_same_place_twice_is_refused(bot: BotKit) -> None:
+    await bot.say(USER, "/start")
+    await bot.say(USER, "LIS")
+    reply = await bot.say(USER, "Lisbon")
+    assert "already flying from" in reply.text
+    assert (await bot.state(USER)).state == "search:destination"
+
+
+async def test_a_past_date_is_refused_with_the_first_day_allowed(bot: BotKit) -> None:
+    await to_departure(bot, USER)
+    yesterday = today_anywhere() - timedelta(days=1)
+    reply = await bot.say(USER, yesterday.isoformat())
+    assert "passed" in reply.text
+    assert (await bot.state(USER)).state == "search:departure"
+
+
+async def test_a_return_before_departure_is_refused(bot: BotKit) -> None:
+    await bot.say(USER, "/start")
+    await bot.say(USER, "LIS")
+    await bot.say(USER, "FCO")
+    await bot.press(USER, "Return")
+    out = today_anywhere() + timedelta(days=60)
+    await bot.say(USER, out.isoformat())
+    reply = await bot.say(USER, (out - timedelta(days=3)).isoformat())
+    assert "before" in reply.text.lower()
+    assert (await bot.state(USER)).state == "search:return"
+    await bot.say(USER, (out + timedelta(days=7)).isoformat())
+    assert (await bot.state(USER)).state == "search:travellers"
+
+
+async def test_the_calendar_pages_and_picks_a_day(bot: BotKit) -> None:
+    await to_departure(bot, USER)
+    calendar = bot.sandbox.bot_messages(USER)[-1]
+    await bot.press(USER, "›")
+    paged = bot.sandbox.message(USER, calendar.message_id)
+    assert paged.edit_count == 1  # paging edits the calendar in place
+    day = next(
+        b.label
+        for row in paged.buttons
+        for b in row
+        if b.label.isdigit() and b.callback_data and "|day|" in b.callback_data
+    )
+    await bot.press(USER, day)
+    assert (await bot.state(USER)).state == "search:travellers"
+
+
+async def test_travellers_stepper_keeps_the_airline_rules(bot: BotKit) -> None:
+    await to_travellers(bot, USER)
+    await bot.press(USER, "+")  # adults: 2
+    assert "Adults (12+): 2" in [b[0] for b in bot.buttons(USER)]
+    # infants may not outnumber adults
+
+    async def add_infant() -> str | None:
+        _, data, message_id = next(b for b in bot.buttons(USER) if (b[1] or "").endswith("|i+"))
+        return (await bot.press_raw(USER, message_id, data or "")).notice
+
+    assert await add_infant() is None
+    assert await add_infant() is None
+    refusal = await add_infant()
+    assert refusal is not None
+    assert "infants" in refusal
+    assert (await bot.state(USER)).data["search"]["infants"] == 2
+
+
+async def test_results_page_sort_and_filter_in_place(bot: BotKit) -> None:
+    await to_results(bot, USER)
+    results = bot.sandbox.bot_messages(USER)[-1]
+    assert "demo fares" in results.text
+    prices = [int(p.replace(",", "")) for p in re.findall(r"€([\d,]+)", results.text)]
+    assert prices == sorted(prices)
+    await bot.press(USER, "Fastest")
+    fastest = bot.sandbox.message(USER, results.message_id)
+    assert fastest.edit_count >= 1
+    assert "✓ Fastest" in str(fastest.buttons)
+    await bot.press(USER, "Direct only")
+    direct = bot.sandbox.message(USER, results.message_id)
+    assert "stop" not in direct.text.replace("non-stop", "") or "direct" in direct.text
+    if "Next ›" in str(direct.buttons):
+        await bot.press(USER, "Next ›")
+        assert "Page 2 of" in bot.sandbox.message(USER, results.message_id).text
+
+
+async def test_detail_shows_every_segment_and_the_total(bot: BotKit) -> None:
+    await to_detail(bot, USER)
+    detail = bot.sandbox.bot_messages(USER)[-1].text
+    assert "Total €" in detail
+    assert re.search(r"\d\d:\d\d [A-Z]{3}", detail)
+    assert "Demo fare" in detail
+
+
+async def test_healthz_reports_each_port(bot: BotKit) -> None:
+    async with aiohttp.ClientSession() as http, http.get(f"{bot.base_url}/healthz") as response:
+        body = await response.json()
+    assert response.status == 200
+    assert body["status"] == "ok"
+    assert body["ports"]["storage"] == {"adapter": "sqlite", "ok": True}
+    assert body["ports"]["flights"]["adapter"] == "demo"
+
+
+# --- re-price -----------------------------------------------------------------------------
+
+
+async def _first_offer(days: int = 90) -> tuple[str, Money]:
+    """The itinerary the traveller will pick first (cheapest) on the path used by the tests."""
+    places = PlaceIndex.default()
+    query = SearchQuery(
+        origin=places.airport_location("LIS"),
+        destination=places.airport_location("FCO"),
+        departure=today_anywhere() + timedelta(days=days),
+        passengers=Passengers(),
+        currency="EUR",
+    )
+    offers = sort_itineraries(await DemoProvider(places=places).search(query), SortKey.PRICE)
+    return offers[0].id, offers[0].price
+
+
+async def test_a_changed_price_is_shown_with_the_choice_to_continue(tmp_path: Path) -> None:
+    offer_id, price = await _first_offer()
+    higher = Money(amount=price.amount + 2500, currency=price.currency)
+    provider = DemoProvider(places=PlaceIndex.default(), price_changes={offer_id: higher})
+    async with running_bot(tmp_path, provider=provider) as bot:
+        await to_detail(bot, USER)
+        reply = await bot.press(USER, "Book for")
+        assert "price has changed" in reply.text
+        assert higher.format() in reply.text
+        assert (await bot.state(USER)).state == "book:price"
+        await bot.press(USER, "Continue at")
+        state = await bot.state(USER)
+        assert state.state == "book:field"
+        assert state.data["booking"]["itinerary"]["price"]["amount"] == higher.amount
+
+
+async def test_a_sold_out_offer_goes_back_to_the_results(tmp_path: Path) -> None:
+    offer_id, _ = await _first_offer()
+    provider = DemoProvider(places=PlaceIndex.default(), sold_out=[offer_id])
+    async with running_bot(tmp_path, provider=provider) as bot:
+        await to_detail(bot, USER)
+        reply = await bot.press(USER, "Book for")
+        assert "sold out" in reply.text
+        assert (await bot.state(USER)).state == "search:results"
