@@ -110,8 +110,8 @@ async def open_adapters(
     state: StateStore
     cache: Cache
     if settings.redis_url:
-        state = RedisStateStore.from_url(settings.redis_url)
-        cache = RedisCache.from_url(settings.redis_url)
+        state = RedisStateStore.from_url(settings.redis_url, prefix=settings.redis_prefix)
+        cache = RedisCache.from_url(settings.redis_url, prefix=f"{settings.redis_prefix}:cache")
     else:
         state = MemoryStateStore()
         cache = MemoryCache()

@@ -25,6 +25,7 @@ from services.money import is_currency
 
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{20,}$")
 _WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_REDIS_PREFIX = re.compile(r"^[A-Za-z0-9_:-]{1,64}$")
 
 
 class FlightProvider(enum.StrEnum):
@@ -54,6 +55,8 @@ class Settings(BaseSettings):
     admin_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
 
     redis_url: str | None = None
+    # Every Redis key starts with this: several bots (or test runs) can share one server.
+    redis_prefix: str = "tb"
     supabase_url: AnyHttpUrl | None = None
     supabase_service_role_key: SecretStr | None = None
     sqlite_path: Path = Path("data/travelbot.sqlite3")
@@ -108,6 +111,13 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("expected a URL starting with redis://, rediss:// or unix://")
         return value or None
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _prefix_shape(cls, value: str) -> str:
+        if not _REDIS_PREFIX.match(value):
+            raise ValueError("expected 1-64 characters of A-Z, a-z, 0-9, _, - and :")
+        return value
 
     @field_validator("default_currency")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from services.models import Cabin, Itinerary, Location, PassengerCategory, SearchQuery
 
@@ -82,7 +82,16 @@ class Conversation(_Data):
     booking: BookingDraft | None = None
     pending: str | None = None  # a confirmation in progress, e.g. "deletedata"
     admin: AdminDraft | None = None
+    # The state this conversation was loaded in; not stored. Lets an admin step return the
+    # admin to where they were (commands are not told the state otherwise).
+    _loaded_state: str | None = PrivateAttr(default=None)
+
+    @property
+    def loaded_state(self) -> str | None:
+        return self._loaded_state
 
 
 def load_conversation(state: str | None, data: dict[str, Any]) -> Conversation:
-    return Conversation.model_validate(data)
+    conversation = Conversation.model_validate(data)
+    conversation._loaded_state = state
+    return conversation

@@ -5,14 +5,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-
-from services.flights.search import FlightSearchService
+from typing import Any, Protocol
 
 from services.bookings import BookingService
+from services.broadcast import BroadcastWorker
 from services.flights.base import FlightProvider
 from services.flights.places import PlaceIndex
+from services.flights.search import FlightSearchService
 from services.models import today_anywhere
 from services.storage import Storage
+
+
+class ChatStates(Protocol):
+    """Writes another chat's conversation record, under that chat's lock: how an admin's block
+    reaches a conversation in progress (conversations.flows.admin.StoreChatStates)."""
+
+    async def put(self, chat_id: int, state: str, data: dict[str, Any]) -> bool:
+        """Replace the chat's record; False when its lock could not be had in time."""
+        ...
+
+    async def clear(self, chat_id: int, *, only_in: str) -> bool:
+        """Delete the chat's record if it is in state ``only_in``."""
+        ...
 
 
 @dataclass(slots=True)
@@ -27,3 +41,5 @@ class FlowDeps:
     demo_fares: bool = True
     sandbox_payments: bool = True
     today: Callable[[], date] = field(default=today_anywhere)
+    broadcasts: BroadcastWorker | None = None  # None: /broadcast says it is not available
+    chats: ChatStates | None = None  # None: a block applies from the user's next conversation

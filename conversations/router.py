@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from conversations.data import load_conversation
 from conversations.engine import Router
-from conversations.flows import booking, common, search
+from conversations.flows import admin, booking, common, search
 
 
 def build_router() -> Router:
-    states = {**search.STATES, **booking.STATES}
+    states = {**search.STATES, **booking.STATES, **admin.STATES}
     return Router(
         states=states,
-        commands=common.COMMANDS,
+        commands={**common.COMMANDS, **admin.COMMANDS},
         global_buttons=common.GLOBAL_BUTTONS,
         load_data=load_conversation,
         idle=common.IDLE,
+        gate=admin.access_gate,
     )

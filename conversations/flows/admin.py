@@ -43,7 +43,7 @@ from conversations.engine import (
 from conversations.state import ChatKey, LockTimeoutError, StateRecord, StateStore, Turn
 from services import admin as views
 from services.admin import AdminInputError, AdminService, usage
-from services.bookings import BookingError
+from services.bookings import REFUND_RECORD_TYPE, BookingError
 from services.broadcast import MAX_TEXT, escape_text
 from services.messages import Button, Message, Notice, esc
 from services.models import Booking, BookingStatus, Profile
@@ -241,7 +241,10 @@ async def on_close(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pr
 
 @_admin_state
 async def on_menu_stats(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
-    step = await do_stats(deps, conv, event, pressed.arg)
+    try:
+        step = await do_stats(deps, conv, event, pressed.arg)
+    except AdminInputError as error:
+        return _reply(MENU, conv, Message(text=str(error)))
     return _reply(MENU, conv, *step.replies)
 
 
@@ -364,12 +367,21 @@ async def do_refund(deps: FlowDeps, conv: Conversation, event: Event, args: str)
         return _keep(conv, Message(text=refusal))
     full = amount is None or amount == booking.amount
     shown = (amount or booking.amount).format()
-    what = (
-        f"the full {shown}: the booking ends <b>refunded</b>"
-        if full
-        else f"{shown} of {booking.amount.format()} (partial: the booking stays "
-        f"{booking.status.label.lower()})"
-    )
+    events = await deps.storage.list_payment_events(booking.id)
+    earlier = sum(1 for _, kind, _ in events if kind == REFUND_RECORD_TYPE)
+    if full and earlier:
+        shown = "the rest"
+        what = (
+            f"whatever is left of {booking.amount.format()} after {earlier} earlier "
+            "refund(s): the booking ends <b>refunded</b>"
+        )
+    elif full:
+        what = f"the full {shown}: the booking ends <b>refunded</b>"
+    else:
+        what = (
+            f"{shown} of {booking.amount.format()} (partial: the booking stays "
+            f"{booking.status.label.lower()})"
+        )
     reason = f"\nReason: {esc(request.reason)}" if request.reason else ""
     pending = PendingRefund(
         reference=booking.reference,
@@ -396,11 +408,15 @@ async def do_refund(deps: FlowDeps, conv: Conversation, event: Event, args: str)
 
 
 def _refund_refusal(booking: Booking) -> str | None:
-    if booking.status not in REFUNDABLE or booking.payment_intent_id is None:
-        paid = booking.status in REFUNDABLE
-        why = "no payment is recorded on it" if paid else f"it is {booking.status.label.lower()}"
-        return f"Nothing to refund on booking {esc(booking.reference)}: {why}."
-    return None
+    if booking.status is BookingStatus.REFUNDED:
+        why = "it has already been refunded"
+    elif booking.status not in REFUNDABLE:
+        why = f"no payment was taken (status: {booking.status.label})"
+    elif booking.payment_intent_id is None:
+        why = "no payment is recorded on it"
+    else:
+        return None
+    return f"Nothing to refund on booking {esc(booking.reference)}: {why}."
 
 
 @_admin_state
@@ -425,14 +441,15 @@ async def on_refund_yes(deps: FlowDeps, conv: Conversation, event: Event, presse
             event.user.id, "refund_refused", pending.reference, reason=str(error)
         )
         return _leave(conv, Message(text=f"❌ {error}"))
-    refunded = (amount or booking.amount).format()
+    done = (
+        f"Refunded {amount.format()} on booking <b>{esc(booking.reference)}</b>"
+        if amount is not None
+        else f"Booking <b>{esc(booking.reference)}</b> refunded in full"
+    )
     return _leave(
         conv,
         Message(
-            text=(
-                f"✅ Refunded {refunded} on booking <b>{esc(booking.reference)}</b>. "
-                f"Status: {booking.status.label}. The traveller has been told."
-            ),
+            text=f"✅ {done}. Status: {booking.status.label}. The traveller has been told.",
             edit=True,
         ),
     )
@@ -647,8 +664,8 @@ async def do_broadcast_cancel(deps: FlowDeps, conv: Conversation, event: Event, 
     running = await worker.running()
     targets = [b for b in running if wanted is None or b.id == wanted]
     if not targets:
-        which = f"#{wanted}" if wanted is not None else "any broadcast"
-        return _keep(conv, Message(text=f"There is no running {which} to cancel."))
+        which = f"Broadcast #{wanted} is not" if wanted is not None else "No broadcast is"
+        return _keep(conv, Message(text=f"{which} running: nothing to cancel."))
     broadcast = targets[-1]
     cancelled = await worker.cancel(broadcast.id)
     await _service(deps).audit(

@@ -1,0 +1,381 @@
+"""Admin commands through the real bot: sandbox Bot API → PTB Application → engine → services.
+
+Every command as an admin and as a non-admin (denied exactly like an unknown command, logged,
+audited), each malformed argument (a usage line, no audit row), the views, blocking.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from conversations.engine import UNKNOWN_COMMAND
+from conversations.flows.admin import BLOCKED_NOTICE
+from handlers.setup import publish_commands
+from services.models import (
+    BookingStatus,
+    SearchLogEntry,
+    utcnow,
+)
+from services.money import Money
+from tests.test_admin_harness import Bot, make_booking, running_bot
+
+ADMIN = 7001
+OTHER_ADMIN = 7002
+TRAVELLER = 7101
+# Telegram lets a bot send a private chat about one message a second after a burst of ~20 (the
+# sandbox enforces it), so parametrized cases each talk from a chat of their own.
+SPARE_ADMINS = tuple(range(7010, 7040))
+S = BookingStatus
+
+
+@pytest.fixture(scope="module")
+async def bot() -> AsyncIterator[Bot]:
+    async with running_bot((ADMIN, OTHER_ADMIN, *SPARE_ADMINS)) as running:
+        await running.user(ADMIN, "Ada", "ada_admin")
+        await running.user(OTHER_ADMIN, "Olu", "olu_admin")
+        await running.user(TRAVELLER, "Tom", "tom_traveller")
+        for user_id in (ADMIN, OTHER_ADMIN, TRAVELLER):
+            await running.say(user_id, "/start")
+        yield running
+
+
+# who may use them ------------------------------------------------------------------------------
+
+ADMIN_COMMANDS = [
+    "/admin",
+    "/stats",
+    "/stats 7d",
+    "/booking K7MP3Q",
+    f"/user {ADMIN}",
+    "/refund K7MP3Q 10 because",
+    f"/block {OTHER_ADMIN}",
+    f"/unblock {TRAVELLER}",
+    "/broadcast Hello everyone",
+    "/broadcast_cancel",
+]
+
+
+@pytest.mark.parametrize(("index", "text"), list(enumerate(ADMIN_COMMANDS)))
+async def test_a_non_admin_gets_the_unknown_command_answer_and_is_logged(
+    bot: Bot, index: int, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    command = text.split(maxsplit=1)[0]
+    someone = await bot.user(7300 + index, "Sam")
+    unknown = await bot.say(someone, "/nosuchcommand")
+    before = len(await bot.audit("denied"))
+
+    with caplog.at_level(logging.WARNING, logger="conversations.flows.admin"):
+        answer = await bot.say(someone, text)
+
+    assert answer == unknown == [UNKNOWN_COMMAND]
+    denied = await bot.audit("denied")
+    assert len(denied) == before + 1
+    assert denied[0].admin_id == someone
+    assert denied[0].target == command
+    assert denied[0].details == {}  # never the arguments
+    assert f"user {someone} tried the admin command {command}" in caplog.text
+    # and nothing happened
+    assert (await bot.storage.list_running_broadcasts()) == []
+    profile = await bot.storage.get_profile(OTHER_ADMIN)
+    assert profile is not None
+    assert not profile.blocked
+
+
+async def test_a_non_admin_keeps_their_conversation(bot: Bot) -> None:
+    await bot.say(TRAVELLER, "/start")
+    await bot.say(TRAVELLER, "/refund K7MP3Q")
+    answer = await bot.say(TRAVELLER, "Lisbon")
+    assert any("To where?" in text for text in answer)
+
+
+async def test_admin_commands_are_published_to_admins_only(bot: Bot) -> None:
+    await publish_commands(bot.runtime.application.bot, frozenset({ADMIN, OTHER_ADMIN}))
+
+    def names(chat_id: int) -> set[str]:
+        return {command["command"] for command in bot.sandbox.commands_for(chat_id)}
+
+    admin_only = {"admin", "stats", "booking", "user", "refund", "block", "unblock", "broadcast"}
+    assert admin_only <= names(ADMIN)
+    assert admin_only <= names(OTHER_ADMIN)
+    assert not admin_only & names(TRAVELLER)
+    assert "start" in names(TRAVELLER)
+
+
+# malformed arguments ------------------------------------------------------------------------------
+
+MALFORMED = [
+    ("/admin now", "/admin"),
+    ("/stats yesterday", "/stats [today|7d|30d]"),
+    ("/stats 7d 30d", "/stats [today|7d|30d]"),
+    ("/booking", "/booking REF"),
+    ("/booking K7MP3Q EXTRA", "/booking REF"),
+    ("/booking <b>", "/booking REF"),
+    ("/user", "/user ID or /user @username"),
+    ("/user 12 34", "/user ID or /user @username"),
+    ("/user -5", "/user ID or /user @username"),
+    ("/user 0", "/user ID or /user @username"),
+    ("/user @not-a-name", "/user ID or /user @username"),
+    ("/refund", "/refund REF [amount] [reason]"),
+    ("/refund !!", "/refund REF [amount] [reason]"),
+    ("/refund K7MP3Q -5", "/refund REF [amount] [reason]"),
+    ("/refund K7MP3Q 1.2.3", "/refund REF [amount] [reason]"),
+    ("/block", "/block ID or /block @username"),
+    ("/block 1 2", "/block ID or /block @username"),
+    ("/unblock", "/unblock ID or /unblock @username"),
+    ("/unblock x y", "/unblock ID or /unblock @username"),
+    ("/broadcast_cancel soon", "/broadcast_cancel [broadcast number]"),
+]
+
+
+@pytest.mark.parametrize(
+    ("index", "text", "usage"), [(i, *case) for i, case in enumerate(MALFORMED)]
+)
+async def test_malformed_arguments_get_the_usage_line(
+    bot: Bot, index: int, text: str, usage: str
+) -> None:
+    admin = await bot.user(SPARE_ADMINS[index], "Ad")
+    before = len(await bot.audit())
+    answer = await bot.say(admin, text)
+    assert len(answer) == 1
+    assert answer[0].startswith(f"Usage: {usage}") or (
+        "is not an amount" in answer[0] and usage in answer[0]
+    )
+    assert len(await bot.audit()) == before  # a usage line is not an action
+
+
+async def test_a_refund_amount_finer_than_the_currency_is_refused(bot: Bot) -> None:
+    booking = await make_booking(bot.storage, TRAVELLER, S.CONFIRMED)
+    answer = await bot.say(ADMIN, f"/refund {booking.reference} 12.345")
+    assert answer == ["EUR takes at most 2 decimal places: 12.345 can't be refunded."]
+    yen = await make_booking(
+        bot.storage, TRAVELLER, S.CONFIRMED, Money(amount=12_000, currency="JPY")
+    )
+    answer = await bot.say(ADMIN, f"/refund {yen.reference} 100.5")
+    assert answer == ["JPY takes whole amounts: 100.5 can't be refunded."]
+
+
+# /stats ---------------------------------------------------------------------------------------
+
+
+async def test_stats_counts_bookings_revenue_funnel_routes_and_new_users() -> None:
+    async with running_bot((ADMIN,)) as fresh:
+        await fresh.user(ADMIN, "Ada")
+        storage = fresh.storage
+        for user_id in (8001, 8002, 8003):
+            await storage.upsert_profile(user_id, first_name="New")
+        await make_booking(storage, 8001, S.CONFIRMED, Money(amount=89_00, currency="EUR"))
+        await make_booking(storage, 8002, S.PAID, Money(amount=10_50, currency="EUR"))
+        await make_booking(storage, 8003, S.CONFIRMED, Money(amount=5_000, currency="USD"))
+        await make_booking(storage, 8001, S.AWAITING_PAYMENT)
+        await make_booking(storage, 8002, S.EXPIRED)
+        await make_booking(storage, 8003, S.CANCELLED, Money(amount=1_000, currency="GBP"))
+        departure = utcnow().date() + timedelta(days=30)
+        for origin, destination, chosen, reviewed in [
+            ("LIS", "NRT", True, True),
+            ("LIS", "NRT", True, False),
+            ("LIS", "NRT", False, False),
+            ("BER", "FCO", True, True),
+            ("BER", "FCO", False, False),
+            ("MAD", "JFK", False, False),
+        ]:
+            search_id = await storage.log_search(
+                SearchLogEntry(
+                    user_id=8001, origin=origin, destination=destination, departure=departure
+                )
+            )
+            if chosen:
+                await storage.mark_search_stage(search_id, "chosen")
+            if reviewed:
+                await storage.mark_search_stage(search_id, "reviewed")
+
+        [text] = await fresh.say(ADMIN, "/stats 7d")
+
+        assert text.startswith("📊 Stats, last 7 days")
+        assert "Bookings: 6" in text
+        for line in (
+            "Confirmed: 2",
+            "Paid, ticketing: 1",
+            "Awaiting payment: 1",
+            "Payment link expired: 1",
+            "Cancelled: 1",
+        ):
+            assert line in text
+        # summed in minor units per currency; cancelled money is not revenue
+        assert "Revenue (paid and confirmed): €99.50, $50.00" in text
+        assert "Searches: 6" in text
+        assert "Funnel: search 6 → flight chosen 3 (50%) → reviewed 2 (33%) → paid 4 (67%)" in text
+        assert "1. LIS → NRT: 3" in text
+        assert "2. BER → FCO: 2" in text
+        assert "New users: 3" in text
+        [audit] = await fresh.audit("stats")
+        assert (audit.admin_id, audit.target) == (ADMIN, "7d")
+
+        [today] = await fresh.say(ADMIN, "/stats")
+        assert today.startswith("📊 Stats, today")
+        [month] = await fresh.say(ADMIN, "/stats 30d")
+        assert month.startswith("📊 Stats, last 30 days")
+
+
+# /booking and /user ----------------------------------------------------------------------------
+
+
+async def test_booking_shows_payment_ids_events_and_masked_documents(bot: Bot) -> None:
+    booking = await make_booking(bot.storage, TRAVELLER, S.CONFIRMED, passport="XK9876543")
+    await bot.storage.record_payment_event(
+        "evt_test_completed_1", "checkout.session.completed", booking.id
+    )
+    await bot.storage.record_payment_event("evt_test_refund_2", "refund.created", booking.id)
+
+    [text] = await bot.say(ADMIN, f"/booking {booking.reference.lower()}")
+
+    assert f"Booking {booking.reference} · Confirmed" in text
+    assert f"pi_test_{booking.reference}" in text
+    assert "evt_test_completed_1" in text
+    assert "checkout.session.completed" in text
+    assert "evt_test_refund_2" in text
+    assert "•••• 6543" in text
+    assert "XK9876543" not in text
+    assert "ana.silva@example.com" not in text
+    assert "a•••@example.com" in text
+    assert "912 345" not in text
+    assert f"User: {TRAVELLER} @tom_traveller (Tom)" in text
+    assert "€89.00 (8900 minor units EUR)" in text
+    [audit] = [a for a in await bot.audit("view_booking") if a.target == booking.reference]
+    assert audit.details == {"found": True}
+
+
+async def test_booking_that_does_not_exist(bot: Bot) -> None:
+    assert await bot.say(ADMIN, "/booking ZZZZ22") == ["No booking with reference ZZZZ22."]
+    [audit] = [a for a in await bot.audit("view_booking") if a.target == "ZZZZ22"]
+    assert audit.details == {"found": False}
+
+
+async def test_user_by_id_and_by_username(bot: Bot) -> None:
+    booking = await make_booking(bot.storage, TRAVELLER, S.AWAITING_PAYMENT)
+    [by_id] = await bot.say(ADMIN, f"/user {TRAVELLER}")
+    [by_name] = await bot.say(ADMIN, "/user @TOM_traveller")
+    assert by_id == by_name
+    assert f"User {TRAVELLER} @tom_traveller (Tom)" in by_id
+    assert "Blocked: no" in by_id
+    assert booking.reference in by_id
+    assert "Awaiting payment" in by_id
+    assert await bot.say(ADMIN, "/user 99999") == [
+        "No user 99999: they have never talked to the bot, or erased their data."
+    ]
+    assert await bot.say(ADMIN, "/user @nobody_here") == [
+        "No user @nobody_here: they have never talked to the bot, or erased their data."
+    ]
+    targets = [a.target for a in await bot.audit("view_user")]
+    assert str(TRAVELLER) in targets
+    assert "99999" in targets
+
+
+# /block and /unblock -----------------------------------------------------------------------------
+
+
+async def test_blocked_user_gets_one_notice_then_silence_and_links_stay_open(bot: Bot) -> None:
+    victim = await bot.user(7201, "Vic", "vic_user")
+    await bot.say(victim, "/start")  # mid-conversation: asked where from
+    link = await make_booking(bot.storage, victim, S.AWAITING_PAYMENT)
+
+    [answer] = await bot.say(ADMIN, f"/block {victim}")
+
+    assert answer.startswith(f"⛔ {victim} @vic_user (Vic) is blocked.")
+    assert "1 open payment link(s)" in answer
+    assert link.reference in answer
+    assert "not cancelled" in answer
+
+    assert await bot.say(victim, "Lisbon") == [BLOCKED_NOTICE]
+    for text in ("Lisbon", "/start", "/help", "/mybookings", "/admin", "/cancel"):
+        assert await bot.say_silently(victim, text) == [], text
+    # an old button does nothing either, but its spinner is stopped
+    action = await bot.sandbox.user_presses_label(victim, "My bookings")
+    await bot.sandbox.wait_idle(victim, quiet=0.5)
+    assert bot.sandbox.messages_since(victim, action.seq) == []
+    assert bot.sandbox.all_callbacks_answered()
+
+    still = await bot.storage.get_booking(link.id)
+    assert still is not None
+    assert still.status is S.AWAITING_PAYMENT  # not cancelled silently
+    [profile_view] = await bot.say(ADMIN, f"/user {victim}")
+    assert "Blocked: yes" in profile_view
+
+    [again] = await bot.say(ADMIN, "/block @vic_user")
+    assert again.startswith(f"{victim} @vic_user (Vic) was already blocked.")
+
+    assert await bot.say(ADMIN, f"/unblock {victim}") == [
+        f"✅ {victim} @vic_user (Vic) is unblocked."
+    ]
+    greeting = await bot.say(victim, "/start")
+    assert greeting[0].startswith("Hi Vic!")
+
+    blocks = [a for a in await bot.audit("block") if a.target == str(victim)]
+    assert blocks[-1].admin_id == ADMIN
+    assert blocks[-1].details == {"changed": True, "open_payment_links": [link.reference]}
+    assert blocks[0].details["changed"] is False
+    [unblock] = [a for a in await bot.audit("unblock") if a.target == str(victim)]
+    assert unblock.details["changed"] is True
+
+
+async def test_a_block_holds_without_a_conversation_record(bot: Bot) -> None:
+    """Blocked elsewhere (another worker, state store restarted): the profile decides."""
+    victim = await bot.user(7202, "Wyn")
+    await bot.say(victim, "/start")
+    await bot.say(victim, "/cancel")  # no conversation record left
+    assert await bot.storage.set_blocked(victim, True)
+
+    assert await bot.say(victim, "/start") == [BLOCKED_NOTICE]
+    assert await bot.say_silently(victim, "/start") == []
+
+    await bot.storage.set_blocked(victim, False)  # unblocked behind the chat's back
+    assert await bot.say(victim, "hello") == [
+        "You can use the bot again. /start to search for flights."
+    ]
+
+
+async def test_admins_cannot_be_blocked_and_unknown_users_are_named(bot: Bot) -> None:
+    assert await bot.say(ADMIN, f"/block {OTHER_ADMIN}") == [
+        "Admins can't be blocked: remove them from ADMIN_USER_IDS."
+    ]
+    assert await bot.say(ADMIN, "/block 123456") == [
+        "No user 123456: they have never talked to the bot, or erased their data."
+    ]
+    assert await bot.say(ADMIN, "/unblock @ghost_user") == [
+        "No user @ghost_user: they have never talked to the bot, or erased their data."
+    ]
+    answer = await bot.say(OTHER_ADMIN, "/stats")  # the other admin is unaffected
+    assert answer[0].startswith("📊 Stats, today")
+
+
+# the /admin menu ------------------------------------------------------------------------------
+
+
+async def test_menu_buttons_and_return_to_the_search_in_progress(bot: Bot) -> None:
+    booking = await make_booking(bot.storage, TRAVELLER, S.CONFIRMED)
+    await bot.say(ADMIN, "/start")
+    assert any("To where?" in text for text in await bot.say(ADMIN, "Lisbon"))
+
+    [menu] = await bot.say(ADMIN, "/admin")
+    assert menu.startswith("🛠 Admin.")
+    [stats] = await bot.press(ADMIN, "7 days")
+    assert stats.startswith("📊 Stats, last 7 days")
+
+    [ask] = await bot.press(ADMIN, "🧾 Booking")
+    assert ask == "Send the booking reference, e.g. K7MP3Q."
+    assert (await bot.say(ADMIN, "not a ref!"))[0].startswith("Usage: /booking REF")
+    [view] = await bot.say(ADMIN, booking.reference)
+    assert f"Booking {booking.reference}" in view
+    labels = [b.label for b in bot.last(ADMIN).flat_buttons]
+    assert labels == ["‹ Admin menu", "Close"]
+
+    [back] = await bot.press(ADMIN, "‹ Admin menu")
+    assert back.startswith("🛠 Admin.")
+    [closed] = await bot.press(ADMIN, "Close")
+    assert closed == "Admin menu closed."
+
+    # the admin is back where they were: the search asks for the destination
+    assert await bot.say(ADMIN, "Porto") == ["LIS → OPO. One-way or return?"]
