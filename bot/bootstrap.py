@@ -15,6 +15,8 @@ from datetime import timedelta
 from typing import Any
 
 from telegram import Update
+from telegram.constants import ChatAction
+from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from bot.config import FlightProvider as ProviderChoice
@@ -217,6 +219,7 @@ async def open_runtime(
             demo_fares=adapters.provider.name == "demo",
             sandbox_payments=adapters.gateway.is_sandbox,
             broadcasts=broadcasts,
+            show_typing=_typing_sender(application),
         )
         await application.initialize()
         stack.push_async_callback(application.shutdown)
@@ -249,6 +252,18 @@ async def open_runtime(
             places=places,
             broadcasts=broadcasts,
         )
+
+
+def _typing_sender(
+    application: Application[Any, Any, Any, Any, Any, Any],
+) -> Callable[[int], Awaitable[None]]:
+    async def show_typing(chat_id: int) -> None:
+        try:
+            await application.bot.send_chat_action(chat_id, ChatAction.TYPING)
+        except TelegramError:
+            log.info("could not show 'typing' to a chat", exc_info=True)
+
+    return show_typing
 
 
 SWEEP_INTERVAL = 60.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
@@ -43,3 +43,4 @@ class FlowDeps:
     today: Callable[[], date] = field(default=today_anywhere)
     broadcasts: BroadcastWorker | None = None  # None: /broadcast says it is not available
     chats: ChatStates | None = None  # None: a block applies from the user's next conversation
+    show_typing: Callable[[int], Awaitable[None]] | None = None  # chat action before slow work

@@ -202,3 +202,20 @@ async def test_a_sold_out_offer_goes_back_to_the_results(tmp_path: Path) -> None
         reply = await bot.press(USER, "Book for")
         assert "sold out" in reply.text
         assert (await bot.state(USER)).state == "search:results"
+
+
+async def test_typing_is_shown_before_the_results_arrive(bot: BotKit) -> None:
+    from bot.sandbox import EventKind
+
+    await to_travellers(bot, USER)
+    since = bot.sandbox.last_seq
+    await bot.press(USER, "Search flights")
+    kinds = [
+        e.kind
+        for e in bot.sandbox.events(
+            since, kinds={EventKind.CHAT_ACTION, EventKind.BOT_EDIT, EventKind.BOT_MESSAGE}
+        )
+        if e.chat_id == USER
+    ]
+    assert kinds[0] is EventKind.CHAT_ACTION
+    assert EventKind.BOT_MESSAGE in kinds[1:] or EventKind.BOT_EDIT in kinds[1:]

@@ -430,6 +430,9 @@ async def show_results(
 ) -> Step:
     view = conv.results
     assert view is not None
+    if fresh and deps.show_typing is not None:
+        # A provider search can take seconds: "typing…" says the bot is on it.
+        await deps.show_typing(event.chat_id)
     try:
         items, search_id = await _load_results(deps, view, event.user.id, log=fresh)
     except ProviderUnavailableError:
@@ -449,7 +452,7 @@ async def show_results(
     page = results_page(items, sort=SortKey.parse(view.sort), page=view.page)
     view = view.model_copy(update={"page": page.number, "shown_id": None})
     conv = conv.model_copy(update={"results": view})
-    replies = [Message(text="", kind="typing")] if fresh else []
+    replies: list[Message] = []
     header = fmt.results_header(
         view.query, demo=deps.demo_fares, count=len(items), today=deps.today()
     )
