@@ -21,6 +21,7 @@ from bot.sandbox import ChatMessage, SandboxBotApi, UserAction
 from bot.web import init_app, start_site
 from conversations.state import ChatKey, StateRecord
 from services.flights.base import FlightProvider
+from services.models import today_anywhere
 
 TOKEN = "424242:SANDBOX-test-token-not-a-secret"
 
@@ -108,7 +109,8 @@ class BotKit:
 
 
 def future_day(days: int = 90) -> date:
-    return date.today() + timedelta(days=days)
+    """A day ``days`` ahead of the bot's own idea of today (the last time zone's date)."""
+    return today_anywhere() + timedelta(days=days)
 
 
 @contextlib.asynccontextmanager
