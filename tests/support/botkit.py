@@ -135,8 +135,11 @@ async def running_bot(
         port=port,
         **settings,
     )
-    # The bot answers within milliseconds here; a short quiet period keeps the suite fast.
-    sandbox = SandboxBotApi(token=TOKEN, idle_quiet=0.05)
+    # The bot answers within milliseconds here; a short quiet period keeps the suite fast. A
+    # scripted chat types far faster than a person, so Telegram's per-chat burst is raised:
+    # the bot would wait out each 429 (PTB's rate limiter) and the flow tests would only get
+    # slow. Flood behaviour has tests of its own (test_sandbox_*, test_conversation_e2e).
+    sandbox = SandboxBotApi(token=TOKEN, idle_quiet=0.05, per_chat_burst=10_000)
     await sandbox.start()
     try:
         async with open_runtime(
