@@ -14,6 +14,7 @@ from telegram import Update
 
 from bot.bootstrap import Runtime
 from bot.web_payments import add_payment_routes
+from handlers.telegram import WEBHOOK_REPLY, WebhookReply
 from services.messages import esc
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ async def telegram_webhook(request: web.Request) -> web.Response:
     """Check the secret in constant time, then handle the update before answering.
 
     Answering after the update is handled keeps one chat's updates in order even when Telegram
-    (or the sandbox) spreads them over several workers; the per-chat lock does the rest.
+    (or the sandbox) spreads them over several workers; the per-chat lock does the rest. The
+    answer may carry one Bot API call for Telegram to make (``handlers.telegram.WebhookReply``).
     """
     runtime = request.app[RUNTIME]
     expected = runtime.settings.telegram_webhook_secret
@@ -47,10 +49,15 @@ async def telegram_webhook(request: web.Request) -> web.Response:
     task = asyncio.current_task()
     in_flight: set[Any] = request.app[IN_FLIGHT]
     in_flight.add(task)
+    reply = WebhookReply()
+    token = WEBHOOK_REPLY.set(reply)
     try:
         await runtime.application.process_update(update)
     finally:
+        WEBHOOK_REPLY.reset(token)
         in_flight.discard(task)
+    if reply.method is not None:
+        return web.json_response(reply.method)
     return web.Response(text="ok")
 
 

@@ -140,6 +140,10 @@ class RedisStateStore(StateStore):
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
             retry=Retry(NoBackoff(), 0),
+            # RESP2: under RESP3 redis-py 8 turns on maintenance notifications and then skips
+            # its check for pooled connections the server closed, so after a Redis restart each
+            # idle connection would fail one turn ("temporarily unavailable") with Redis back.
+            protocol=2,
         )
         return cls(Redis.from_pool(pool), prefix=prefix, owns_client=True)
 

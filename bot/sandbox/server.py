@@ -905,8 +905,9 @@ class SandboxBotApi:
                     return
                 target = self._next_target(webhook, item.chat_id)
                 secret = self._webhook_target_secret or webhook.secret_token
-                status, problem = await self._post_update(target, secret, item.payload)
+                status, problem, body = await self._post_update(target, secret, item.payload)
                 if status is not None and 200 <= status < 300:
+                    await self._run_webhook_reply(body)
                     item.delivered = True
                     self._remove_update(item)
                     self._touch(item.chat_id)
@@ -941,7 +942,7 @@ class SandboxBotApi:
 
     async def _post_update(
         self, target: str, secret: str, payload: JsonDict
-    ) -> tuple[int | None, str]:
+    ) -> tuple[int | None, str, bytes]:
         assert self._session is not None
         headers = {"Content-Type": "application/json"}
         if secret:
@@ -953,17 +954,46 @@ class SandboxBotApi:
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.webhook_timeout),
             ) as response:
-                await response.read()
+                body = await response.read()
                 return (
                     response.status,
                     f"Wrong response from the webhook: {response.status} {response.reason}",
+                    body,
                 )
         except aiohttp.ClientConnectorError:
-            return None, "Connection refused"
+            return None, "Connection refused", b""
         except TimeoutError:
-            return None, "Read timeout expired"
+            return None, "Read timeout expired", b""
         except aiohttp.ClientError as error:
-            return None, f"Connection failed: {error.__class__.__name__}"
+            return None, f"Connection failed: {error.__class__.__name__}", b""
+
+    async def _run_webhook_reply(self, body: bytes) -> None:
+        """Run the Bot API method a bot may put in its answer to a webhook delivery.
+
+        Telegram does this for a JSON answer with a ``method`` field (one call, its result never
+        reaches the bot); a mistake in it is recorded as an API error, like any other call's.
+        """
+        try:
+            reply = json.loads(body)
+        except ValueError:
+            return
+        if not isinstance(reply, dict) or not isinstance(reply.get("method"), str):
+            return
+        raw = {key: value for key, value in reply.items() if key != "method"}
+        method = self.spec.canonical_method(reply["method"])
+        chat_key = self._chat_key(raw)
+        try:
+            handler = self._handlers.get(method or "")
+            if method is None or handler is None or method == "getUpdates":
+                raise ApiError.not_found()
+            await handler(self.spec.check_call(method, raw))
+        except ApiError as error:
+            self._record(
+                EventKind.API_ERROR,
+                method=method or reply["method"],
+                chat_id=chat_key,
+                error=error.description,
+            )
 
     def _remove_update(self, item: _PendingUpdate) -> None:
         with contextlib.suppress(ValueError):

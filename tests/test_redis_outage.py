@@ -1,0 +1,138 @@
+"""Redis goes away mid-conversation: the traveller is told, nothing crashes, the chat resumes.
+
+Redis is reached through ``redis_proxy``, a relay the test can cut or stall without touching the
+server other runs share. Once with the bot in this process (PTB long-polling the sandbox), once
+with a real ``travelbot webhook`` process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from tests.support.botkit import BotKit, Reply, running_bot
+from tests.support.redis_db import RedisProxy
+from tests.test_conversation_e2e import to_trip
+from tests.test_workers import Worker, new_user, running_workers
+
+UNAVAILABLE = "temporarily unavailable"
+
+
+def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def assert_told_unavailable(reply: Reply) -> None:
+    assert UNAVAILABLE in reply.text, reply.text
+    assert "data is safe" in reply.text
+
+
+@pytest.fixture
+async def bot(
+    tmp_path: Path,
+    redis_proxy: RedisProxy,
+    redis_prefix: str,
+    redis_client: Redis,  # removes the prefix's keys afterwards, on the real server
+) -> AsyncIterator[BotKit]:
+    async with running_bot(tmp_path, redis_url=redis_proxy.url, redis_prefix=redis_prefix) as kit:
+        yield kit
+
+
+async def test_redis_stopped_mid_conversation_the_user_is_told_and_the_chat_resumes(
+    bot: BotKit, redis_proxy: RedisProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Several travellers at once, so the bot holds several pooled connections when Redis goes.
+    users = [new_user() for _ in range(6)]
+    await asyncio.gather(*(to_trip(bot, user) for user in users))
+    before = {user: await bot.state(user) for user in users}
+    assert {record.state for record in before.values()} == {"search:trip"}
+
+    await redis_proxy.stop()  # every connection cut, nothing listening
+    user = users[0]
+    assert_told_unavailable(await bot.say(user, "FCO"))
+    assert_told_unavailable(await bot.press(user, "One-way"))
+    assert bot.sandbox.all_callbacks_answered()  # no endless spinner on the button
+    assert_told_unavailable(await bot.say(user, "/start"))
+    assert_told_unavailable(await bot.say(new_user(), "/start"))  # a newcomer too
+
+    await redis_proxy.start()
+    # Nothing anyone did during the outage changed a conversation...
+    assert {user: await bot.state(user) for user in users} == before
+    # ...and every one goes on from where it was, with the same button, all at once.
+    replies = await asyncio.gather(*(bot.press(user, "One-way") for user in users))
+    assert all("When do you fly?" in reply.text for reply in replies), [r.text for r in replies]
+    for user in users:
+        assert (await bot.state(user)).state == "search:departure"
+    assert bot.runtime.application.running
+    assert errors_logged(caplog) == []
+    assert not bot.sandbox.api_errors()
+
+
+async def test_a_hung_redis_gets_the_same_answer_within_seconds(
+    bot: BotKit, redis_proxy: RedisProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = new_user()
+    await to_trip(bot, user)
+    before = await bot.state(user)
+
+    await redis_proxy.stall()  # connections accepted, commands swallowed, never answered
+    for text in ("FCO", "/start"):
+        started = time.monotonic()
+        assert_told_unavailable(await bot.say(user, text, timeout=10))
+        assert time.monotonic() - started < 5
+
+    await redis_proxy.start()
+    assert await bot.state(user) == before
+    reply = await bot.press(user, "One-way")
+    assert "When do you fly?" in reply.text
+    assert errors_logged(caplog) == []
+
+
+async def _health(worker: Worker) -> tuple[int, dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{worker.base_url}/healthz") as response,
+    ):
+        body: dict[str, Any] = await response.json()
+        return response.status, body
+
+
+@pytest.mark.timeout(60)
+async def test_a_webhook_worker_rides_out_a_redis_outage(
+    tmp_path: Path, redis_proxy: RedisProxy, redis_prefix: str, redis_client: Redis
+) -> None:
+    async with running_workers(
+        tmp_path, count=1, redis_url=redis_proxy.url, redis_prefix=redis_prefix
+    ) as cluster:
+        kit = cluster.kit
+        (worker,) = cluster.workers
+        user = new_user()
+        await to_trip(kit, user)
+        before = await kit.state(user)
+
+        await redis_proxy.stop()
+        assert_told_unavailable(await kit.say(user, "FCO"))
+        assert_told_unavailable(await kit.press(user, "One-way"))
+        assert kit.sandbox.all_callbacks_answered()
+        status, health = await _health(worker)
+        assert status == 503
+        assert health["ports"]["state"]["ok"] is False
+        assert worker.process.poll() is None  # still serving
+
+        await redis_proxy.start()
+        assert await kit.state(user) == before
+        reply = await kit.press(user, "One-way")
+        assert "When do you fly?" in reply.text
+        assert (await kit.state(user)).state == "search:departure"
+        status, health = await _health(worker)
+        assert status == 200, health
+        assert worker.problems() == [], worker.output()
+        assert await worker.stop() == 0  # and it still shuts down cleanly
