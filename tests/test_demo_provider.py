@@ -30,16 +30,7 @@ from services.models import (
     today_anywhere,
 )
 from services.money import Money
-
-
-def next_winter_day(today: date) -> date:
-    """A December to February day at least two weeks ahead: Lisbon on UTC+0 and Berlin on
-    UTC+1 (no summer time), and within any provider's horizon whatever today is."""
-    day = today + timedelta(days=14)
-    while day.month not in (12, 1, 2) or day.day > 20:
-        day += timedelta(days=1)
-    return day
-
+from tests.support.days import next_winter_day
 
 TODAY = today_anywhere()
 DEPARTURE = next_winter_day(TODAY)

@@ -29,16 +29,7 @@ from services.models import (
 )
 from services.money import Money
 from tests.standins.kiwi import API_KEY, KiwiStandIn
-
-
-def next_winter_day(today: date) -> date:
-    """A December to February day at least two weeks ahead: Lisbon on UTC+0 and Berlin on
-    UTC+1 (no summer time), and within any provider's horizon whatever today is."""
-    day = today + timedelta(days=14)
-    while day.month not in (12, 1, 2) or day.day > 20:
-        day += timedelta(days=1)
-    return day
-
+from tests.support.days import next_winter_day
 
 DEPARTURE = next_winter_day(today_anywhere())
 RETURN = DEPARTURE + timedelta(days=8)
