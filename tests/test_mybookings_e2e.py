@@ -11,7 +11,7 @@ import pytest
 
 from services.models import BookingStatus
 from tests.support.botkit import BotKit, running_bot
-from tests.test_conversation_e2e import to_payment
+from tests.test_conversation_e2e import to_field, to_payment
 
 USER = 9301
 
@@ -117,3 +117,18 @@ async def test_deletedata_erases_the_profile_and_anonymises_bookings(bot: BotKit
     assert booking is not None  # kept for the accounts
     assert all("MARIA" not in t.first_name for t in booking.travellers)
     assert all("4567" not in t.passport_number for t in booking.travellers)
+
+
+async def test_a_returning_traveller_reuses_saved_details(bot: BotKit) -> None:
+    await to_payment(bot, USER)
+    await bot.say(USER, "/cancel")
+    await to_field(bot, USER)
+    offer = bot.sandbox.bot_messages(USER)[-1]
+    assert "Use MARIA SILVA" in [b.label for row in offer.buttons for b in row]
+    reply = await bot.press(USER, "Use MARIA SILVA")
+    assert (await bot.state(USER)).state == "book:review"
+    assert "MARIA SILVA" in reply.text
+    assert "•••• 4567" in reply.text
+    profile = await bot.runtime.adapters.storage.get_profile(USER)
+    assert profile is not None
+    assert len(profile.saved_travellers) == 1  # the same person is saved once

@@ -507,7 +507,9 @@ async def on_pay(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pres
                 text="I couldn't create the payment link just now. Please tap Pay again in a minute."
             ),
         )
-    await deps.storage.save_travellers(event.user.id, _merge_saved(travellers))
+    profile = await deps.storage.get_profile(event.user.id)
+    earlier = profile.saved_travellers if profile else ()
+    await deps.storage.save_travellers(event.user.id, merge_saved(travellers, earlier))
     conv = conv.model_copy(
         update={"booking": draft.model_copy(update={"reference": booking.reference})}
     )
@@ -524,8 +526,18 @@ async def on_pay(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pres
     )
 
 
-def _merge_saved(travellers: tuple[Traveller, ...]) -> tuple[Traveller, ...]:
-    return travellers[:5]
+MAX_SAVED = 5
+
+
+def merge_saved(
+    newest: tuple[Traveller, ...], earlier: tuple[Traveller, ...]
+) -> tuple[Traveller, ...]:
+    """The travellers to offer next time: this booking's first, then earlier ones, one entry
+    per person (name and birth date), at most ``MAX_SAVED``."""
+    kept: dict[tuple[str, str, date], Traveller] = {}
+    for person in (*newest, *earlier):
+        kept.setdefault((person.first_name, person.last_name, person.birth_date), person)
+    return tuple(kept.values())[:MAX_SAVED]
 
 
 def payment_message(

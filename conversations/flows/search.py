@@ -33,7 +33,6 @@ RESULTS = "search:results"
 DETAIL = "search:detail"
 
 MAX_PLACE_TEXT = 100
-SORTS = {"price": "Cheapest", "duration": "Fastest", "departure": "Earliest"}
 
 ASK_ORIGIN = "Where are you flying from? City or airport, e.g. <i>Berlin</i> or <i>BER</i>."
 ASK_DESTINATION = "To where? City or airport, e.g. <i>Rome</i> or <i>FCO</i>."
@@ -488,7 +487,7 @@ async def show_results(
         nav.append(Button(label="Next ›", action="page", arg=str(page.number + 1)))
     sort_row = tuple(
         Button(label=("✓ " if view.sort == key else "") + label, action="sort", arg=key)
-        for key, label in SORTS.items()
+        for key, label in ((k.value, k.label) for k in SortKey)
     )
     filters = (
         Button(label="Direct only" + (" ✓" if view.direct_only else ""), action="direct"),
@@ -509,7 +508,7 @@ async def on_page(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
 
 
 async def on_sort(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
-    if conv.results is None or pressed.arg not in SORTS:
+    if conv.results is None or pressed.arg not in {k.value for k in SortKey}:
         return _step(RESULTS, conv, notice=Notice(text="That sort is not available."))
     conv = conv.model_copy(
         update={"results": conv.results.model_copy(update={"sort": pressed.arg, "page": 0})}
