@@ -88,6 +88,10 @@ class RefundFailedError(BookingError):
     """The booking was cancelled but the money could not be sent back yet; admins are alerted."""
 
 
+# Bookings settled per sweep; the rest wait for the next minute.
+OVERDUE_BATCH = 200
+
+
 class _KeyedLocks:
     """One asyncio lock per key, dropped when nobody holds or waits for it.
 
@@ -344,9 +348,7 @@ class BookingService:
         traveller is told. Returns how many expired. Safe to run from several workers."""
         expired = 0
         now = self._now()
-        for booking in await self._storage.list_bookings_by_status(S.AWAITING_PAYMENT):
-            if booking.payment_deadline is None or booking.payment_deadline > now:
-                continue
+        for booking in await self._storage.list_overdue(now, limit=OVERDUE_BATCH):
             session = await self._current_session(booking)
             if session is not None and session.payment_status == "paid":
                 await self._apply_payment(booking, session)

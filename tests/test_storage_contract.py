@@ -348,6 +348,29 @@ async def test_bookings_by_status_newest_first_optionally_per_user(storage: Stor
     assert await storage.list_bookings_by_status(S.REFUNDED) == []
 
 
+async def test_overdue_lists_only_unpaid_bookings_past_their_deadline(storage: Storage) -> None:
+    now = utcnow()
+
+    async def awaiting(deadline: timedelta) -> str:
+        booking = await storage.create_booking(new_booking(status=S.AWAITING_PAYMENT))
+        await storage.attach_checkout(
+            booking.id,
+            checkout_session_id=f"cs_{booking.id}",
+            payment_deadline=now + deadline,
+        )
+        return booking.id
+
+    late = await awaiting(-timedelta(minutes=5))
+    later = await awaiting(-timedelta(minutes=1))
+    await awaiting(timedelta(minutes=20))  # still has time
+    paid = await awaiting(-timedelta(minutes=9))
+    assert await storage.transition(paid, S.AWAITING_PAYMENT, S.PAID)
+
+    overdue = await storage.list_overdue(now)
+    assert [b.id for b in overdue] == [late, later]  # earliest deadline first
+    assert [b.id for b in await storage.list_overdue(now, limit=1)] == [late]
+
+
 # payment events ----------------------------------------------------------------------------------
 async def test_the_same_stripe_event_is_new_exactly_once_under_concurrency(
     storage: Storage, storage_factory: StorageFactory

@@ -179,6 +179,12 @@ class Storage(ABC):
     ) -> list[Booking]:
         """Every booking in ``status`` (optionally one user's), newest first."""
 
+    @abstractmethod
+    async def list_overdue(self, now: datetime, *, limit: int = 100) -> list[Booking]:
+        """Bookings still awaiting payment whose deadline is before ``now``, earliest deadline
+        first, at most ``limit``: the overdue sweep reads only these, however many links are
+        open."""
+
     # payment events --------------------------------------------------------------------------
     @abstractmethod
     async def record_payment_event(

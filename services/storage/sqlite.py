@@ -537,6 +537,14 @@ class SQLiteStorage(Storage):
             )
         return [rows.booking_from_row(row) for row in found]
 
+    async def list_overdue(self, now: datetime, *, limit: int = 100) -> list[Booking]:
+        found = await self._all(
+            "SELECT * FROM bookings WHERE status = ? AND payment_deadline < ? "
+            "ORDER BY payment_deadline, rowid LIMIT ?",
+            (BookingStatus.AWAITING_PAYMENT.value, _ts(now), limit),
+        )
+        return [rows.booking_from_row(row) for row in found]
+
     # payment events --------------------------------------------------------------------------
     async def record_payment_event(
         self, event_id: str, event_type: str, booking_id: str | None = None

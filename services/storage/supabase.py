@@ -359,6 +359,17 @@ class SupabaseStorage(Storage):
 
         return [rows.booking_from_row(row) for row in await self._all_pages(build)]
 
+    async def list_overdue(self, now: datetime, *, limit: int = 100) -> list[Booking]:
+        found = await self._rows(
+            self._table("bookings")
+            .select("*")
+            .eq("status", BookingStatus.AWAITING_PAYMENT.value)
+            .lt("payment_deadline", rows.aware(now).isoformat())
+            .order("payment_deadline")
+            .limit(limit)
+        )
+        return [rows.booking_from_row(row) for row in found]
+
     # payment events --------------------------------------------------------------------------
     async def record_payment_event(
         self, event_id: str, event_type: str, booking_id: str | None = None
