@@ -28,8 +28,8 @@ includes the engine turn and the Bot API calls, because the webhook answers afte
 for updates that do not search and for searches; state-store round trips per update (from
 ``RedisStateStore.round_trips``: exact per kind from a one-at-a-time pass, and the average
 under load); the same for the echo bot, and the ratio. Then the worker's memory growth over
-``--memory-travellers`` distinct travellers after a warm-up (RSS, and tracemalloc with
-``--tracemalloc``, slower). Targets: ratio >= 0.7, <= 2 round trips per non-search update,
+``--memory-travellers`` distinct travellers after a warm-up, each of whom also pays on the
+sandbox checkout page (RSS, and tracemalloc with ``--tracemalloc``, slower). Targets: ratio >= 0.7, <= 2 round trips per non-search update,
 < 5 MB growth.
 """
 
@@ -80,6 +80,7 @@ class Step:
     press: str | None = None
     expect: str | None = None
     search: bool = False
+    checkout: bool = False  # the reply carries a payment link (paid in the memory run)
 
 
 def travel_script(departure: date) -> list[Step]:
@@ -101,7 +102,7 @@ def travel_script(departure: date) -> list[Step]:
         Step(text="2031-08-20"),
         Step(text="maria@example.com"),
         Step(press="Skip"),
-        Step(press="Pay", expect="is held for you"),
+        Step(press="Pay", expect="is held for you", checkout=True),
         Step(text="/cancel", expect="Cancelled"),
     ]
 
@@ -127,23 +128,28 @@ class ChatLog:
     keyboards: deque[tuple[int, list[tuple[str, str]]]] = field(
         default_factory=lambda: deque(maxlen=4)
     )
+    links: deque[str] = field(default_factory=lambda: deque(maxlen=4))
 
     def new_id(self) -> int:
         self.next_message_id += 1
         return self.next_message_id
 
 
-def _buttons(markup: Any) -> list[tuple[str, str]]:
+def _buttons(markup: Any) -> tuple[list[tuple[str, str]], list[str]]:
+    """(label, callback data) of the callback buttons, and the links of the link buttons."""
     if isinstance(markup, str):
         markup = json.loads(markup)
     if not isinstance(markup, dict):
-        return []
-    return [
+        return [], []
+    rows = markup.get("inline_keyboard", [])
+    pressable = [
         (str(button["text"]), str(button["callback_data"]))
-        for row in markup.get("inline_keyboard", [])
+        for row in rows
         for button in row
         if "callback_data" in button
     ]
+    links = [str(button["url"]) for row in rows for button in row if "url" in button]
+    return pressable, links
 
 
 class TelegramSide:
@@ -184,9 +190,10 @@ class TelegramSide:
             message_id = int(params["message_id"]) if "message_id" in params else log.new_id()
             text = str(params.get("text", ""))
             log.replies.append(text)
-            buttons = _buttons(params.get("reply_markup"))
+            buttons, links = _buttons(params.get("reply_markup"))
             if buttons:
                 log.keyboards.append((message_id, buttons))
+            log.links.extend(links)
             result = {
                 "message_id": message_id,
                 "date": int(time.time()),
@@ -212,6 +219,7 @@ class TelegramSide:
             first=int(order["first"]),
             travellers=int(order["travellers"]),
             concurrency=int(order["concurrency"]),
+            pay=bool(order["pay"]),
         )
         return web.json_response(report)
 
@@ -224,6 +232,7 @@ class TelegramSide:
         first: int,
         travellers: int,
         concurrency: int,
+        pay: bool,
     ) -> dict[str, Any]:
         gate = asyncio.Semaphore(concurrency)
         failures: list[str] = []
@@ -238,6 +247,8 @@ class TelegramSide:
                     for number, step in enumerate(script):
                         problem = await self._step(session, webhook, secret, user_id, number, step)
                         updates += 1
+                        if problem is None and pay and step.checkout:
+                            problem = await self._pay(session, user_id)
                         if problem:
                             failures.append(f"traveller {user_id} step {number}: {problem}")
                             break
@@ -324,6 +335,21 @@ class TelegramSide:
             return f"expected {step.expect!r}, the bot said: {said[:160]!r}"
         if not said and step.press is None:
             return "no reply"
+        return None
+
+    async def _pay(self, session: aiohttp.ClientSession, user_id: int) -> str | None:
+        """Pay on the bot's sandbox checkout page, as the traveller's browser would."""
+        log = self.chats[user_id]
+        link = next((url for url in reversed(log.links) if "/checkout/sandbox/" in url), None)
+        if link is None:
+            return "no payment link"
+        log.replies.clear()
+        async with session.post(f"{link}/pay") as response:
+            await response.read()
+            if response.status != 200:
+                return f"the checkout page answered {response.status}"
+        if not any("confirmed" in reply.lower() for reply in log.replies):
+            return f"no confirmation after paying: {log.replies!r}"
         return None
 
 
@@ -433,6 +459,7 @@ class Bench:
         travellers: int,
         length: int = 0,
         concurrency: int | None = None,
+        pay: bool = False,
     ) -> dict[str, Any]:
         order = {
             "webhook": webhook,
@@ -443,6 +470,7 @@ class Bench:
             "first": self.next_traveller,
             "travellers": travellers,
             "concurrency": min(concurrency or self.concurrency, travellers),
+            "pay": pay,
         }
         self.next_traveller += travellers  # every traveller is someone new
         timeout = aiohttp.ClientTimeout(total=None)
@@ -582,8 +610,14 @@ async def bench_travel_bot(
 
 
 async def memory_growth(bench: Bench, webhook: str, args: argparse.Namespace) -> dict[str, float]:
-    """The worker's growth over ``--memory-travellers`` new travellers, after a warm-up."""
-    await bench.run(webhook, script="travel", travellers=min(1000, args.memory_travellers))
+    """The worker's growth over ``--memory-travellers`` new travellers, after a warm-up.
+
+    These travellers also pay on the sandbox checkout page, as most do within the payment
+    window: unpaid bookings would pile up for the overdue sweep, which every minute reads all
+    bookings awaiting payment (a cost that grows with them, not with travellers served)."""
+    await bench.run(
+        webhook, script="travel", travellers=min(1000, args.memory_travellers), pay=True
+    )
     gc.collect()
     if args.tracemalloc:
         tracemalloc.start()
@@ -592,7 +626,7 @@ async def memory_growth(bench: Bench, webhook: str, args: argparse.Namespace) ->
     done = 0
     while done < args.memory_travellers:
         batch = min(2000, args.memory_travellers - done)
-        await bench.run(webhook, script="travel", travellers=batch)
+        await bench.run(webhook, script="travel", travellers=batch, pay=True)
         done += batch
         print(f"  memory run: {done}/{args.memory_travellers} travellers", flush=True)
     elapsed = time.perf_counter() - started
