@@ -28,6 +28,7 @@ from services.bookings import (
     UnknownBookingError,
 )
 from services.flights.demo import DemoProvider
+from services.flights.kiwi import KiwiProvider
 from services.flights.places import PlaceIndex
 from services.messages import Message
 from services.models import (
@@ -44,7 +45,9 @@ from services.models import (
 from services.money import Money
 from services.payments.stripe import StripeGateway
 from services.storage.base import Storage
+from tests.standins.kiwi import KiwiStandIn
 from tests.standins.stripe import StripeStandin
+from tests.support.days import next_winter_day
 from tests.support.supabase_stack import StorageFactory
 
 S = BookingStatus
@@ -115,6 +118,7 @@ class World:
     """Everything a payment test touches."""
 
     service: BookingService
+    gateway: StripeGateway
     storage: Storage
     stripe: StripeStandin
     notifier: RecordingNotifier
@@ -172,6 +176,7 @@ async def world(
     try:
         yield World(
             service=service,
+            gateway=gateway,
             storage=storage,
             stripe=stripe_api,
             notifier=notifier,
@@ -583,6 +588,46 @@ async def test_ticketing_failure_refunds_and_tells_the_traveller(
     # Stripe's own refund notice afterwards changes nothing and tells nobody again.
     await world.stripe.deliver(world.webhook, world.stripe.events_of("charge.refunded")[-1])
     assert len(world.notifier.sent) == 1
+
+
+async def test_an_unanswered_kiwi_payment_confirmation_is_left_to_a_person(
+    world: World, places: PlaceIndex
+) -> None:
+    # Kiwi may have issued the ticket from our deposit: refunding would lose the fare.
+    tequila = KiwiStandIn()
+    await tequila.start()
+    kiwi = KiwiProvider(tequila.api_key, base_url=tequila.base_url, places=places, timeout=0.5)
+    service = world.make_service(provider=kiwi)
+    app = web.Application()
+    add_payment_routes(app, service, world.gateway)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        [offer, *_] = await kiwi.search(
+            SearchQuery(
+                origin=places.airport_location("LIS"),
+                destination=places.airport_location("FRA"),
+                departure=next_winter_day(today_anywhere()),
+            )
+        )
+        booking, session = await service.start_checkout(USER, offer, (traveller(),))
+        tequila.confirm_outcome = "error"
+        completed = world.stripe.complete_session(session.id)
+        webhook = str(server.make_url("/stripe/webhook"))
+        assert await world.stripe.deliver(webhook, completed, times=3) == [200] * 3
+    finally:
+        await server.close()
+        await kiwi.close()
+        await tequila.close()
+
+    paid = await world.booking(booking.reference)
+    assert paid.status is S.PAID
+    assert world.stripe.refunds == {}
+    [told] = world.notifier.to(USER)
+    assert "Issuing the ticket is taking a little longer" in told.text
+    [alert] = world.alerts
+    assert "needs manual ticketing" in alert
+    assert "provider booking 4000001" in alert
 
 
 # cancelling and refunding --------------------------------------------------------------------

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 import pytest_asyncio
 
-from services.flights.base import ProviderError, ProviderUnavailableError
+from services.flights.base import ProviderError, ProviderUnavailableError, TicketingError
 from services.flights.breaker import BreakerState
 from services.flights.kiwi import KiwiProvider
 from services.flights.places import PlaceIndex
@@ -412,3 +412,25 @@ async def test_an_account_without_booking_access_asks_for_a_person(
     ticket = await kiwi.ticket(_booking(offer))
     assert ticket.needs_manual_action
     assert tequila.confirmed == []
+
+
+async def test_a_refused_payment_confirmation_fails_the_ticketing(
+    kiwi: KiwiProvider, tequila: KiwiStandIn, places: PlaceIndex
+) -> None:
+    offer = await _offer(kiwi, places)
+    tequila.confirm_outcome = "declined"
+    with pytest.raises(TicketingError, match="Insufficient deposit"):
+        await kiwi.ticket(_booking(offer))
+
+
+@pytest.mark.parametrize("outcome", ["error", "slow"])
+async def test_a_payment_confirmation_without_a_clear_answer_asks_for_a_person(
+    kiwi: KiwiProvider, tequila: KiwiStandIn, places: PlaceIndex, outcome: str
+) -> None:
+    # Kiwi may have paid itself from our deposit and issued the ticket: no automatic refund.
+    offer = await _offer(kiwi, places)
+    tequila.confirm_outcome = outcome
+    ticket = await kiwi.ticket(_booking(offer))
+    assert ticket.needs_manual_action
+    assert ticket.provider_booking_id == "4000001"
+    assert len(tequila.confirmed) == 1

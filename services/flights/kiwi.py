@@ -421,10 +421,21 @@ class KiwiProvider(FlightProvider):
         transaction_id = saved.get("transaction_id")
         if booking_id in (None, "") or not transaction_id:
             raise TicketingError("Kiwi saved the booking without a booking id")
-        status, confirmed = await self._post(
-            "/v2/booking/confirm_payment",
-            {"booking_id": booking_id, "transaction_id": transaction_id},
-        )
+        # From here on an unanswered or failed request may still have paid Kiwi from our
+        # deposit and issued the tickets: refunding the traveller then would lose the fare, so
+        # a person checks the booking instead. Only a clear refusal means nothing was paid.
+        unknown = Ticket(provider_booking_id=str(booking_id), needs_manual_action=True)
+        try:
+            status, confirmed = await self._post(
+                "/v2/booking/confirm_payment",
+                {"booking_id": booking_id, "transaction_id": transaction_id},
+            )
+        except TicketingError:
+            log.warning("Kiwi booking %s: payment confirmation unanswered", booking_id)
+            return unknown
+        if status >= 500:
+            log.warning("Kiwi booking %s: payment confirmation got HTTP %d", booking_id, status)
+            return unknown
         if status != 200 or confirmed.get("status") != 0:
             raise TicketingError(
                 f"Kiwi did not confirm the payment (HTTP {status}): {_message(confirmed)}"

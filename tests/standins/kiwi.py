@@ -44,7 +44,11 @@ class KiwiStandIn:
     - ``delay``: seconds to wait before answering any request;
     - ``check_mode``: ``"ok"``, ``"price_change"``, ``"invalid"`` or ``"expired"``;
       ``checks_before_ready``: polls answered with ``flights_checked=false`` first;
-    - ``save_status``: HTTP status of save_booking (403: account without booking access).
+    - ``save_status``: HTTP status of save_booking (403: account without booking access);
+    - ``confirm_outcome``: how confirm_payment answers: ``"ok"``, ``"declined"`` (HTTP 200 with
+      a non-zero status: nothing was paid), ``"error"`` (HTTP 502 after the payment went
+      through, as a proxy in front of Kiwi can answer) or ``"slow"`` (paid, then no answer
+      before the client gives up).
     """
 
     api_key: str = API_KEY
@@ -56,6 +60,7 @@ class KiwiStandIn:
     check_mode: str = "ok"
     checks_before_ready: int = 0
     save_status: int = 200
+    confirm_outcome: str = "ok"
     price_change_factor: float = 1.12
 
     requests: Counter[str] = field(default_factory=Counter)
@@ -77,7 +82,7 @@ class KiwiStandIn:
         app.router.add_get("/v2/booking/check_flights", self._check_flights)
         app.router.add_post("/v2/booking/save_booking", self._save_booking)
         app.router.add_post("/v2/booking/confirm_payment", self._confirm_payment)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -457,7 +462,13 @@ class KiwiStandIn:
 
     async def _confirm_payment(self, request: web.Request) -> web.Response:
         body = await request.json()
+        if self.confirm_outcome == "declined":
+            return web.json_response({"status": 1, "msg": "Insufficient deposit"})
         self.confirmed.append(body)
+        if self.confirm_outcome == "error":
+            return web.json_response({"message": _REASONS[502]}, status=502)
+        if self.confirm_outcome == "slow":
+            await asyncio.sleep(30)
         return web.json_response({"status": 0, "msg": ""})
 
 
