@@ -43,6 +43,7 @@ USAGE: dict[str, str] = {
     "booking": "/booking REF, e.g. /booking K7MP3Q",
     "user": "/user ID or /user @username, e.g. /user 123456789",
     "refund": "/refund REF [amount] [reason], e.g. /refund K7MP3Q or /refund K7MP3Q 25.50 late",
+    "ticketed": "/ticketed REF, after issuing a paid booking's ticket by hand",
     "block": "/block ID or /block @username",
     "unblock": "/unblock ID or /unblock @username",
     "broadcast": "/broadcast [message], or /broadcast alone and then write the message",

@@ -552,6 +552,24 @@ class BookingService:
             log.info("booking %s cancelled by the traveller and refunded", booking.reference)
             return await self._reload(booking)
 
+    async def mark_ticketed(self, reference: str) -> Booking:
+        """An admin issued the ticket by hand after a manual-ticketing alert: the booking is
+        confirmed and the traveller gets the confirmation their "ticket pending" message
+        promised. Raises ``BookingError`` when the booking is not paid and waiting."""
+        booking = await self._storage.get_booking_by_reference(reference.strip(), user_id=None)
+        if booking is None:
+            raise UnknownBookingError(texts.no_such_booking(reference))
+        if not await self._storage.transition(booking.id, S.PAID, S.CONFIRMED):
+            current = await self._reload(booking)
+            raise BookingError(
+                f"Booking {current.reference} is not waiting for a ticket "
+                f"(status: {current.status.label})."
+            )
+        confirmed = await self._reload(booking)
+        log.info("booking %s confirmed by hand", confirmed.reference)
+        await self._tell(confirmed.user_id, texts.confirmation(confirmed))
+        return confirmed
+
     async def refund_by_admin(
         self, reference: str, *, amount: Money | None, reason: str | None, admin_id: int
     ) -> Booking:

@@ -52,6 +52,7 @@ ADMIN_COMMANDS = [
     "/booking K7MP3Q",
     f"/user {ADMIN}",
     "/refund K7MP3Q 10 because",
+    "/ticketed K7MP3Q",
     f"/block {OTHER_ADMIN}",
     f"/unblock {TRAVELLER}",
     "/broadcast Hello everyone",
@@ -98,7 +99,10 @@ async def test_admin_commands_are_published_to_admins_only(bot: Bot) -> None:
     def names(chat_id: int) -> set[str]:
         return {command["command"] for command in bot.sandbox.commands_for(chat_id)}
 
-    admin_only = {"admin", "stats", "booking", "user", "refund", "block", "unblock", "broadcast"}
+    admin_only = {
+        *("admin", "stats", "booking", "user", "refund", "ticketed"),
+        *("block", "unblock", "broadcast"),
+    }
     assert admin_only <= names(ADMIN)
     assert admin_only <= names(OTHER_ADMIN)
     assert not admin_only & names(TRAVELLER)
@@ -123,6 +127,8 @@ MALFORMED = [
     ("/refund !!", "/refund REF [amount] [reason]"),
     ("/refund K7MP3Q -5", "/refund REF [amount] [reason]"),
     ("/refund K7MP3Q 1.2.3", "/refund REF [amount] [reason]"),
+    ("/ticketed", "/ticketed REF"),
+    ("/ticketed K7MP3Q now", "/ticketed REF"),
     ("/block", "/block ID or /block @username"),
     ("/block 1 2", "/block ID or /block @username"),
     ("/unblock", "/unblock ID or /unblock @username"),
@@ -218,6 +224,50 @@ async def test_stats_counts_bookings_revenue_funnel_routes_and_new_users() -> No
         assert today.startswith("📊 Stats, today")
         [month] = await fresh.say(ADMIN, "/stats 30d")
         assert month.startswith("📊 Stats, last 30 days")
+
+
+# /ticketed ------------------------------------------------------------------------------------
+
+
+async def test_ticketed_confirms_a_paid_booking_and_sends_the_confirmation(bot: Bot) -> None:
+    booking = await make_booking(bot.storage, TRAVELLER, S.PAID)
+
+    [answer] = await bot.say(ADMIN, f"/ticketed {booking.reference.lower()}")
+
+    assert answer.startswith(f"✅ Booking {booking.reference} (")
+    assert "The traveller has been sent the confirmation." in answer
+    confirmed = await bot.storage.get_booking(booking.id)
+    assert confirmed is not None
+    assert confirmed.status is S.CONFIRMED
+    told = bot.last(TRAVELLER).text
+    assert told.startswith("✅ Booking confirmed")
+    assert booking.reference in told
+    [audit] = [a for a in await bot.audit("ticketed") if a.target == booking.reference]
+    assert audit.admin_id == ADMIN
+
+
+@pytest.mark.parametrize("status", [S.AWAITING_PAYMENT, S.CONFIRMED, S.CANCELLED])
+async def test_ticketed_refuses_a_booking_not_waiting_for_a_ticket(
+    bot: Bot, status: BookingStatus
+) -> None:
+    booking = await make_booking(bot.storage, TRAVELLER, status)
+    told_before = bot.last(TRAVELLER).message_id
+
+    answer = await bot.say(ADMIN, f"/ticketed {booking.reference}")
+
+    assert answer == [
+        f"❌ Booking {booking.reference} is not waiting for a ticket (status: {status.label})."
+    ]
+    unchanged = await bot.storage.get_booking(booking.id)
+    assert unchanged is not None
+    assert unchanged.status is status
+    assert bot.last(TRAVELLER).message_id == told_before
+    assert [a for a in await bot.audit("ticketed_refused") if a.target == booking.reference]
+
+
+async def test_ticketed_for_a_reference_that_does_not_exist(bot: Bot) -> None:
+    [answer] = await bot.say(ADMIN, "/ticketed ZZZZ33")
+    assert answer.startswith("❌ I can't find a booking with reference ZZZZ33")
 
 
 # /booking and /user ----------------------------------------------------------------------------

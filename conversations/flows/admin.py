@@ -6,7 +6,8 @@ written to ``admin_audit`` with action ``denied`` (the would-be admin's id in ``
 the command in ``target``, never its arguments).
 
 Audit actions: ``stats``, ``view_booking``, ``view_user``, ``refund`` (written by the booking
-service when money moves), ``refund_refused``, ``refund_declined``, ``block``, ``unblock``,
+service when money moves), ``refund_refused``, ``refund_declined``, ``ticketed``,
+``ticketed_refused``, ``block``, ``unblock``,
 ``broadcast``, ``broadcast_cancel``, ``denied``. A usage line for malformed arguments is not an
 action and leaves no row.
 
@@ -66,6 +67,7 @@ ADMIN_COMMAND_MENU: tuple[tuple[str, str], ...] = (
     ("booking", "One booking in full: /booking REF"),
     ("user", "A user: /user ID or @username"),
     ("refund", "Refund: /refund REF [amount] [reason]"),
+    ("ticketed", "Confirm a booking ticketed by hand: /ticketed REF"),
     ("block", "Block a user: /block ID"),
     ("unblock", "Unblock a user: /unblock ID"),
     ("broadcast", "Message every user"),
@@ -463,6 +465,31 @@ async def on_refund_no(deps: FlowDeps, conv: Conversation, event: Event, pressed
     return _leave(conv, Message(text="Not refunded.", edit=True))
 
 
+# --- /ticketed --------------------------------------------------------------------------------
+
+
+async def do_ticketed(deps: FlowDeps, conv: Conversation, event: Event, args: str) -> Step:
+    """Closes a manual-ticketing alert: paid → confirmed, and the traveller is sent the
+    confirmation."""
+    reference = views.parse_reference(args, "ticketed")
+    service = _service(deps)
+    try:
+        booking = await deps.bookings.mark_ticketed(reference)
+    except BookingError as error:
+        await service.audit(event.user.id, "ticketed_refused", reference, reason=str(error))
+        return _keep(conv, Message(text=f"❌ {esc(str(error))}"))
+    await service.audit(event.user.id, "ticketed", booking.reference)
+    return _keep(
+        conv,
+        Message(
+            text=(
+                f"✅ Booking <b>{esc(booking.reference)}</b> ({views.booking_line(booking)}) is "
+                "confirmed. The traveller has been sent the confirmation."
+            )
+        ),
+    )
+
+
 # --- /block, /unblock ------------------------------------------------------------------------
 
 
@@ -773,6 +800,7 @@ COMMANDS: dict[str, Handler] = {
     "booking": admin_command("booking")(do_booking),
     "user": admin_command("user")(do_user),
     "refund": admin_command("refund")(do_refund),
+    "ticketed": admin_command("ticketed")(do_ticketed),
     "block": admin_command("block")(do_block),
     "unblock": admin_command("unblock")(do_unblock),
     "broadcast": admin_command("broadcast")(do_broadcast),
