@@ -170,8 +170,12 @@ async def open_runtime(
     token: str | None = None,
     telegram_base_url: str | None = None,
     provider: FlightProvider | None = None,
+    sole_worker: bool = False,
 ) -> AsyncIterator[Runtime]:
-    """Open everything; the Application is initialized (getMe done) but not started."""
+    """Open everything; the Application is initialized (getMe done) but not started.
+
+    ``sole_worker``: no other process serves this bot (polling, console), so work a previous
+    run left half done is taken over at once instead of when its lease runs out."""
     async with AsyncExitStack() as stack:
         places = PlaceIndex.default()
         adapters = await open_adapters(settings, stack, places, provider=provider)
@@ -207,7 +211,7 @@ async def open_runtime(
             alert_admins=alert,
         )
         search = FlightSearchService(adapters.provider, adapters.cache, adapters.storage)
-        broadcasts = BroadcastWorker(adapters.storage, notifier)
+        broadcasts = BroadcastWorker(adapters.storage, notifier, sole_worker=sole_worker)
         deps = FlowDeps(
             storage=adapters.storage,
             places=places,
@@ -241,7 +245,7 @@ async def open_runtime(
         # hand before the Application shuts down (the stack unwinds last-in, first-out).
         await broadcasts.start()
         stack.push_async_callback(broadcasts.stop)
-        sweeper = asyncio.create_task(_sweep_overdue(bookings), name="expire-overdue")
+        sweeper = asyncio.create_task(_sweep(bookings, broadcasts), name="sweeper")
         stack.callback(sweeper.cancel)
         yield Runtime(
             settings=settings,
@@ -269,15 +273,22 @@ def _typing_sender(
 SWEEP_INTERVAL = 60.0
 
 
-async def _sweep_overdue(bookings: BookingService) -> None:
-    """Expire unpaid bookings whose deadline passed without a webhook (and the sandbox's,
-    which has no timer of its own). Safe on every worker: transitions are conditional."""
+async def _sweep(bookings: BookingService, broadcasts: BroadcastWorker) -> None:
+    """Every minute: expire unpaid bookings whose deadline passed without a webhook (and the
+    sandbox's, which has no timer of its own), and carry on broadcasts whose worker died.
+    Safe on every worker: transitions are conditional and a broadcast has one lease."""
     while True:
         await asyncio.sleep(SWEEP_INTERVAL)
         try:
             await bookings.expire_overdue()
         except Exception:  # a background sweep must survive a bad minute
             log.warning("expiring overdue bookings failed; retrying next minute", exc_info=True)
+        try:
+            await broadcasts.adopt()
+        except Exception:
+            log.warning(
+                "looking for orphaned broadcasts failed; retrying next minute", exc_info=True
+            )
 
 
 def _admin_alerter(

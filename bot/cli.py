@@ -54,7 +54,8 @@ async def run_polling(settings: Settings) -> None:
     from bot.web import init_app, start_site
     from handlers.setup import publish_commands
 
-    async with open_runtime(settings) as runtime:
+    # Telegram hands updates to one getUpdates poller only: this is the bot's sole worker.
+    async with open_runtime(settings, sole_worker=True) as runtime:
         runner = await start_site(
             init_app(runtime, telegram_webhook_route=False),
             host="0.0.0.0",  # noqa: S104 - a server's job: behind the platform's router

@@ -8,6 +8,12 @@ marked ``interrupted`` and never sent again: Telegram cannot be asked whether a 
 sending arrived, and a second copy is worse than a missed one. Everything else carries on where
 it stopped.
 
+One sender per broadcast, however many workers run: the sender holds a lease in storage and
+renews it while it sends. A worker takes a broadcast over only when the lease was given up (a
+clean stop) or ran out (its holder died); every worker looks for such broadcasts at start and
+then every minute (``adopt``). A process that knows it is the only worker (polling, console)
+takes over at start without waiting for its dead predecessor's lease to run out.
+
 Pace: one shared token bucket (``rate`` messages a second, no burst) in front of every message
 the worker sends, progress reports included. PTB's ``AIORateLimiter`` in the Application is the
 second line; keeping the worker under Telegram's ~30/s leaves room for conversation replies.
@@ -19,10 +25,11 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
@@ -39,6 +46,8 @@ MAX_TEXT = 3500  # characters the admin may write (Telegram's limit is 4096 afte
 PROGRESS_STEPS = (25, 50, 75)  # percent
 FLOOD_RETRIES = 3
 STORAGE_RETRIES = (1.0, 2.0, 4.0, 8.0)  # seconds between tries when the database blips
+DEFAULT_LEASE = timedelta(seconds=60)  # renewed every third of it while sending
+_ANY_LEASE = datetime.max.replace(tzinfo=UTC)  # as "now" when taking over: every lease ran out
 
 
 class Pacer:
@@ -126,8 +135,15 @@ class BroadcastWorker:
         rate: float = DEFAULT_RATE,
         lanes: int = DEFAULT_LANES,
         stuck_after: timedelta = timedelta(minutes=2),
+        lease: timedelta = DEFAULT_LEASE,
+        sole_worker: bool = False,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        """``sole_worker``: no other process can be sending (polling, console), so whatever
+        lease is found at start belongs to a dead predecessor."""
+        self.owner = uuid.uuid4().hex
+        self._lease = lease
+        self._sole_worker = sole_worker
         self._storage = storage
         self._notifier = notifier
         self._pacer = Pacer(rate)
@@ -139,14 +155,19 @@ class BroadcastWorker:
 
     # lifecycle -------------------------------------------------------------------------------
     async def start(self) -> list[Broadcast]:
-        """Resume every broadcast left running (after a restart or a crash).
+        """Resume what a previous run left unfinished."""
+        return await self.adopt(take_over=self._sole_worker)
 
-        Deliveries a dead worker had claimed are marked interrupted first: this process has
-        just started, so none of them can be its own.
+    async def adopt(self, *, take_over: bool = False) -> list[Broadcast]:
+        """Carry on every running broadcast whose sender is gone (its lease given up or run
+        out; with ``take_over``, whatever the lease says).
+
+        Deliveries the previous sender had claimed are marked interrupted first: holding the
+        lease now, this worker knows none of them is still being sent.
         """
         resumed = []
         for broadcast in await self._storage.list_running_broadcasts():
-            if broadcast.id in self._runs:
+            if broadcast.id in self._runs or not await self._hold(broadcast.id, take_over):
                 continue
             stuck = await self._storage.recover_stuck_deliveries(
                 broadcast.id, claimed_before=self._now()
@@ -170,6 +191,16 @@ class BroadcastWorker:
             await self._tell(broadcast.admin_id, text)
             resumed.append(broadcast)
         return resumed
+
+    async def _hold(self, broadcast_id: int, take_over: bool = False) -> bool:
+        """Take or renew this worker's lease on a broadcast."""
+        now = self._now()
+        return await self._storage.claim_broadcast_lease(
+            broadcast_id,
+            self.owner,
+            now=_ANY_LEASE if take_over else now,
+            until=now + self._lease,
+        )
 
     async def stop(self, *, grace: float = 10.0) -> None:
         """Let each lane finish the message it is sending, then stop. Nothing is left in doubt
@@ -201,6 +232,7 @@ class BroadcastWorker:
         recipients = await self._storage.list_recipient_ids()
         broadcast = await self._storage.create_broadcast(admin_id, text, recipients)
         log.info("broadcast %s created for %d recipients", broadcast.id, broadcast.total)
+        await self._hold(broadcast.id)  # new, so nobody else holds it
         self._launch(broadcast, 0)
         return broadcast
 
@@ -230,6 +262,7 @@ class BroadcastWorker:
 
     async def _run(self, run: _Run) -> None:
         started = time.monotonic()
+        keeper = asyncio.create_task(self._keep_lease(run), name=f"broadcast-{run.id}-lease")
         try:
             lanes = [asyncio.create_task(self._lane(run)) for _ in range(self._lanes)]
             try:
@@ -251,7 +284,25 @@ class BroadcastWorker:
                 f"{_n(run.broadcast.total)}; it carries on when the bot restarts.",
             )
         finally:
+            keeper.cancel()
             self._runs.pop(run.id, None)
+            with contextlib.suppress(Exception):  # unreleased, it runs out by itself
+                await self._storage.release_broadcast_lease(run.id, self.owner)
+
+    async def _keep_lease(self, run: _Run) -> None:
+        """Renew the lease while the lanes send; losing it (this worker stalled so long that
+        another took over, or the broadcast ended elsewhere) stops them."""
+        while True:
+            await asyncio.sleep(self._lease.total_seconds() / 3)
+            try:
+                held = await self._hold(run.id)
+            except StorageUnavailableError:
+                log.warning("broadcast %s: could not renew the lease; trying again", run.id)
+                continue
+            if not held:
+                log.warning("broadcast %s: lease lost; this worker stops sending it", run.id)
+                run.stopping.set()
+                return
 
     async def _lane(self, run: _Run) -> None:
         while not run.stopping.is_set():

@@ -625,6 +625,44 @@ async def test_a_cancelled_broadcast_hands_out_nobody(storage: Storage) -> None:
     assert (await storage.broadcast_counts(broadcast.id))["pending"] == 3
 
 
+async def test_one_worker_at_a_time_holds_a_broadcast(
+    storage: Storage, storage_factory: StorageFactory
+) -> None:
+    other = await storage_factory.open()
+    broadcast = await storage.create_broadcast(9, "hello", [1, 2])
+    now = utcnow()
+    soon, later = now + timedelta(seconds=30), now + timedelta(seconds=60)
+
+    async def claim(store: Storage, owner: str) -> bool:
+        return await store.claim_broadcast_lease(broadcast.id, owner, now=now, until=soon)
+
+    # Twenty workers at once: exactly one wins.
+    won = await asyncio.gather(*(claim(s, f"w{i}") for i, s in enumerate([storage, other] * 10)))
+    assert won.count(True) == 1
+    holder = f"w{won.index(True)}"
+    assert not await claim(storage, "newcomer")
+    assert await storage.claim_broadcast_lease(broadcast.id, holder, now=now, until=later)
+    # Once the holder lets it run out, someone else may take over.
+    assert await other.claim_broadcast_lease(
+        broadcast.id,
+        "newcomer",
+        now=later + timedelta(seconds=1),
+        until=later + timedelta(seconds=30),
+    )
+    assert not await storage.claim_broadcast_lease(broadcast.id, holder, now=later, until=later)
+    # Released: free at once.
+    await other.release_broadcast_lease(broadcast.id, holder)  # not the holder: no effect
+    assert not await claim(storage, "third")
+    await other.release_broadcast_lease(broadcast.id, "newcomer")
+    assert await claim(storage, "third")
+    # A broadcast that is not running has no lease to give.
+    assert await storage.set_broadcast_status(
+        broadcast.id, BroadcastStatus.RUNNING, BroadcastStatus.DONE
+    )
+    assert not await claim(storage, "third")
+    assert not await claim(storage, "fourth")
+
+
 async def test_after_a_crash_in_flight_recipients_are_not_sent_twice(
     storage: Storage, storage_factory: StorageFactory
 ) -> None:

@@ -222,9 +222,12 @@ class Storage(ABC):
 
     # broadcasts ------------------------------------------------------------------------------
     # A broadcast survives a restart and reaches nobody twice. Each recipient has a delivery
-    # row: pending → sending (claimed) → sent | failed | bot_blocked. The worker loop is:
-    #   on start, for each of list_running_broadcasts(): recover_stuck_deliveries(...);
-    #   then repeatedly claim_deliveries(id, n) → send each → finish_delivery(...);
+    # row: pending → sending (claimed) → sent | failed | bot_blocked. One worker at a time
+    # sends a broadcast: the one holding its lease. The worker loop is:
+    #   for each of list_running_broadcasts() whose claim_broadcast_lease(...) succeeds:
+    #   recover_stuck_deliveries(...) (the previous holder is gone);
+    #   then repeatedly claim_deliveries(id, n) → send each → finish_delivery(...), renewing
+    #   the lease well before it runs out;
     #   when a claim returns nothing and broadcast_counts(id)["sending"] == 0,
     #   set_broadcast_status(id, RUNNING, DONE).
     # Claim only what is about to be sent, so a crash leaves as few rows in doubt as possible.
@@ -282,6 +285,18 @@ class Storage(ABC):
     ) -> bool:
         """running → cancelled | done, as one conditional update; False when the broadcast was
         not in ``expected`` (or does not exist). Raises ``IllegalTransitionError`` otherwise."""
+
+    @abstractmethod
+    async def claim_broadcast_lease(
+        self, broadcast_id: int, owner: str, *, now: datetime, until: datetime
+    ) -> bool:
+        """Take or renew the right to send a running broadcast until ``until``. True when
+        ``owner`` holds it now: it was free, already ``owner``'s, or its holder let it run out
+        before ``now``. One conditional update, so two claimers never both win."""
+
+    @abstractmethod
+    async def release_broadcast_lease(self, broadcast_id: int, owner: str) -> None:
+        """Give the lease up (a clean stop), so another worker can carry on at once."""
 
     @abstractmethod
     async def broadcast_counts(self, broadcast_id: int) -> dict[str, int]:

@@ -171,6 +171,10 @@ SCHEMA_STEPS: tuple[tuple[str, ...], ...] = (
             ON broadcast_deliveries (broadcast_id, user_id) WHERE status = 'pending'
         """,
     ),
+    (
+        "ALTER TABLE broadcasts ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE broadcasts ADD COLUMN lease_until TEXT",
+    ),
 )
 SCHEMA_VERSION = len(SCHEMA_STEPS)
 
@@ -748,6 +752,24 @@ class SQLiteStorage(Storage):
             (new.value, _now(), broadcast_id, expected.value),
         )
         return changed == 1
+
+    async def claim_broadcast_lease(
+        self, broadcast_id: int, owner: str, *, now: datetime, until: datetime
+    ) -> bool:
+        changed = await self._changes(
+            "UPDATE broadcasts SET lease_owner = ?, lease_until = ? "
+            "WHERE id = ? AND status = 'running' "
+            "AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)",
+            (owner, _ts(until), broadcast_id, owner, _ts(now)),
+        )
+        return changed == 1
+
+    async def release_broadcast_lease(self, broadcast_id: int, owner: str) -> None:
+        await self._changes(
+            "UPDATE broadcasts SET lease_owner = NULL, lease_until = NULL "
+            "WHERE id = ? AND lease_owner = ?",
+            (broadcast_id, owner),
+        )
 
     async def broadcast_counts(self, broadcast_id: int) -> dict[str, int]:
         found = await self._all(

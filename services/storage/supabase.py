@@ -575,6 +575,30 @@ class SupabaseStorage(Storage):
         )
         return bool(changed)
 
+    async def claim_broadcast_lease(
+        self, broadcast_id: int, owner: str, *, now: datetime, until: datetime
+    ) -> bool:
+        held = await self._rows(
+            self._rpc(
+                "claim_broadcast_lease",
+                {
+                    "p_broadcast_id": broadcast_id,
+                    "p_owner": owner,
+                    "p_now": rows.aware(now).isoformat(),
+                    "p_until": rows.aware(until).isoformat(),
+                },
+            )
+        )
+        return bool(held)
+
+    async def release_broadcast_lease(self, broadcast_id: int, owner: str) -> None:
+        await self._execute(
+            self._table("broadcasts")
+            .update({"lease_owner": None, "lease_until": None}, returning="minimal")
+            .eq("id", broadcast_id)
+            .eq("lease_owner", owner)
+        )
+
     async def broadcast_counts(self, broadcast_id: int) -> dict[str, int]:
         counts = _object(
             await self._execute(self._rpc("broadcast_counts", {"p_broadcast_id": broadcast_id}))
