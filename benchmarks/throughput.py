@@ -29,15 +29,18 @@ for updates that do not search and for searches; state-store round trips per upd
 ``RedisStateStore.round_trips``: exact per kind from a one-at-a-time pass, and the average
 under load); the same for the echo bot, and the ratio. Then the worker's memory growth over
 ``--memory-travellers`` distinct travellers after a warm-up, each of whom also pays on the
-sandbox checkout page (RSS, and tracemalloc with ``--tracemalloc``, slower). Targets: ratio >= 0.7, <= 2 round trips per non-search update,
-< 5 MB growth.
+sandbox checkout page (RSS once collected and trimmed, see ``memory_growth``; tracemalloc too
+with ``--tracemalloc``, slower). Targets: ratio >= 0.7, <= 2 round trips per non-search
+update, < 5 MB growth.
 """
 
 from __future__ import annotations
 
+import _sqlite3
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import gc
 import json
 import os
@@ -415,6 +418,28 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def sqlite_heap_bytes() -> int:
+    """SQLite's own heap in this process (mostly page cache, bounded by ``cache_size``).
+
+    Reported beside RSS so that a filling page cache is not mistaken for a leak of ours;
+    0 where the library's counter cannot be reached."""
+    try:
+        library = ctypes.CDLL(_sqlite3.__file__)
+        memory_used = library.sqlite3_memory_used
+    except (OSError, AttributeError):
+        return 0
+    memory_used.restype = ctypes.c_int64
+    return int(memory_used())
+
+
+def settled_rss() -> int:
+    """RSS once garbage is collected and glibc has handed its free heap pages back."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: RSS as it is
+        ctypes.CDLL(None).malloc_trim(0)
+    return rss_bytes()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -544,7 +569,7 @@ class Result:
 async def bench_travel_bot(
     bench: Bench, args: argparse.Namespace, folder: Path
 ) -> tuple[Result, dict[str, float] | None]:
-    from bot.bootstrap import open_runtime
+    from bot.bootstrap import open_runtime, settle_heap
     from bot.config import load_settings
     from bot.web import init_app, start_site
     from conversations.state_redis import RedisStateStore
@@ -570,6 +595,7 @@ async def bench_travel_bot(
     webhook = f"http://127.0.0.1:{port}/telegram/webhook"
     try:
         async with open_runtime(settings) as runtime:
+            settle_heap()  # as `travelbot webhook` does once it is up
             store = runtime.adapters.state
             assert isinstance(store, RedisStateStore)
             application = runtime.application
@@ -613,29 +639,43 @@ async def memory_growth(bench: Bench, webhook: str, args: argparse.Namespace) ->
     """The worker's growth over ``--memory-travellers`` new travellers, after a warm-up.
 
     These travellers also pay on the sandbox checkout page, as most do within the payment
-    window: unpaid bookings would pile up for the overdue sweep, which every minute reads all
-    bookings awaiting payment (a cost that grows with them, not with travellers served)."""
+    window; a run where nobody pays measures a pile of open payment links, not travellers.
+    Growth is RSS after a full collection and ``malloc_trim``: glibc keeps freed heap pages for
+    reuse, by an amount that follows the peaks of concurrent work rather than how many
+    travellers were served, and would otherwise swing the figure by several MB either way.
+    RSS before trimming, Python's object count and SQLite's heap are printed beside it."""
     await bench.run(
         webhook, script="travel", travellers=min(1000, args.memory_travellers), pay=True
     )
-    gc.collect()
     if args.tracemalloc:
         tracemalloc.start()
-    rss_before = rss_bytes()
+    raw_before = rss_bytes()
+    live_before, objects_before = settled_rss(), len(gc.get_objects())
+    sqlite_before = sqlite_heap_bytes()
     started = time.perf_counter()
     done = 0
+    figures: dict[str, float] = {}
     while done < args.memory_travellers:
         batch = min(2000, args.memory_travellers - done)
         await bench.run(webhook, script="travel", travellers=batch, pay=True)
         done += batch
-        print(f"  memory run: {done}/{args.memory_travellers} travellers", flush=True)
-    elapsed = time.perf_counter() - started
-    gc.collect()
-    figures = {
-        "travellers": float(done),
-        "seconds": elapsed,
-        "rss_growth_mb": (rss_bytes() - rss_before) / 2**20,
-    }
+        untrimmed = rss_bytes() - raw_before  # before this batch's trim
+        figures = {
+            "travellers": float(done),
+            "seconds": time.perf_counter() - started,
+            "untrimmed_growth_mb": untrimmed / 2**20,
+            "rss_growth_mb": (settled_rss() - live_before) / 2**20,
+            "objects_growth": float(len(gc.get_objects()) - objects_before),
+            "sqlite_growth_mb": (sqlite_heap_bytes() - sqlite_before) / 2**20,
+        }
+        print(
+            f"  memory run: {done}/{args.memory_travellers} travellers:"
+            f" RSS {figures['rss_growth_mb']:+.2f} MB"
+            f" (before trimming {figures['untrimmed_growth_mb']:+.2f} MB),"
+            f" Python objects {figures['objects_growth']:+.0f},"
+            f" SQLite heap {figures['sqlite_growth_mb']:+.2f} MB",
+            flush=True,
+        )
     if args.tracemalloc:
         current, _ = tracemalloc.get_traced_memory()
         figures["traced_growth_mb"] = current / 2**20
@@ -753,6 +793,9 @@ async def main(args: argparse.Namespace) -> int:
         print(
             f"\nworker memory over {memory['travellers']:.0f} new travellers"
             f" ({memory['seconds']:.0f} s): RSS {memory['rss_growth_mb']:+.2f} MB"
+            f" (before trimming {memory['untrimmed_growth_mb']:+.2f} MB),"
+            f" Python objects {memory['objects_growth']:+.0f},"
+            f" SQLite heap {memory['sqlite_growth_mb']:+.2f} MB"
             + (
                 f", traced {memory['traced_growth_mb']:+.2f} MB"
                 if "traced_growth_mb" in memory
