@@ -7,6 +7,7 @@ Nothing is built at import time. ``Runtime.open`` reads the settings, picks each
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -256,6 +257,14 @@ async def open_runtime(
             places=places,
             broadcasts=broadcasts,
         )
+
+
+def settle_heap() -> None:
+    """Take what start-up built (the airport index alone is some 200,000 objects) out of the
+    cyclic collector's sight, so that its full collections scan only what updates create.
+    For long-running servers; about a tenth less CPU per update in benchmarks/throughput.py."""
+    gc.collect()
+    gc.freeze()
 
 
 def _typing_sender(

@@ -50,12 +50,13 @@ async def _wait_for_stop() -> None:
 
 
 async def run_polling(settings: Settings) -> None:
-    from bot.bootstrap import open_runtime
+    from bot.bootstrap import open_runtime, settle_heap
     from bot.web import init_app, start_site
     from handlers.setup import publish_commands
 
     # Telegram hands updates to one getUpdates poller only: this is the bot's sole worker.
     async with open_runtime(settings, sole_worker=True) as runtime:
+        settle_heap()
         runner = await start_site(
             init_app(runtime, telegram_webhook_route=False),
             host="0.0.0.0",  # noqa: S104 - a server's job: behind the platform's router
@@ -76,7 +77,7 @@ async def run_polling(settings: Settings) -> None:
 
 
 async def run_webhook(settings: Settings) -> None:
-    from bot.bootstrap import open_runtime
+    from bot.bootstrap import open_runtime, settle_heap
     from bot.web import init_app, start_site
     from handlers.setup import publish_commands
 
@@ -84,6 +85,7 @@ async def run_webhook(settings: Settings) -> None:
         raise SettingsError("TELEGRAM_WEBHOOK_URL: is required for 'travelbot webhook'")
     assert settings.telegram_webhook_secret is not None
     async with open_runtime(settings) as runtime:
+        settle_heap()
         app = runtime.application
         runner = await start_site(
             init_app(runtime, telegram_webhook_route=True),
