@@ -87,7 +87,6 @@ class Outgoing:
     text: str
     keyboard: tuple[tuple[RenderedButton, ...], ...]
     edit: bool
-    kind: Literal["text", "typing"]
     disable_preview: bool = True
 
 
@@ -170,7 +169,6 @@ def render(messages: list[Message], version: int) -> list[Outgoing]:
                 text=message.text,
                 keyboard=keyboard,
                 edit=message.edit,
-                kind=message.kind,
                 disable_preview=message.disable_preview,
             )
         )

@@ -18,7 +18,7 @@ from telegram import (
 from telegram import (
     Message as TgMessage,
 )
-from telegram.constants import ChatAction, ParseMode
+from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from telegram.ext import Application, CallbackContext, ExtBot
 
@@ -147,9 +147,6 @@ async def send_replies(
 ) -> None:
     """Send or edit, in order. An edit that Telegram refuses falls back to a new message."""
     for reply in replies:
-        if reply.kind == "typing":
-            await bot.send_chat_action(chat_id, ChatAction.TYPING)
-            continue
         markup = keyboard_markup(reply)
         target = query.message if query is not None else None
         if reply.edit and isinstance(target, TgMessage):

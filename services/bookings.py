@@ -165,8 +165,9 @@ class BookingService:
     async def booking_for_session(self, session_id: str) -> Booking | None:
         return await self._storage.get_booking_by_session(session_id)
 
-    async def get(self, user_id: int, reference: str) -> Booking:
-        """The user's own booking; someone else's reference is simply not found."""
+    async def get(self, user_id: int | None, reference: str) -> Booking:
+        """The user's own booking; someone else's reference is simply not found. ``None``:
+        anyone's (admins)."""
         booking = await self._storage.get_booking_by_reference(reference.strip(), user_id=user_id)
         if booking is None:
             raise UnknownBookingError(texts.no_such_booking(reference))
@@ -556,9 +557,7 @@ class BookingService:
         """An admin issued the ticket by hand after a manual-ticketing alert: the booking is
         confirmed and the traveller gets the confirmation their "ticket pending" message
         promised. Raises ``BookingError`` when the booking is not paid and waiting."""
-        booking = await self._storage.get_booking_by_reference(reference.strip(), user_id=None)
-        if booking is None:
-            raise UnknownBookingError(texts.no_such_booking(reference))
+        booking = await self.get(None, reference)
         if not await self._storage.transition(booking.id, S.PAID, S.CONFIRMED):
             current = await self._reload(booking)
             raise BookingError(
@@ -576,9 +575,7 @@ class BookingService:
         """Refund a booking whose money we hold, in full (``amount`` None or the whole amount:
         the booking ends ``refunded``) or in part (it stays as it is). The traveller is told
         once; the admin's action is audited. Raises ``NothingToRefundError`` with the reason."""
-        booking = await self._storage.get_booking_by_reference(reference.strip(), user_id=None)
-        if booking is None:
-            raise UnknownBookingError(texts.no_such_booking(reference))
+        booking = await self.get(None, reference)
         async with self._booking_locks.hold(booking.id):
             booking = await self._reload(booking)
             refundable = (S.PAID, S.CONFIRMED, S.FAILED, S.CANCELLED)

@@ -7,7 +7,6 @@ put into ``text``; ``services.messages.esc`` is the one helper for that.
 from __future__ import annotations
 
 import html
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,7 +36,6 @@ class Message(BaseModel):
     buttons: tuple[tuple[Button, ...], ...] = ()
     edit: bool = False
     disable_preview: bool = True
-    kind: Literal["text", "typing"] = "text"  # "typing" sends a chat action, no text
 
 
 class Notice(BaseModel):
