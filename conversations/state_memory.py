@@ -16,6 +16,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -99,12 +100,16 @@ class MemoryStateStore(StateStore):
 
     name = "memory"
 
-    def __init__(self, *, sweep_interval: float = 30.0) -> None:
+    def __init__(
+        self, *, sweep_interval: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """``clock``: seconds on a monotonic scale; tests pass their own to expire entries."""
+        self._clock = clock
         self._records: dict[ChatKey, _Stored] = {}
         self._locks: dict[ChatKey, _HeldLock] = {}
         self._windows: dict[str, _Window] = {}
         self._sweep_interval = sweep_interval
-        self._next_sweep = time.monotonic() + sweep_interval
+        self._next_sweep = clock() + sweep_interval
         # No backend to talk to; kept so callers (the benchmark) can read it on any store.
         self.round_trips = 0
 
@@ -121,7 +126,7 @@ class MemoryStateStore(StateStore):
         wait: float = 10.0,
         lock_ttl: float = 30.0,
     ) -> Turn:
-        now = time.monotonic()
+        now = self._clock()
         deadline = now + wait
         self._maybe_sweep(now)
         while True:
@@ -145,11 +150,11 @@ class MemoryStateStore(StateStore):
                 await asyncio.wait_for(
                     held.released.wait(), timeout=min(remaining, held.expires_at - now)
                 )
-            now = time.monotonic()
+            now = self._clock()
 
     async def commit(self, turn: Turn, record: StateRecord | None, *, ttl: int) -> None:
         payload = None if record is None or record.is_empty else encode_record(record)
-        now = time.monotonic()
+        now = self._clock()
         held = self._locks.get(turn.key)
         if held is None or held.token != turn.token or held.expires_at <= now:
             raise LockTimeoutError(
@@ -172,7 +177,7 @@ class MemoryStateStore(StateStore):
             self._unlock(turn.key, held)
 
     async def peek(self, key: ChatKey) -> StateRecord:
-        return self._load(key, time.monotonic())
+        return self._load(key, self._clock())
 
     async def ping(self) -> None:
         return None

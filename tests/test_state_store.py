@@ -367,7 +367,9 @@ class TestRedisStateStore:
 
 class TestMemoryStateStore:
     async def test_ten_thousand_chats_leave_nothing_behind(self) -> None:
-        store = MemoryStateStore(sweep_interval=0.1)
+        # The store's own clock, so a slow machine cannot expire chats while they are counted.
+        clock = [1_000.0]
+        store = MemoryStateStore(sweep_interval=0.1, clock=lambda: clock[0])
         rate = RateLimit(limit=20, window=1)
         await save(store, new_chat(), searching(), ttl=1)  # warm up lazily built internals
         gc.collect()
@@ -380,7 +382,7 @@ class TestMemoryStateStore:
                 await store.commit(turn, searching(version=n, origin="LIS", n=n), ttl=1)
             assert len(store) >= 20_000  # a record and a rate window per traveller
             grown = tracemalloc.get_traced_memory()[0] - baseline
-            await asyncio.sleep(1.2)
+            clock[0] += 1.2
             await save(store, new_chat(), searching(), ttl=1)  # any turn triggers the sweep
             assert len(store) <= 3
             gc.collect()
