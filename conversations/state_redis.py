@@ -9,9 +9,18 @@ restart, ``SCRIPT FLUSH``) gets the body once by ``EVAL``, which also caches it.
 Records are JSON strings (the same bytes the memory store keeps). Keys come from ``ChatKey``;
 they carry no hash tag, so this is for a single Redis (or Sentinel), not Redis Cluster.
 
-Every Redis failure surfaces as ``StateUnavailableError``. Clients built by ``from_url`` use
-short socket timeouts and no automatic retries: during an outage a user hears "temporarily
-unavailable" within seconds, and a script is never run twice because a reply was lost.
+Every Redis failure surfaces as ``StateUnavailableError``. Each call has a deadline (two seconds
+for stores built by ``from_url``) and there are no automatic retries: during an outage a user
+hears "temporarily unavailable" within seconds, and a script is never run twice because a reply
+was lost.
+
+Why ``from_url`` sets the deadline itself instead of redis-py's ``socket_timeout``: on Python
+3.11 redis-py wraps every socket write in ``asyncio.wait_for``, which starts a task per command.
+One ``asyncio.timeout`` per call, and a plain pool behind a semaphore instead of a
+``BlockingConnectionPool``, made a turn (``begin`` + ``commit``, 40 chats at once) about 7 % cheaper
+in CPU, and the deadline now covers the whole call, waiting for a connection included. A call cut
+short by its deadline closes its connection, as redis-py does for any interrupted command, so no
+reply is ever read by the wrong caller.
 """
 
 from __future__ import annotations
@@ -20,11 +29,11 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
@@ -112,10 +121,22 @@ class RedisStateStore(StateStore):
 
     name = "redis"
 
-    def __init__(self, client: Redis, *, prefix: str = "tb", owns_client: bool = False) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = "tb",
+        owns_client: bool = False,
+        call_timeout: float | None = None,
+        max_calls: int | None = None,
+    ) -> None:
+        """``call_timeout``: a deadline for each call, on top of any the client has.
+        ``max_calls``: calls in flight at once; more wait for a turn (the client's pool size)."""
         self._client = client
         self._prefix = prefix
         self._owns_client = owns_client
+        self._call_timeout = call_timeout
+        self._slots = asyncio.Semaphore(max_calls) if max_calls else None
         # Commands and scripts sent to Redis: what the throughput benchmark reports per update.
         self.round_trips = 0
 
@@ -130,14 +151,13 @@ class RedisStateStore(StateStore):
     ) -> RedisStateStore:
         """A store with its own client, closed by ``close()``.
 
-        The pool blocks (up to 5 s) when all connections are busy: a burst of updates queues
-        for a connection instead of failing with "too many connections".
+        When all ``max_connections`` are busy a call waits for one (within its deadline)
+        instead of failing with "too many connections".
         """
-        pool = BlockingConnectionPool.from_url(
+        pool = ConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=5,
-            socket_timeout=socket_timeout,
+            socket_timeout=None,  # the store's own deadline covers each call (see above)
             socket_connect_timeout=socket_timeout,
             retry=Retry(NoBackoff(), 0),
             # RESP2: under RESP3 redis-py 8 turns on maintenance notifications and then skips
@@ -145,7 +165,13 @@ class RedisStateStore(StateStore):
             # idle connection would fail one turn ("temporarily unavailable") with Redis back.
             protocol=2,
         )
-        return cls(Redis.from_pool(pool), prefix=prefix, owns_client=True)
+        return cls(
+            Redis.from_pool(pool),
+            prefix=prefix,
+            owns_client=True,
+            call_timeout=socket_timeout,
+            max_calls=max_connections,
+        )
 
     @property
     def prefix(self) -> str:
@@ -206,30 +232,38 @@ class RedisStateStore(StateStore):
         await self._run(_RELEASE_SCRIPT, [turn.key.lock_key(self._prefix)], [turn.token])
 
     async def peek(self, key: ChatKey) -> StateRecord:
-        raw = await self._call(self._client.get(key.state_key(self._prefix)))
+        raw = await self._call(lambda: self._client.get(key.state_key(self._prefix)))
         return decode_record(raw, key)
 
     async def ping(self) -> None:
-        await self._call(self._client.ping())
+        await self._call(self._client.ping)
 
     async def close(self) -> None:
         if self._owns_client:
             await self._client.aclose()
 
     async def _run(self, script: _Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        try:
+        async def evalsha_or_eval() -> Any:
             self.round_trips += 1
             try:
                 return await self._client.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 self.round_trips += 1
                 return await self._client.eval(script.body, len(keys), *keys, *args)
-        except (RedisError, OSError) as exc:
-            raise StateUnavailableError(f"Redis did not answer: {type(exc).__name__}") from exc
 
-    async def _call(self, command: Any) -> Any:
+        return await self._guarded(evalsha_or_eval)
+
+    async def _call(self, command: Callable[[], Awaitable[Any]]) -> Any:
         self.round_trips += 1
+        return await self._guarded(command)
+
+    async def _guarded(self, command: Callable[[], Awaitable[Any]]) -> Any:
+        """Run within the call's deadline and a free slot; any failure is the store's error."""
         try:
-            return await command
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(self._call_timeout):
+                if self._slots is None:
+                    return await command()
+                async with self._slots:
+                    return await command()
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             raise StateUnavailableError(f"Redis did not answer: {type(exc).__name__}") from exc
