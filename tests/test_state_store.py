@@ -354,6 +354,23 @@ class TestRedisStateStore:
         finally:
             await store.close()
 
+    async def test_more_chats_at_once_than_connections_wait_their_turn(
+        self, redis_url: str, redis_prefix: str
+    ) -> None:
+        store = RedisStateStore.from_url(redis_url, prefix=redis_prefix, max_connections=2)
+        chats = [new_chat() for _ in range(30)]
+
+        async def turn(chat: ChatKey, version: int) -> None:
+            await save(store, chat, searching(version=version))
+
+        try:
+            await asyncio.gather(*(turn(chat, n + 1) for n, chat in enumerate(chats)))
+            assert [await store.peek(chat) for chat in chats] == [
+                searching(version=n + 1) for n in range(len(chats))
+            ]
+        finally:
+            await store.close()
+
     async def test_close_leaves_an_injected_client_open(
         self, redis_client: Redis, redis_prefix: str, redis_url: str
     ) -> None:
