@@ -24,20 +24,21 @@ Outgoing rate limiting: in production PTB's ``AIORateLimiter`` holds sends to Te
 both bots at the same figure, so both run with the same pass-through limiter (no throttle,
 RetryAfter handling kept).
 
-Both bots stay up for the whole run and are timed in ``--rounds`` rounds, each bot once per round,
-alternating which goes first. On a shared machine the CPU a process gets per second drifts by
-tens of percent over a minute; a ratio taken from two runs made back to back, in alternating
-order, cancels most of that drift, and the median round is judged.
+Both bots stay up for the whole run and are timed in ``--rounds`` rounds. A round times each bot
+twice, in the order travel, echo, echo, travel (each timed run after a short untimed one), and
+compares the totals: on a shared machine the CPU a process gets drifts by tens of percent within
+a minute, and a bot's first updates after a pause cost more, so both must weigh on the two bots
+alike. The median round is judged.
 
-Printed, for each round: both bots' updates/s, worker CPU per update and their ratio. Then, for
-the median round: updates/s; p50/p99 handling latency (server side: request in to answer out, which
-includes the engine turn and the Bot API calls, because the webhook answers after handling)
-for updates that do not search and for searches; state-store round trips per update (from
-``RedisStateStore.round_trips``: exact per kind from a one-at-a-time pass, and the average
-under load); the same for the echo bot, and the ratio. Then the worker's memory growth over
-``--memory-travellers`` distinct travellers after a warm-up, each of whom also pays on the
-sandbox checkout page (RSS once collected and trimmed, see ``memory_growth``; tracemalloc too
-with ``--tracemalloc``, slower). Targets: ratio >= 0.7, <= 2 round trips per non-search
+Printed, for each round: both bots' updates/s, the worker CPU per update of each timed run, and
+the ratio. Then, for the median round: updates/s; p50/p99 handling latency (server side: request
+in to answer out, which includes the engine turn and the Bot API calls, because the webhook
+answers after handling) for updates that do not search and for searches; state-store round trips
+per update (from ``RedisStateStore.round_trips``: exact per kind from a one-at-a-time pass, and
+the average under load); the same for the echo bot, and the ratio. Then the worker's memory
+growth over ``--memory-travellers`` distinct travellers after a warm-up, each of whom also pays
+on the sandbox checkout page (RSS once collected and trimmed, see ``memory_growth``; tracemalloc
+too with ``--tracemalloc``, slower). Targets: ratio >= 0.7, <= 2 round trips per non-search
 update, < 5 MB growth.
 """
 
@@ -519,6 +520,10 @@ class Bench:
         return report
 
 
+def _joined(a: dict[str, list[float]], b: dict[str, list[float]]) -> dict[str, list[float]]:
+    return {key: a.get(key, []) + b.get(key, []) for key in a.keys() | b.keys()}
+
+
 def pass_through_limiter() -> Any:
     from telegram.ext import AIORateLimiter
 
@@ -533,6 +538,22 @@ class Result:
     by_step: dict[str, list[float]] = field(default_factory=dict)
     trips_exact: dict[str, float] = field(default_factory=dict)
     trips_under_load: float | None = None
+
+    def __add__(self, other: Result) -> Result:
+        """Two timed runs of the same bot as one."""
+        report = {
+            key: self.report[key] + other.report[key]
+            for key in ("updates", "elapsed", "calls", "worker_cpu")
+        }
+        return Result(
+            name=self.name,
+            report=report,
+            latencies=_joined(self.latencies, other.latencies),
+            by_step=_joined(self.by_step, other.by_step),
+            trips_under_load=None
+            if self.trips_under_load is None or other.trips_under_load is None
+            else (self.trips_under_load + other.trips_under_load) / 2,
+        )
 
     @property
     def updates_per_second(self) -> float:
@@ -585,6 +606,9 @@ class Worker:
     trips: Callable[[], int] = lambda: 0
 
     async def timed(self, bench: Bench, travellers: int) -> Result:
+        """One timed run, after a short untimed one: a bot that sat idle while the other ran
+        has let its connections go, and the first updates after a pause cost more."""
+        await bench.run(self.webhook, script=self.script, travellers=10, length=self.length)
         self.measured.clear()
         trips_before = self.trips()
         report = await bench.run(
@@ -643,7 +667,7 @@ async def travel_worker(
             runner = await start_site(app, host="127.0.0.1", port=port)
             await application.start()
             worker = Worker(
-                name=f"travel bot ({args.travellers} travellers, Redis state, SQLite)",
+                name=f"travel bot (2 x {args.travellers} travellers, Redis state, SQLite)",
                 webhook=f"http://127.0.0.1:{port}/telegram/webhook",
                 script="travel",
                 measured=measured,
@@ -779,7 +803,7 @@ async def echo_worker(bench: Bench, args: argparse.Namespace, length: int) -> As
     runner = await start_site(app, host="127.0.0.1", port=port)
     await application.start()
     worker = Worker(
-        name=f"bare PTB echo bot ({args.travellers} travellers x {length} messages)",
+        name=f"bare PTB echo bot (2 x {args.travellers} travellers x {length} messages)",
         webhook=f"http://127.0.0.1:{port}/telegram/webhook",
         script="echo",
         measured=measured,
@@ -813,20 +837,25 @@ async def main(args: argparse.Namespace) -> int:
                 echo_worker(bench, args, length) as echo,
             ):
                 trips_exact = await exact_round_trips(bench, travel)
-                # Rounds alternate which bot goes first, so a machine that speeds up or slows
-                # down during the run (other jobs, CPU frequency) weighs on both alike.
+                # A round times each bot twice, in the order travel, echo, echo, travel, and
+                # compares their totals: a machine that speeds up or slows down during the round
+                # (other jobs, CPU frequency), and whatever running second does to a bot, weigh
+                # on both alike.
                 for number in range(args.rounds):
-                    order = (travel, echo) if number % 2 == 0 else (echo, travel)
-                    first = await order[0].timed(bench, args.travellers)
-                    second = await order[1].timed(bench, args.travellers)
-                    pair = (first, second) if number % 2 == 0 else (second, first)
+                    travel_first = await travel.timed(bench, args.travellers)
+                    echo_first = await echo.timed(bench, args.travellers)
+                    echo_second = await echo.timed(bench, args.travellers)
+                    travel_second = await travel.timed(bench, args.travellers)
+                    pair = (travel_first + travel_second, echo_first + echo_second)
                     rounds.append(pair)
                     print(
                         f"  round {number + 1}/{args.rounds}: travel"
                         f" {pair[0].updates_per_second:6.1f} updates/s"
-                        f" ({pair[0].cpu_per_update * 1000:.2f} ms CPU each), echo"
+                        f" ({travel_first.cpu_per_update * 1000:.2f} and"
+                        f" {travel_second.cpu_per_update * 1000:.2f} ms CPU each), echo"
                         f" {pair[1].updates_per_second:6.1f} updates/s"
-                        f" ({pair[1].cpu_per_update * 1000:.2f} ms CPU each), ratio"
+                        f" ({echo_first.cpu_per_update * 1000:.2f} and"
+                        f" {echo_second.cpu_per_update * 1000:.2f} ms CPU each), ratio"
                         f" {ratio_of(pair):.2f}",
                         flush=True,
                     )
@@ -886,7 +915,7 @@ def ratio_of(pair: tuple[Result, Result]) -> float:
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__)
-    parser.add_argument("--travellers", type=int, default=200, help="travellers in the timed run")
+    parser.add_argument("--travellers", type=int, default=100, help="travellers in each timed run")
     parser.add_argument(
         "--concurrency",
         type=int,
