@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from services.bookings import BookingService
 from services.broadcast import BroadcastWorker
@@ -14,6 +15,11 @@ from services.flights.places import PlaceIndex
 from services.flights.search import FlightSearchService
 from services.models import today_anywhere
 from services.storage import Storage
+
+T = TypeVar("T")
+
+TYPING_AFTER = 0.3  # seconds of work before "typing…" is worth showing
+TYPING_EVERY = 4.5  # Telegram clears a chat action after about five seconds
 
 
 class ChatStates(Protocol):
@@ -43,4 +49,21 @@ class FlowDeps:
     today: Callable[[], date] = field(default=today_anywhere)
     broadcasts: BroadcastWorker | None = None  # None: /broadcast says it is not available
     chats: ChatStates | None = None  # None: a block applies from the user's next conversation
-    show_typing: Callable[[int], Awaitable[None]] | None = None  # chat action before slow work
+    show_typing: Callable[[int], Awaitable[None]] | None = None  # "typing…" in a chat
+
+    async def while_typing(self, chat_id: int, work: Awaitable[T]) -> T:
+        """Await ``work``, showing "typing…" once it has taken long enough for a person to
+        notice, and again every few seconds while it runs (Telegram shows it for about five).
+        A quick answer, such as a cached search, costs no Bot API call and is not held up
+        behind one."""
+        task = asyncio.ensure_future(work)
+        try:
+            delay = TYPING_AFTER
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=delay)
+                if done or self.show_typing is None:
+                    return await task
+                await self.show_typing(chat_id)
+                delay = TYPING_EVERY
+        finally:
+            task.cancel()  # nothing to cancel once it is done; else its caller was cancelled

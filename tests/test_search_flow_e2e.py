@@ -204,18 +204,32 @@ async def test_a_sold_out_offer_goes_back_to_the_results(tmp_path: Path) -> None
         assert (await bot.state(USER)).state == "search:results"
 
 
-async def test_typing_is_shown_before_the_results_arrive(bot: BotKit) -> None:
+async def test_a_slow_search_shows_typing_before_the_results_arrive(tmp_path: Path) -> None:
+    from bot.sandbox import EventKind
+
+    slow = DemoProvider(places=PlaceIndex.default(), latency=0.8)
+    async with running_bot(tmp_path, provider=slow) as bot:
+        await to_travellers(bot, USER)
+        since = bot.sandbox.last_seq
+        await bot.press(USER, "Search flights")
+        kinds = [
+            e.kind
+            for e in bot.sandbox.events(
+                since, kinds={EventKind.CHAT_ACTION, EventKind.BOT_EDIT, EventKind.BOT_MESSAGE}
+            )
+            if e.chat_id == USER
+        ]
+    assert kinds[0] is EventKind.CHAT_ACTION
+    assert EventKind.BOT_MESSAGE in kinds[1:] or EventKind.BOT_EDIT in kinds[1:]
+
+
+async def test_a_quick_search_answers_without_a_typing_call(bot: BotKit) -> None:
     from bot.sandbox import EventKind
 
     await to_travellers(bot, USER)
     since = bot.sandbox.last_seq
-    await bot.press(USER, "Search flights")
-    kinds = [
-        e.kind
-        for e in bot.sandbox.events(
-            since, kinds={EventKind.CHAT_ACTION, EventKind.BOT_EDIT, EventKind.BOT_MESSAGE}
-        )
-        if e.chat_id == USER
-    ]
-    assert kinds[0] is EventKind.CHAT_ACTION
-    assert EventKind.BOT_MESSAGE in kinds[1:] or EventKind.BOT_EDIT in kinds[1:]
+    reply = await bot.press(USER, "Search flights")
+    assert "demo fares" in reply.text  # the results header, at once
+    events = [e for e in bot.sandbox.events(since) if e.chat_id == USER]
+    assert not [e for e in events if e.kind is EventKind.CHAT_ACTION]
+    assert [e for e in events if e.kind in (EventKind.BOT_EDIT, EventKind.BOT_MESSAGE)]

@@ -429,11 +429,11 @@ async def show_results(
 ) -> Step:
     view = conv.results
     assert view is not None
-    if fresh and deps.show_typing is not None:
-        # A provider search can take seconds: "typing…" says the bot is on it.
-        await deps.show_typing(event.chat_id)
     try:
-        items, search_id = await _load_results(deps, view, event.user.id, log=fresh)
+        # A provider search can take seconds: "typing…" then says the bot is on it.
+        items, search_id = await deps.while_typing(
+            event.chat_id, _load_results(deps, view, event.user.id, log=fresh)
+        )
     except ProviderUnavailableError:
         return _step(
             TRAVELLERS,
