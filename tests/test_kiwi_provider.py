@@ -280,7 +280,8 @@ async def test_the_circuit_opens_then_recovers(tequila: KiwiStandIn, places: Pla
         started = time.monotonic()
         with pytest.raises(ProviderUnavailableError) as caught:
             await provider.search(query(places))
-        assert time.monotonic() - started < 0.05
+        # At once: well inside the client's 0.5 s timeout, and Kiwi was not asked.
+        assert time.monotonic() - started < 0.25
         assert tequila.requests[SEARCH] == 2
         assert caught.value.retry_after is not None
         assert 0 < caught.value.retry_after <= 0.3
