@@ -617,8 +617,9 @@ class Worker:
         return Result(
             name=self.name,
             report=report,
-            latencies=dict(self.measured.latencies),
-            by_step=dict(self.measured.by_step),
+            # Copies: the lists in ``measured`` go on filling with the next warm-up.
+            latencies={kind: list(ms) for kind, ms in self.measured.latencies.items()},
+            by_step={step: list(ms) for step, ms in self.measured.by_step.items()},
             trips_under_load=(self.trips() - trips_before) / report["updates"]
             if self.script == "travel"
             else None,
