@@ -56,12 +56,14 @@ class FlowDeps:
         notice, and again every few seconds while it runs (Telegram shows it for about five).
         A quick answer, such as a cached search, costs no Bot API call and is not held up
         behind one."""
+        if self.show_typing is None:
+            return await work
         task = asyncio.ensure_future(work)
         try:
             delay = TYPING_AFTER
             while True:
                 done, _ = await asyncio.wait({task}, timeout=delay)
-                if done or self.show_typing is None:
+                if done:
                     return await task
                 await self.show_typing(chat_id)
                 delay = TYPING_EVERY
