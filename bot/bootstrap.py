@@ -22,6 +22,7 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Contex
 
 from bot.config import FlightProvider as ProviderChoice
 from bot.config import Settings
+from bot.telegram_http import AiohttpRequest
 from conversations.deps import FlowDeps
 from conversations.engine import Engine
 from conversations.flows.admin import StoreChatStates
@@ -158,6 +159,9 @@ def build_application(
         .context_types(ContextTypes(context=TravelContext, bot_data=dict))
         .rate_limiter(AIORateLimiter(max_retries=3))
         .concurrent_updates(64)
+        # Our aiohttp transport, not PTB's httpx one: see bot.telegram_http for why.
+        .request(AiohttpRequest())
+        .get_updates_request(AiohttpRequest(connection_pool_size=1))
     )
     api = (base_url or str(settings.telegram_api_base_url)).rstrip("/")
     builder = builder.base_url(f"{api}/bot").base_file_url(f"{api}/file/bot")

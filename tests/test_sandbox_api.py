@@ -25,6 +25,7 @@ from telegram import (
 from telegram.error import BadRequest, EndPointNotFound, Forbidden, InvalidToken, RetryAfter
 
 from bot.sandbox import EventKind, SandboxBotApi, SandboxUser
+from bot.telegram_http import AiohttpRequest
 
 
 def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
@@ -41,9 +42,12 @@ async def sandbox() -> AsyncIterator[SandboxBotApi]:
     await api.stop()
 
 
-@pytest.fixture
-async def bot(sandbox: SandboxBotApi) -> AsyncIterator[Bot]:
-    async with Bot(sandbox.token, base_url=sandbox.base_url) as tg_bot:
+@pytest.fixture(params=["httpx", "aiohttp"])
+async def bot(sandbox: SandboxBotApi, request: pytest.FixtureRequest) -> AsyncIterator[Bot]:
+    """PTB's default transport, and the bot's own (``bot.telegram_http``): Telegram's answers
+    must surface as the same exceptions through both."""
+    transport = AiohttpRequest() if request.param == "aiohttp" else None
+    async with Bot(sandbox.token, base_url=sandbox.base_url, request=transport) as tg_bot:
         yield tg_bot
 
 
