@@ -787,13 +787,17 @@ async def echo_worker(bench: Bench, args: argparse.Namespace, length: int) -> As
         assert update.message is not None
         await update.message.reply_text(update.message.text or "")
 
-    application = (
+    builder = (
         ApplicationBuilder()
         .token(TOKEN)
         .base_url(f"{bench.telegram}/bot")
         .rate_limiter(pass_through_limiter())
-        .build()
     )
+    if args.echo_transport == "aiohttp":
+        from bot.telegram_http import AiohttpRequest
+
+        builder = builder.request(AiohttpRequest())
+    application = builder.build()
     application.add_handler(MessageHandler(filters.TEXT, echo))
     await application.initialize()
     port = free_port()
@@ -806,7 +810,10 @@ async def echo_worker(bench: Bench, args: argparse.Namespace, length: int) -> As
     runner = await start_site(app, host="127.0.0.1", port=port)
     await application.start()
     worker = Worker(
-        name=f"bare PTB echo bot (2 x {args.travellers} travellers x {length} messages)",
+        name=(
+            f"bare PTB echo bot, {args.echo_transport} transport"
+            f" (2 x {args.travellers} travellers x {length} messages)"
+        ),
         webhook=f"http://127.0.0.1:{port}/telegram/webhook",
         script="echo",
         measured=measured,
@@ -937,6 +944,12 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tracemalloc", action="store_true", help="also trace allocations")
     parser.add_argument(
         "--by-step", action="store_true", help="print the travel bot's latency for each step"
+    )
+    parser.add_argument(
+        "--echo-transport",
+        choices=("httpx", "aiohttp"),
+        default="httpx",
+        help="the echo bot's Bot API transport: PTB's default (httpx), or the travel bot's",
     )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--telegram-side", action="store_true", help=argparse.SUPPRESS)
