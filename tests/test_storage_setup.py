@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from services.storage.base import StorageUnavailableError
 from services.storage.migrate import MIGRATIONS_DIR, MigrationError, apply_migrations
@@ -179,3 +180,44 @@ async def test_supabase_that_does_not_answer_is_unavailable() -> None:
         await store.close()
     with pytest.raises(StorageUnavailableError, match="closed"):
         await store.get_profile(1)
+
+
+@pytest_asyncio.fixture
+async def misbehaving_gateway() -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """A gateway that takes connections and then, as ``mode["now"]`` says, never answers
+    ("stall") or hangs up ("drop")."""
+    mode = {"now": "stall"}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if mode["now"] == "drop":
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
+        await asyncio.sleep(30)
+        return web.json_response([])
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}", mode
+    await runner.cleanup()
+
+
+async def test_supabase_that_stalls_or_hangs_up_is_unavailable(
+    misbehaving_gateway: tuple[str, dict[str, str]],
+) -> None:
+    """Within the request timeout, and as the storage's own error, whatever the transport
+    underneath raised."""
+    url, mode = misbehaving_gateway
+    store = await SupabaseStorage.create(url, "key", request_timeout=0.3)
+    try:
+        with pytest.raises(StorageUnavailableError, match="did not answer"):
+            await store.get_profile(1)
+        mode["now"] = "drop"
+        with pytest.raises(StorageUnavailableError, match="did not answer"):
+            await store.create_booking(new_booking())
+    finally:
+        await store.close()

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 from postgrest import APIError, APIResponse
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
@@ -101,9 +102,15 @@ class SupabaseStorage(Storage):
 
         postgrest-py's own retries (1 + 2 + 4 s of back-off on reads) are off: a chat turn holds
         its lock meanwhile, and the port's answer to an outage is StorageUnavailableError at
-        once, so the user is told to try again shortly."""
+        once, so the user is told to try again shortly.
+
+        Requests go over aiohttp (``AiohttpTransport``), not httpx's own pool: httpcore checks
+        every pooled connection, with a syscall each, on every request, and with 40 requests
+        in flight that cost about 1.2 ms of CPU per request against 0.27 ms. The transport
+        raises httpx's exceptions, so failures are caught below as before."""
         http = httpx.AsyncClient(
-            timeout=httpx.Timeout(request_timeout, connect=min(request_timeout, 5.0))
+            transport=AiohttpTransport(),
+            timeout=httpx.Timeout(request_timeout, connect=min(request_timeout, 5.0)),
         )
         options = AsyncClientOptions(
             httpx_client=http,
