@@ -19,7 +19,12 @@ from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
-JSON = "application/json"
+_JSON = {"Content-Type": "application/json"}
+
+
+def _given(value: ODVInput[float], default: float | None) -> float | None:
+    """A timeout passed to the call, or this transport's own when PTB passed its placeholder."""
+    return default if isinstance(value, DefaultValue) else value
 
 
 class AiohttpRequest(BaseRequest):
@@ -67,7 +72,6 @@ class AiohttpRequest(BaseRequest):
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._limit),
                 headers={"User-Agent": self.USER_AGENT},
-                raise_for_status=False,
             )
 
     async def shutdown(self) -> None:
@@ -87,16 +91,10 @@ class AiohttpRequest(BaseRequest):
         if self._session is None or self._session.closed:
             raise RuntimeError("AiohttpRequest is not initialized")
         files = request_data.multipart_data if request_data else None
-        read = self._read_timeout if isinstance(read_timeout, DefaultValue) else read_timeout
-        connect = (
-            self._connect_timeout if isinstance(connect_timeout, DefaultValue) else connect_timeout
-        )
-        pool = self._pool_timeout if isinstance(pool_timeout, DefaultValue) else pool_timeout
-        write = (
-            (self._media_write_timeout if files else self._write_timeout)
-            if isinstance(write_timeout, DefaultValue)
-            else write_timeout
-        )
+        read = _given(read_timeout, self._read_timeout)
+        connect = _given(connect_timeout, self._connect_timeout)
+        pool = _given(pool_timeout, self._pool_timeout)
+        write = _given(write_timeout, self._media_write_timeout if files else self._write_timeout)
         parts = (read, connect, pool, write)
         timeout = aiohttp.ClientTimeout(
             total=None if None in parts else sum(p for p in parts if p is not None),
@@ -115,7 +113,7 @@ class AiohttpRequest(BaseRequest):
             body = form
         elif request_data is not None and request_data.parameters:
             body = request_data.json_payload
-            headers = {"Content-Type": JSON}
+            headers = _JSON
         try:
             async with self._session.request(
                 method, url, data=body, headers=headers, timeout=timeout
