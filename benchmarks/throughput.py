@@ -4,6 +4,7 @@ Run from the project root (Redis must be up; keys go under a random prefix, dele
 
     uv run python -m benchmarks.throughput [--travellers 100] [--rounds 5]
                                            [--memory-travellers 10000]
+                                           [--echo-transport httpx|aiohttp]
                                            [--redis redis://127.0.0.1:6379/0] [--tracemalloc]
 
 This process is the worker: the real composition root (``open_runtime``: Redis state, SQLite in a
