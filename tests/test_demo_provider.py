@@ -269,10 +269,15 @@ async def test_price_is_the_total_for_every_traveller(
     family = await provider.search(
         query(places, "LIS", "MAD", passengers=Passengers(adults=2, children=1, infants=1))
     )
-    by_flights = {tuple(s.flight_number for s in i.segments): i.price.amount for i in alone}
+
+    # One flight number can leave twice a day with other connections: key by number and time.
+    def flights(itinerary: Itinerary) -> tuple[tuple[str, datetime], ...]:
+        return tuple((s.flight_number, s.departure) for s in itinerary.segments)
+
+    by_flights = {flights(i): i.price.amount for i in alone}
     assert len(family) == len(alone)  # the same flights, whoever travels
     for itinerary in family:
-        adult = by_flights[tuple(s.flight_number for s in itinerary.segments)]
+        adult = by_flights[flights(itinerary)]
         rest = itinerary.price.amount - 2 * adult
         # a child pays about 75% of an adult's fare, an infant about 10%
         assert abs(rest - 0.85 * adult) <= 300  # within €3 of rounding each fare
