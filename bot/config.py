@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     flight_provider: FlightProvider = FlightProvider.DEMO
     kiwi_api_key: SecretStr | None = None
     kiwi_base_url: AnyHttpUrl = AnyHttpUrl("https://api.tequila.kiwi.com")
+    # The provider's key is a test key (its own sandbox issues no real tickets): only then may a
+    # real provider run with the sandbox checkout, which takes no money.
+    provider_test_mode: bool = False
 
     default_currency: str = "EUR"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -142,6 +145,13 @@ class Settings(BaseSettings):
             raise _MissingError("stripe_webhook_secret", "required when STRIPE_SECRET_KEY is set")
         if self.flight_provider is FlightProvider.KIWI and not self.kiwi_api_key:
             raise _MissingError("kiwi_api_key", "required when FLIGHT_PROVIDER=kiwi")
+        if self.issues_real_tickets and not self.uses_stripe:
+            raise _MissingError(
+                "stripe_secret_key",
+                f"required when FLIGHT_PROVIDER={self.flight_provider.value} issues real tickets "
+                "(the sandbox checkout takes no money); set PROVIDER_TEST_MODE=true only with "
+                "the provider's test key",
+            )
         if self.telegram_webhook_url and not self.telegram_webhook_secret:
             raise _MissingError(
                 "telegram_webhook_secret", "required when TELEGRAM_WEBHOOK_URL is set"
@@ -160,6 +170,18 @@ class Settings(BaseSettings):
     @property
     def uses_stripe(self) -> bool:
         return self.stripe_secret_key is not None
+
+    @property
+    def issues_real_tickets(self) -> bool:
+        """Whether a paid booking buys a real ticket: the one rule that decides if payments
+        must be real (no ticket for money the sandbox checkout never took).
+
+        The demo provider never does; a real one does unless ``PROVIDER_TEST_MODE`` says its
+        key is the provider's test key. A provider whose keys tell their mode (Duffel's test
+        tokens start with ``duffel_test_``) adds that check here."""
+        if self.flight_provider is FlightProvider.DEMO:
+            return False
+        return not self.provider_test_mode
 
     @property
     def base_url(self) -> str:
