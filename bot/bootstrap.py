@@ -150,6 +150,10 @@ async def open_adapters(
     return Adapters(storage=storage, state=state, cache=cache, provider=provider, gateway=gateway)
 
 
+# Updates handled at once by one process: PTB's bound when polling, bot/web.py's on the webhook.
+UPDATES_IN_FLIGHT = 64
+
+
 def build_application(
     settings: Settings, *, token: str, base_url: str | None = None
 ) -> Application[Any, Any, Any, Any, Any, Any]:
@@ -158,7 +162,7 @@ def build_application(
         .token(token)
         .context_types(ContextTypes(context=TravelContext, bot_data=dict))
         .rate_limiter(AIORateLimiter(max_retries=3))
-        .concurrent_updates(64)
+        .concurrent_updates(UPDATES_IN_FLIGHT)
         # Our aiohttp transport, not PTB's httpx one: see bot.telegram_http for why.
         .request(AiohttpRequest())
         .get_updates_request(AiohttpRequest(connection_pool_size=1))
