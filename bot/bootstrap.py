@@ -50,6 +50,7 @@ from services.models import Booking
 from services.payments.base import PaymentGateway
 from services.payments.sandbox import SandboxGateway
 from services.payments.stripe import StripeGateway
+from services.retention import RetentionJob
 from services.storage import Storage
 from services.storage.sqlite import SQLiteStorage
 from services.storage.supabase import SupabaseStorage
@@ -254,7 +255,8 @@ async def open_runtime(
         # hand before the Application shuts down (the stack unwinds last-in, first-out).
         await broadcasts.start()
         stack.push_async_callback(broadcasts.stop)
-        sweeper = asyncio.create_task(_sweep(bookings, broadcasts), name="sweeper")
+        retention = RetentionJob(adapters.storage, settings.retention)
+        sweeper = asyncio.create_task(_sweep(bookings, broadcasts, retention), name="sweeper")
         stack.callback(sweeper.cancel)
         yield Runtime(
             settings=settings,
@@ -290,7 +292,9 @@ def _typing_sender(
 SWEEP_INTERVAL = 60.0
 
 
-async def _sweep(bookings: BookingService, broadcasts: BroadcastWorker) -> None:
+async def _sweep(
+    bookings: BookingService, broadcasts: BroadcastWorker, retention: RetentionJob
+) -> None:
     """Every minute: expire unpaid bookings whose deadline passed without a webhook (and the
     sandbox's, which has no timer of its own), and carry on broadcasts whose worker died.
     Safe on every worker: transitions are conditional and a broadcast has one lease."""
@@ -306,6 +310,15 @@ async def _sweep(bookings: BookingService, broadcasts: BroadcastWorker) -> None:
             log.warning(
                 "looking for orphaned broadcasts failed; retrying next minute", exc_info=True
             )
+        await _retain(retention)
+
+
+async def _retain(retention: RetentionJob) -> None:
+    """Old rows of the tables that only grow; hourly (services/retention.py)."""
+    try:
+        await retention.run_due()
+    except Exception:
+        log.warning("deleting expired records failed; retrying next minute", exc_info=True)
 
 
 def _admin_alerter(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -22,6 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.money import is_currency
+from services.retention import RetentionPolicy
 
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{20,}$")
 _WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -80,6 +82,13 @@ class Settings(BaseSettings):
     conversation_ttl: int = Field(default=24 * 3600, ge=60)
     payment_window_minutes: int = Field(default=30, ge=30, le=24 * 60)
     log_level: str = "INFO"
+
+    # Retention (services/retention.py): days before old rows of the tables that only grow go.
+    # The ledger outlives Stripe's retries (3 days) and dashboard resends (30); searches outlive
+    # the longest /stats period (30 days).
+    retention_denied_audit_days: int = Field(default=30, ge=1)
+    retention_payment_events_days: int = Field(default=90, ge=31)
+    retention_searches_days: int = Field(default=90, ge=31)
 
     @field_validator("admin_user_ids", mode="before")
     @classmethod
@@ -182,6 +191,14 @@ class Settings(BaseSettings):
         if self.flight_provider is FlightProvider.DEMO:
             return False
         return not self.provider_test_mode
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        return RetentionPolicy(
+            denied_audit=timedelta(days=self.retention_denied_audit_days),
+            payment_events=timedelta(days=self.retention_payment_events_days),
+            searches=timedelta(days=self.retention_searches_days),
+        )
 
     @property
     def base_url(self) -> str:
