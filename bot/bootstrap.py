@@ -244,6 +244,7 @@ async def open_runtime(
             bot_id=application.bot.id,
             ttl=settings.conversation_ttl,
         )
+        stack.push_async_callback(engine.close)
         # An admin's /block reaches the user's conversation in progress through this.
         deps.chats = StoreChatStates(
             adapters.state, bot_id=application.bot.id, ttl=settings.conversation_ttl
