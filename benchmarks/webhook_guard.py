@@ -14,10 +14,11 @@ import json
 import time
 import timeit
 from collections.abc import Callable
+from typing import Any
 
 from bot.web_guard import RequestRefusedError, load_json, parse_update
 
-TEXT = {
+TEXT: dict[str, Any] = {
     "update_id": 1,
     "message": {
         "message_id": 7,
@@ -42,7 +43,8 @@ BUTTON = {
         },
     },
 }
-WRONG = {**TEXT, "message": {**TEXT["message"], "text": 5}}
+WRONG = json.loads(json.dumps(TEXT))
+WRONG["message"]["text"] = 5
 EVENT = {
     "id": "evt_1",
     "object": "event",
