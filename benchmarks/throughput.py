@@ -782,7 +782,8 @@ async def echo_worker(bench: Bench, args: argparse.Namespace, length: int) -> As
 
     from bot.bootstrap import Runtime
     from bot.config import load_settings
-    from bot.web import IN_FLIGHT, RUNTIME, start_site, telegram_webhook
+    from bot.web import IN_FLIGHT, RUNTIME, UPDATE_GATE, start_site, telegram_webhook
+    from bot.web_guard import UpdateGate
 
     async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         assert update.message is not None
@@ -807,6 +808,7 @@ async def echo_worker(bench: Bench, args: argparse.Namespace, length: int) -> As
     app = web.Application(middlewares=[measuring(measured, lambda: 0)])
     app[RUNTIME] = cast(Runtime, _EchoRuntime(settings=settings, application=application))
     app[IN_FLIGHT] = set()
+    app[UPDATE_GATE] = UpdateGate(64)
     app.router.add_post("/telegram/webhook", telegram_webhook)
     runner = await start_site(app, host="127.0.0.1", port=port)
     await application.start()

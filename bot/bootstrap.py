@@ -50,6 +50,7 @@ from services.models import Booking
 from services.payments.base import PaymentGateway
 from services.payments.sandbox import SandboxGateway
 from services.payments.stripe import StripeGateway
+from services.retention import RetentionJob
 from services.storage import Storage
 from services.storage.sqlite import SQLiteStorage
 from services.storage.supabase import SupabaseStorage
@@ -150,6 +151,10 @@ async def open_adapters(
     return Adapters(storage=storage, state=state, cache=cache, provider=provider, gateway=gateway)
 
 
+# Updates handled at once by one process: PTB's bound when polling, bot/web.py's on the webhook.
+UPDATES_IN_FLIGHT = 64
+
+
 def build_application(
     settings: Settings, *, token: str, base_url: str | None = None
 ) -> Application[Any, Any, Any, Any, Any, Any]:
@@ -158,7 +163,7 @@ def build_application(
         .token(token)
         .context_types(ContextTypes(context=TravelContext, bot_data=dict))
         .rate_limiter(AIORateLimiter(max_retries=3))
-        .concurrent_updates(64)
+        .concurrent_updates(UPDATES_IN_FLIGHT)
         # Our aiohttp transport, not PTB's httpx one: see bot.telegram_http for why.
         .request(AiohttpRequest())
         .get_updates_request(AiohttpRequest(connection_pool_size=1))
@@ -239,6 +244,7 @@ async def open_runtime(
             bot_id=application.bot.id,
             ttl=settings.conversation_ttl,
         )
+        stack.push_async_callback(engine.close)
         # An admin's /block reaches the user's conversation in progress through this.
         deps.chats = StoreChatStates(
             adapters.state, bot_id=application.bot.id, ttl=settings.conversation_ttl
@@ -250,7 +256,8 @@ async def open_runtime(
         # hand before the Application shuts down (the stack unwinds last-in, first-out).
         await broadcasts.start()
         stack.push_async_callback(broadcasts.stop)
-        sweeper = asyncio.create_task(_sweep(bookings, broadcasts), name="sweeper")
+        retention = RetentionJob(adapters.storage, settings.retention)
+        sweeper = asyncio.create_task(_sweep(bookings, broadcasts, retention), name="sweeper")
         stack.callback(sweeper.cancel)
         yield Runtime(
             settings=settings,
@@ -286,7 +293,9 @@ def _typing_sender(
 SWEEP_INTERVAL = 60.0
 
 
-async def _sweep(bookings: BookingService, broadcasts: BroadcastWorker) -> None:
+async def _sweep(
+    bookings: BookingService, broadcasts: BroadcastWorker, retention: RetentionJob
+) -> None:
     """Every minute: expire unpaid bookings whose deadline passed without a webhook (and the
     sandbox's, which has no timer of its own), and carry on broadcasts whose worker died.
     Safe on every worker: transitions are conditional and a broadcast has one lease."""
@@ -302,6 +311,15 @@ async def _sweep(bookings: BookingService, broadcasts: BroadcastWorker) -> None:
             log.warning(
                 "looking for orphaned broadcasts failed; retrying next minute", exc_info=True
             )
+        await _retain(retention)
+
+
+async def _retain(retention: RetentionJob) -> None:
+    """Old rows of the tables that only grow; hourly (services/retention.py)."""
+    try:
+        await retention.run_due()
+    except Exception:
+        log.warning("deleting expired records failed; retrying next minute", exc_info=True)
 
 
 def _admin_alerter(

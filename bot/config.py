@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -22,6 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.money import is_currency
+from services.retention import RetentionPolicy
 
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{20,}$")
 _WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -70,6 +72,9 @@ class Settings(BaseSettings):
     flight_provider: FlightProvider = FlightProvider.DEMO
     kiwi_api_key: SecretStr | None = None
     kiwi_base_url: AnyHttpUrl = AnyHttpUrl("https://api.tequila.kiwi.com")
+    # The provider's key is a test key (its own sandbox issues no real tickets): only then may a
+    # real provider run with the sandbox checkout, which takes no money.
+    provider_test_mode: bool = False
 
     default_currency: str = "EUR"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -77,6 +82,13 @@ class Settings(BaseSettings):
     conversation_ttl: int = Field(default=24 * 3600, ge=60)
     payment_window_minutes: int = Field(default=30, ge=30, le=24 * 60)
     log_level: str = "INFO"
+
+    # Retention (services/retention.py): days before old rows of the tables that only grow go.
+    # The ledger outlives Stripe's retries (3 days) and dashboard resends (30); searches outlive
+    # the longest /stats period (30 days).
+    retention_denied_audit_days: int = Field(default=30, ge=1)
+    retention_payment_events_days: int = Field(default=90, ge=31)
+    retention_searches_days: int = Field(default=90, ge=31)
 
     @field_validator("admin_user_ids", mode="before")
     @classmethod
@@ -142,6 +154,13 @@ class Settings(BaseSettings):
             raise _MissingError("stripe_webhook_secret", "required when STRIPE_SECRET_KEY is set")
         if self.flight_provider is FlightProvider.KIWI and not self.kiwi_api_key:
             raise _MissingError("kiwi_api_key", "required when FLIGHT_PROVIDER=kiwi")
+        if self.issues_real_tickets and not self.uses_stripe:
+            raise _MissingError(
+                "stripe_secret_key",
+                f"required when FLIGHT_PROVIDER={self.flight_provider.value} issues real tickets "
+                "(the sandbox checkout takes no money); set PROVIDER_TEST_MODE=true only with "
+                "the provider's test key",
+            )
         if self.telegram_webhook_url and not self.telegram_webhook_secret:
             raise _MissingError(
                 "telegram_webhook_secret", "required when TELEGRAM_WEBHOOK_URL is set"
@@ -160,6 +179,26 @@ class Settings(BaseSettings):
     @property
     def uses_stripe(self) -> bool:
         return self.stripe_secret_key is not None
+
+    @property
+    def issues_real_tickets(self) -> bool:
+        """Whether a paid booking buys a real ticket: the one rule that decides if payments
+        must be real (no ticket for money the sandbox checkout never took).
+
+        The demo provider never does; a real one does unless ``PROVIDER_TEST_MODE`` says its
+        key is the provider's test key. A provider whose keys tell their mode (Duffel's test
+        tokens start with ``duffel_test_``) adds that check here."""
+        if self.flight_provider is FlightProvider.DEMO:
+            return False
+        return not self.provider_test_mode
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        return RetentionPolicy(
+            denied_audit=timedelta(days=self.retention_denied_audit_days),
+            payment_events=timedelta(days=self.retention_payment_events_days),
+            searches=timedelta(days=self.retention_searches_days),
+        )
 
     @property
     def base_url(self) -> str:

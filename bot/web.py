@@ -12,7 +12,17 @@ from typing import Any
 from aiohttp import web
 from telegram import Update
 
-from bot.bootstrap import Runtime
+from bot.bootstrap import UPDATES_IN_FLIGHT, Runtime
+from bot.web_guard import (
+    BODY_READ_TIMEOUT,
+    BODY_TIMEOUT,
+    TELEGRAM_MAX_BYTES,
+    GateFullError,
+    RequestRefusedError,
+    UpdateGate,
+    parse_update,
+    read_body,
+)
 from bot.web_payments import add_payment_routes
 from handlers.telegram import WEBHOOK_REPLY, WebhookReply
 from services.messages import esc
@@ -21,8 +31,9 @@ log = logging.getLogger(__name__)
 
 RUNTIME = web.AppKey("runtime", Runtime)
 IN_FLIGHT = web.AppKey("in_flight", set)
+UPDATE_GATE = web.AppKey("update_gate", UpdateGate)
 
-MAX_UPDATE_BYTES = 1 << 20
+MAX_UPDATE_BYTES = TELEGRAM_MAX_BYTES
 
 
 async def telegram_webhook(request: web.Request) -> web.Response:
@@ -39,13 +50,27 @@ async def telegram_webhook(request: web.Request) -> web.Response:
         given.encode(), expected.get_secret_value().encode()
     ):
         return web.Response(status=403, text="forbidden")
-    if request.content_length is not None and request.content_length > MAX_UPDATE_BYTES:
-        return web.Response(status=413, text="too large")
     try:
-        payload = await request.json()
+        payload = parse_update(await read_body(request, limit=MAX_UPDATE_BYTES))
         update = Update.de_json(payload, runtime.application.bot)
-    except (ValueError, TypeError, KeyError):
+    except RequestRefusedError as refused:
+        return refused.response()
+    except Exception:  # noqa: BLE001 - PTB's de_json raises anything for a malformed update
+        log.warning("a webhook update PTB could not read was refused")
         return web.Response(status=400, text="not an update")
+    try:
+        async with request.app[UPDATE_GATE].slot():
+            reply = await _process(request, runtime, update)
+    except GateFullError:
+        # Telegram delivers a refused update again later.
+        log.warning("too many updates in flight; one was refused for Telegram to redeliver")
+        return web.Response(status=503, text="busy", headers={"Retry-After": "1"})
+    if reply.method is not None:
+        return web.json_response(reply.method)
+    return web.Response(text="ok")
+
+
+async def _process(request: web.Request, runtime: Runtime, update: Update) -> WebhookReply:
     task = asyncio.current_task()
     in_flight: set[Any] = request.app[IN_FLIGHT]
     in_flight.add(task)
@@ -56,9 +81,7 @@ async def telegram_webhook(request: web.Request) -> web.Response:
     finally:
         WEBHOOK_REPLY.reset(token)
         in_flight.discard(task)
-    if reply.method is not None:
-        return web.json_response(reply.method)
-    return web.Response(text="ok")
+    return reply
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -108,11 +131,18 @@ async def checkout_done(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
-def init_app(runtime: Runtime, *, telegram_webhook_route: bool) -> web.Application:
+def init_app(
+    runtime: Runtime,
+    *,
+    telegram_webhook_route: bool,
+    body_read_timeout: float = BODY_READ_TIMEOUT,
+) -> web.Application:
     """The web application; tests reuse it with their own runtime."""
     app = web.Application(client_max_size=MAX_UPDATE_BYTES)
     app[RUNTIME] = runtime
     app[IN_FLIGHT] = set()
+    app[UPDATE_GATE] = UpdateGate(UPDATES_IN_FLIGHT)
+    app[BODY_TIMEOUT] = body_read_timeout
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/checkout/done/{reference}", checkout_done)
     if telegram_webhook_route:

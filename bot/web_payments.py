@@ -12,6 +12,7 @@ import logging
 
 from aiohttp import web
 
+from bot.web_guard import STRIPE_MAX_BYTES, RequestRefusedError, read_body
 from services.bookings import BookingService
 from services.models import Booking, BookingStatus
 from services.payments.base import (
@@ -48,7 +49,11 @@ class _PaymentRoutes:
         self._gateway = gateway
 
     async def webhook(self, request: web.Request) -> web.Response:
-        payload = await request.read()
+        try:
+            payload = await read_body(request, limit=STRIPE_MAX_BYTES)
+        except RequestRefusedError as refused:
+            log.warning("stripe webhook refused: %s", refused.reason)
+            return refused.response()
         try:
             event = self._gateway.parse_event(payload, request.headers.get("Stripe-Signature"))
         except InvalidSignatureError as error:

@@ -9,6 +9,7 @@ recognised and refused without touching anything.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -197,6 +198,14 @@ UNKNOWN_COMMAND = "I don't know that command. /help lists what I can do."
 EXPIRED_BUTTON = Notice(text="This button has expired. Use the latest message, or /cancel.")
 
 
+# A chat's lock: long enough for a slow provider search with its retries; a crashed worker's
+# lock still frees itself within a minute.
+LOCK_TTL = 60.0
+# A save that failed is tried again after these pauses (doubling), while the lock is ours.
+_FIRST_LATE_SAVE = 0.2
+_MAX_LATE_SAVE = 2.0
+
+
 class Router:
     """Maps what the user did to a flow handler; knows nothing about storage or Telegram."""
 
@@ -237,6 +246,7 @@ class Engine:
         self.bot_id = bot_id
         self.ttl = ttl
         self.rate = rate
+        self._late_saves: set[asyncio.Task[None]] = set()
 
     async def handle(self, event: Event) -> TurnResult:
         key = ChatKey(bot_id=self.bot_id, chat_id=event.chat_id)
@@ -246,9 +256,7 @@ class Engine:
                 rate_key=f"user:{event.user.id}",
                 rate=self.rate,
                 wait=8.0,
-                # Long enough for a slow provider search with its retries; a crashed worker's
-                # lock still frees itself within a minute.
-                lock_ttl=60.0,
+                lock_ttl=LOCK_TTL,
             )
         except StateUnavailableError:
             log.warning("state store unavailable for an update", exc_info=True)
@@ -304,13 +312,48 @@ class Engine:
         try:
             await self.store.commit(turn, record, ttl=self.ttl)
         except StateUnavailableError:
-            log.warning("state store unavailable while saving", exc_info=True)
-            raise
+            # The turn's work is done (a booking and its payment link may exist by now), so
+            # its replies still go out; the save is retried while the chat's lock is ours, so
+            # the chat goes on from the new state, and is not locked, once the store is back.
+            log.warning("state store unavailable while saving; retrying in the background")
+            self._save_later(turn, record)
         except LockTimeoutError:
             # The turn outlived its lock and another update may have moved the chat on: our
             # write was refused so as not to overwrite it. The traveller simply tries again.
             log.warning("a turn outlived its chat lock; its state change was dropped")
             raise
+
+    def _save_later(self, turn: Turn, record: StateRecord | None) -> None:
+        task = asyncio.create_task(self._save_while_locked(turn, record), name="late-save")
+        self._late_saves.add(task)
+        task.add_done_callback(self._late_saves.discard)
+
+    async def _save_while_locked(self, turn: Turn, record: StateRecord | None) -> None:
+        deadline = time.monotonic() + LOCK_TTL
+        delay = _FIRST_LATE_SAVE
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.store.commit(turn, record, ttl=self.ttl)
+            except StateUnavailableError:
+                if time.monotonic() >= deadline:
+                    log.warning("a turn's state change was lost: the store stayed away")
+                    return
+                delay = min(delay * 2, _MAX_LATE_SAVE)
+                continue
+            except LockTimeoutError:
+                # Our lock is gone: it ran out, or the first save did land and only its
+                # answer was lost. Either way nothing more is ours to write.
+                log.warning("a turn's late save found its lock gone; nothing was written")
+                return
+            log.info("a turn's state was saved once the store came back")
+            return
+
+    async def close(self) -> None:
+        """Stop retrying saves: each chat's lock runs out by itself."""
+        for task in list(self._late_saves):
+            task.cancel()
+        await asyncio.gather(*self._late_saves, return_exceptions=True)
 
     async def _release(self, turn: Turn) -> None:
         try:

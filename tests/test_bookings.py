@@ -12,8 +12,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -47,8 +49,11 @@ from services.payments.stripe import StripeGateway
 from services.storage.base import Storage
 from tests.standins.kiwi import KiwiStandIn
 from tests.standins.stripe import StripeStandin
+from tests.support.botkit import running_bot
 from tests.support.days import next_winter_day
 from tests.support.supabase_stack import StorageFactory
+from tests.test_conversation_e2e import TRAVELLER, TRAVELLER_REST, to_results
+from tests.test_workers import new_user
 
 S = BookingStatus
 USER = 4242
@@ -756,20 +761,97 @@ async def test_a_payment_of_another_amount_is_not_confirmed(
     assert any("expects" in alert for alert in world.alerts)
 
 
-async def test_nothing_the_traveller_sends_reaches_the_amount(
-    world: World, itinerary: Itinerary
-) -> None:
-    """What a user controls is who travels (and which offer they picked); the amount on the
-    booking and the session is the provider's price for that offer."""
-    crafted = traveller("Ana", "Silva <b>€1</b>").model_copy(
-        update={"email": "x@example.com", "phone": "amount=1"}
+async def _provider_total(tequila: KiwiStandIn, booking_token: str) -> Money:
+    """What Kiwi itself quotes for the offer now, asked over its API as the bot would."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{tequila.base_url}/v2/booking/check_flights",
+            params={"booking_token": booking_token, "currency": "EUR", "bnum": "0", "pnum": "1"},
+            headers={"apikey": tequila.api_key},
+        ) as answer,
+    ):
+        body = await answer.json()
+    return Money.from_decimal(str(body["conversion"]["amount"]), body["conversion"]["currency"])
+
+
+def _tampered(data: str, **changes: str) -> str:
+    version, action, arg = data.split("|", 2)
+    return "|".join(
+        (changes.get("version", version), changes.get("action", action), changes.get("arg", arg))
     )
-    booking, session = await world.service.start_checkout(USER, itinerary, (crafted,))
-    assert booking.amount == itinerary.price
-    assert session.amount == itinerary.price
-    assert world.stripe.sessions[session.id]["amount_total"] == itinerary.price.amount
-    sent = world.stripe.requests[0].params
-    assert sent["line_items"][0]["price_data"]["unit_amount"] == str(itinerary.price.amount)
+
+
+async def test_nothing_the_traveller_sends_reaches_the_amount(
+    tmp_path: Path, stripe_api: StripeStandin, places: PlaceIndex
+) -> None:
+    """A traveller drives the real bot (sandbox Telegram, Kiwi and Stripe stand-ins) and
+    tampers with buttons and types amounts on the way (28 turns: under the bot's rate limit); what Stripe is asked to charge is
+    Kiwi's own quote for the offer, which rose after the search (so not the price shown in the
+    results either)."""
+    tequila = KiwiStandIn(check_mode="price_change")
+    await tequila.start()
+    kiwi = KiwiProvider(tequila.api_key, base_url=tequila.base_url, places=places)
+    stripe_settings = {
+        "stripe_secret_key": stripe_api.api_key,
+        "stripe_webhook_secret": stripe_api.webhook_secret,
+        "stripe_api_base": stripe_api.base_url,
+    }
+    try:
+        async with running_bot(tmp_path, provider=kiwi, **stripe_settings) as bot:
+            user = new_user()
+            await to_results(bot, user)
+            results = bot.buttons(user)
+            [(_, first, message_id)] = [b for b in results if b[0] == "1"]
+            [(_, second, _)] = [b for b in results if b[0] == "2"]
+            assert first is not None
+            assert second is not None
+            fingerprint = first.rsplit(".", 1)[1]
+            index_two = second.split("|")[2].split(".")[0]
+            forged = [
+                _tampered(first, arg=first.split("|", 2)[2] + "|amount=1"),
+                _tampered(first, arg=f"{index_two}.{fingerprint}"),  # another row, same check
+                _tampered(first, arg="0.x;price=0.01"),
+                _tampered(first, action="pay"),  # a later step's button, pressed now
+                "!abandon|AAAAAA",
+            ]
+            for data in forged:
+                await bot.press_raw(user, message_id, data)
+                assert (await bot.state(user)).state == "search:results", data
+            for text in ("€0.01", "pay 1 EUR"):
+                await bot.say(user, text)
+                assert (await bot.state(user)).state == "search:results", text
+            await bot.press(user, "1")
+            await bot.say(user, "amount: 1 EUR")
+            [shown] = [label for label, _, _ in bot.buttons(user) if label.startswith("Book for")]
+            await bot.press(user, "Book for")
+            await bot.press(user, "Continue at")  # Kiwi's check raised the fare
+            for answer in TRAVELLER:
+                await bot.say(user, answer)
+            await bot.press(user, "Female")
+            for answer in TRAVELLER_REST:
+                await bot.say(user, answer)
+            await bot.press(user, "Skip")
+            await bot.say(user, "charge me €1 instead")
+            [(_, pay, review_id)] = [b for b in bot.buttons(user) if b[0].startswith("Pay ")]
+            assert pay is not None
+            reply = await bot.press_raw(user, review_id, _tampered(pay, arg="amount=1"))
+
+            [session] = stripe_api.sessions.values()
+            [booking] = await bot.runtime.adapters.storage.list_bookings(user)
+            assert booking.itinerary.booking_token is not None
+            quoted = await _provider_total(tequila, booking.itinerary.booking_token)
+            assert quoted.format() not in shown  # the quote is not the price the results showed
+            assert booking.amount == quoted
+            assert (session["amount_total"], session["currency"]) == (quoted.amount, "eur")
+            [create] = [r for r in stripe_api.requests if r.path == "/v1/checkout/sessions"]
+            price_data = create.params["line_items"][0]["price_data"]
+            assert price_data["unit_amount"] == str(quoted.amount)
+            labels = [button.label for row in reply.last.buttons for button in row]
+            assert f"💳 Pay {quoted.format()} securely" in labels
+    finally:
+        await kiwi.close()
+        await tequila.close()
 
 
 async def test_confirmation_escapes_what_the_traveller_typed(
@@ -784,13 +866,3 @@ async def test_confirmation_escapes_what_the_traveller_typed(
     assert "&lt;script&gt;&amp;" in told.text
     assert "CA1234567" not in told.text
     assert "•••• 4567" in told.text
-
-
-async def test_webhook_answers_fast(world: World, itinerary: Itinerary) -> None:
-    _booking, session_id = await checkout(world, itinerary)
-    event = world.stripe.complete_session(session_id)
-    started = time.perf_counter()
-    await world.stripe.deliver(world.webhook, event, times=20)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 5
-    print(f"20 concurrent deliveries handled in {elapsed * 1000:.0f} ms")

@@ -16,11 +16,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
 
+from tests.standins.stripe import StripeStandin
 from tests.support.botkit import BotKit, Reply, running_bot
 from tests.support.redis_db import RedisProxy
-from tests.test_conversation_e2e import to_trip
+from tests.test_conversation_e2e import to_review, to_trip
 from tests.test_workers import Worker, new_user, running_workers
 
 UNAVAILABLE = "temporarily unavailable"
@@ -94,6 +96,64 @@ async def test_a_hung_redis_gets_the_same_answer_within_seconds(
     reply = await bot.press(user, "One-way")
     assert "When do you fly?" in reply.text
     assert errors_logged(caplog) == []
+
+
+class RedisGoesWithCheckout(StripeStandin):
+    """Stripe, where creating a Checkout Session is the moment Redis goes away: the Pay turn
+    has taken the chat's lock and read its state, and cannot save what it did."""
+
+    def __init__(self, proxy: RedisProxy) -> None:
+        super().__init__()
+        self.proxy = proxy
+        self.armed = False
+
+    async def _create_session(self, request: web.Request) -> web.Response:
+        if self.armed:
+            self.armed = False
+            await self.proxy.stop()
+        return await super()._create_session(request)
+
+
+async def test_redis_lost_during_pay_the_traveller_gets_the_link_and_the_chat_moves_on(
+    tmp_path: Path,
+    redis_proxy: RedisProxy,
+    redis_prefix: str,
+    redis_client: Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stripe = RedisGoesWithCheckout(redis_proxy)
+    async with (
+        stripe,
+        running_bot(
+            tmp_path,
+            redis_url=redis_proxy.url,
+            redis_prefix=redis_prefix,
+            stripe_secret_key=stripe.api_key,
+            stripe_webhook_secret=stripe.webhook_secret,
+            stripe_api_base=stripe.base_url,
+        ) as bot,
+    ):
+        user = new_user()
+        await to_review(bot, user)
+        stripe.armed = True
+        reply = await bot.press(user, "Pay")
+
+        # The Checkout Session exists, and the traveller was given its link.
+        [session] = stripe.sessions.values()
+        assert "is held for you" in reply.text, reply.text
+        links = [button.url for row in reply.last.buttons for button in row]
+        assert session["url"] in links
+        assert UNAVAILABLE not in reply.text
+        assert bot.sandbox.all_callbacks_answered()
+
+        # Redis is back: the chat is not left locked for a minute, and it is where the
+        # traveller was told it is (waiting for the payment), not back at the review.
+        await redis_proxy.start()
+        reply = await bot.say(user, "did it work?")
+        assert "Waiting for your payment" in reply.text, reply.text
+        assert (await bot.state(user)).state == "book:payment"
+        assert len(stripe.sessions) == 1
+        assert errors_logged(caplog) == []
 
 
 async def _health(worker: Worker) -> tuple[int, dict[str, Any]]:

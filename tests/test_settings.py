@@ -28,6 +28,10 @@ ALL_SETTINGS = [
     "FLIGHT_PROVIDER",
     "KIWI_API_KEY",
     "KIWI_BASE_URL",
+    "PROVIDER_TEST_MODE",
+    "RETENTION_DENIED_AUDIT_DAYS",
+    "RETENTION_PAYMENT_EVENTS_DAYS",
+    "RETENTION_SEARCHES_DAYS",
     "DEFAULT_CURRENCY",
     "PORT",
 ]
@@ -124,6 +128,43 @@ def test_each_bad_value_names_its_setting(
             assert value not in message or value in expected  # input is not echoed back
 
 
+def test_a_real_provider_with_the_sandbox_checkout_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sandbox checkout's Pay button takes no money: with Kiwi it would buy a real ticket."""
+    monkeypatch.setenv("FLIGHT_PROVIDER", "kiwi")
+    monkeypatch.setenv("KIWI_API_KEY", "live-kiwi-key")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith("STRIPE_SECRET_KEY: required when FLIGHT_PROVIDER=kiwi issues real")
+    assert "PROVIDER_TEST_MODE=true" in message
+    assert "\n" not in message
+    assert "live-kiwi-key" not in message
+
+    monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_live_1")
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_1")
+    assert load_settings().issues_real_tickets  # real money, real tickets: allowed
+
+
+def test_a_providers_test_mode_may_use_the_sandbox_checkout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLIGHT_PROVIDER", "kiwi")
+    monkeypatch.setenv("KIWI_API_KEY", "kiwi-test-key")
+    monkeypatch.setenv("PROVIDER_TEST_MODE", "true")
+    settings = load_settings()
+    assert not settings.issues_real_tickets
+    assert not settings.uses_stripe
+    monkeypatch.setenv("PROVIDER_TEST_MODE", "false")
+    with pytest.raises(SettingsError):
+        load_settings()
+
+
+def test_demo_fares_never_issue_real_tickets() -> None:
+    assert not load_settings().issues_real_tickets
+
+
 def test_cli_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ALL_SETTINGS}
     env["PORT"] = "-1"
@@ -140,6 +181,31 @@ def test_cli_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
     lines = run.stderr.strip().splitlines()
     assert lines == [lines[0]]
     assert lines[0].startswith("travelbot: setting error: PORT: ")
+    assert "Traceback" not in run.stderr
+
+
+def test_webhook_with_kiwi_and_no_stripe_does_not_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ALL_SETTINGS}
+    env.update(
+        FLIGHT_PROVIDER="kiwi",
+        KIWI_API_KEY="live-kiwi-key",
+        TELEGRAM_BOT_TOKEN="424242:SANDBOX-test-token-not-a-secret",
+        TELEGRAM_WEBHOOK_URL="https://bot.example.com/telegram/webhook",
+        TELEGRAM_WEBHOOK_SECRET="s3cret",
+        PYTHONPATH=str(ROOT),
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "bot", "webhook"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [run.stderr.strip().splitlines()[0]], run.stderr
+    assert run.stderr.startswith("travelbot: setting error: STRIPE_SECRET_KEY: required when")
     assert "Traceback" not in run.stderr
 
 

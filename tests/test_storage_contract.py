@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -501,6 +502,83 @@ async def test_audit_entries_are_listed_newest_first(storage: Storage) -> None:
     assert entries[1].details == {"amount": 1999}
     assert all(e.created_at is not None for e in entries)
     assert len(await storage.list_audit(limit=2)) == 2
+
+
+# retention ---------------------------------------------------------------------------------------
+def _cutoffs(audit: datetime, events: datetime, searches: datetime, **extra: int) -> dict[str, Any]:
+    return {
+        "denied_audit_before": audit,
+        "payment_events_before": events,
+        "searches_before": searches,
+        **extra,
+    }
+
+
+async def test_retention_deletes_only_old_rows_that_nothing_still_needs(storage: Storage) -> None:
+    bookings = {
+        status: await storage.create_booking(new_booking(status=status))
+        for status in (S.AWAITING_PAYMENT, S.PAID, S.CONFIRMED, S.CANCELLED, S.REFUNDED, S.EXPIRED)
+    }
+    for status, booking in bookings.items():
+        assert await storage.record_payment_event(f"evt_{status.value}", "x", booking.id)
+    assert await storage.record_payment_event("evt_unlinked", "account.updated")
+    for command in ("/stats", "/refund"):
+        await storage.append_audit(AuditEntry(admin_id=77, action="denied", target=command))
+    await storage.append_audit(AuditEntry(admin_id=9, action="refund", target="ABC234"))
+    for _ in range(3):
+        await storage.log_search(search())
+    hour_ago, in_an_hour = utcnow() - timedelta(hours=1), utcnow() + timedelta(hours=1)
+
+    # Nothing is older than its cutoff yet: nothing goes.
+    nothing = await storage.delete_expired_records(**_cutoffs(hour_ago, hour_ago, hour_ago))
+    assert nothing == {"admin_audit": 0, "payment_events": 0, "flight_searches": 0}
+
+    # Every row is past its cutoff: only what nothing needs goes.
+    deleted = await storage.delete_expired_records(**_cutoffs(in_an_hour, in_an_hour, in_an_hour))
+    assert deleted == {"admin_audit": 2, "payment_events": 3, "flight_searches": 3}
+    # The admin's own action stays; the refused attempts are gone.
+    assert [(e.action, e.target) for e in await storage.list_audit()] == [("refund", "ABC234")]
+    # Bookings that can still move keep their ledger, so a redelivery is still known...
+    for status in (S.AWAITING_PAYMENT, S.PAID, S.CONFIRMED, S.CANCELLED):
+        booking = bookings[status]
+        assert [e[0] for e in await storage.list_payment_events(booking.id)] == [
+            f"evt_{status.value}"
+        ]
+        assert not await storage.record_payment_event(f"evt_{status.value}", "x", booking.id)
+    # ...finished ones and unlinked events lost theirs; every booking itself stays.
+    for status in (S.REFUNDED, S.EXPIRED):
+        assert await storage.list_payment_events(bookings[status].id) == []
+    assert await storage.record_payment_event("evt_unlinked", "account.updated")
+    for booking in bookings.values():
+        assert await storage.get_booking(booking.id) is not None
+    assert (await storage.stats(hour_ago)).searches == 0
+    assert (await storage.stats(hour_ago)).bookings_by_status[S.PAID] == 1
+
+
+async def test_retention_goes_oldest_first_a_batch_at_a_time_with_a_cutoff_per_table(
+    storage: Storage,
+) -> None:
+    for command in ("/a", "/b", "/c"):
+        await storage.append_audit(AuditEntry(admin_id=77, action="denied", target=command))
+    for origin in ("AAA", "BBB", "CCC"):
+        await storage.log_search(search(origin))
+    assert await storage.record_payment_event("evt_old", "account.updated")
+    hour_ago, in_an_hour = utcnow() - timedelta(hours=1), utcnow() + timedelta(hours=1)
+
+    # Only the audit's cutoff has passed, and only two rows go per call.
+    first = await storage.delete_expired_records(
+        **_cutoffs(in_an_hour, hour_ago, hour_ago, limit=2)
+    )
+    assert first == {"admin_audit": 2, "payment_events": 0, "flight_searches": 0}
+    assert [e.target for e in await storage.list_audit()] == ["/c"]  # the newest is left
+
+    second = await storage.delete_expired_records(
+        **_cutoffs(in_an_hour, hour_ago, in_an_hour, limit=2)
+    )
+    assert second == {"admin_audit": 1, "payment_events": 0, "flight_searches": 2}
+    routes = (await storage.stats(hour_ago)).top_routes
+    assert [route.origin for route in routes] == ["CCC"]
+    assert not await storage.record_payment_event("evt_old", "account.updated")
 
 
 # user data ---------------------------------------------------------------------------------------

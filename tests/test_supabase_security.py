@@ -41,6 +41,13 @@ FUNCTIONS: dict[str, dict[str, Any]] = {
     "create_broadcast": {"p_admin_id": 1, "p_text": "x", "p_recipient_ids": [1]},
     "claim_broadcast_deliveries": {"p_broadcast_id": 1, "p_limit": 10},
     "broadcast_counts": {"p_broadcast_id": 1},
+    "delete_expired_records": {
+        "p_denied_audit_before": "2100-01-01T00:00:00Z",
+        "p_payment_events_before": "2100-01-01T00:00:00Z",
+        "p_searches_before": "2100-01-01T00:00:00Z",
+        "p_live_statuses": [],
+        "p_limit": 1000,
+    },
 }
 
 

@@ -6,6 +6,7 @@ so a sandbox payment and a Stripe payment reach the booking service as identical
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -118,6 +119,14 @@ def session_from_stripe(obj: Mapping[str, Any]) -> CheckoutSession:
         )
     except (ValidationError, ValueError, OverflowError, OSError) as exc:
         raise MalformedEventError(f"not a checkout session: {exc}") from None
+
+
+def load_event_body(payload: bytes) -> Any:
+    """A verified webhook body as JSON; nesting deep enough to exhaust the parser is not JSON."""
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError):
+        raise MalformedEventError("the body is not JSON") from None
 
 
 def event_from_stripe(body: Any) -> PaymentEvent:

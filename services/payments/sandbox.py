@@ -25,7 +25,6 @@ from services.money import Money
 from services.payments.base import (
     CheckoutSession,
     InvalidSignatureError,
-    MalformedEventError,
     PaymentError,
     PaymentEvent,
     PaymentGateway,
@@ -35,6 +34,7 @@ from services.payments.events import (
     CHECKOUT_COMPLETED,
     CHECKOUT_EXPIRED,
     event_from_stripe,
+    load_event_body,
     to_stripe_amount,
 )
 from services.storage.base import Storage
@@ -181,11 +181,7 @@ class SandboxGateway(PaymentGateway):
         expected = self._sign(fields.get("t", ""), payload)
         if not hmac.compare_digest(expected, fields.get("v1", "")):
             raise InvalidSignatureError("the signature does not match")
-        try:
-            body = json.loads(payload)
-        except ValueError:
-            raise MalformedEventError("the body is not JSON") from None
-        return event_from_stripe(body)
+        return event_from_stripe(load_event_body(payload))
 
     def _sign(self, stamp: str, payload: bytes) -> str:
         return hmac.new(

@@ -6,7 +6,6 @@ the bot already uses). ``api_base`` points it at a local stand-in in tests (``ST
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Mapping
 from datetime import datetime, timedelta
@@ -22,7 +21,6 @@ from services.money import Money
 from services.payments.base import (
     CheckoutSession,
     InvalidSignatureError,
-    MalformedEventError,
     PaymentError,
     PaymentEvent,
     PaymentGateway,
@@ -32,6 +30,7 @@ from services.payments.base import (
 from services.payments.events import (
     event_from_stripe,
     from_stripe_amount,
+    load_event_body,
     session_from_stripe,
     to_stripe_amount,
 )
@@ -225,11 +224,7 @@ class StripeGateway(PaymentGateway):
             raise InvalidSignatureError(str(exc).split(".")[0]) from None
         except UnicodeDecodeError:
             raise InvalidSignatureError("the body is not UTF-8, so it cannot be signed") from None
-        try:
-            body = json.loads(payload)
-        except ValueError:
-            raise MalformedEventError("the body is not JSON") from None
-        return event_from_stripe(body)
+        return event_from_stripe(load_event_body(payload))
 
     # errors ----------------------------------------------------------------------------------
     async def _call(self, pending: Awaitable[_T]) -> _T:

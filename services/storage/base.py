@@ -52,6 +52,24 @@ BROADCAST_TRANSITIONS: dict[BroadcastStatus, frozenset[BroadcastStatus]] = {
 }
 
 
+# A booking in one of these can still move (money may still arrive or be refunded), so its
+# payment events are kept however old: the ledger answers Stripe's redeliveries and /booking
+# shows them. Refunded is final; an expired booking's Checkout Session lasted at most 24 hours.
+LIVE_BOOKING_STATUSES = frozenset(
+    {
+        BookingStatus.DRAFT,
+        BookingStatus.AWAITING_PAYMENT,
+        BookingStatus.PAID,
+        BookingStatus.CONFIRMED,
+        BookingStatus.FAILED,
+        BookingStatus.CANCELLED,
+    }
+)
+# Rows deleted per table per retention run, so one run never holds a table for long.
+PURGE_BATCH = 5000
+RETENTION_TABLES = ("admin_audit", "payment_events", "flight_searches")
+
+
 def check_broadcast_transition(current: BroadcastStatus, new: BroadcastStatus) -> None:
     if new not in BROADCAST_TRANSITIONS[current]:
         raise IllegalTransitionError(f"a broadcast cannot go from {current} to {new}")
@@ -219,6 +237,21 @@ class Storage(ABC):
     async def funnel(self, since: datetime) -> dict[str, int]:
         """Counts for search → chosen → reviewed → paid since ``since``, keyed by
         ``FUNNEL_STAGES``. "paid" counts bookings whose money was taken, whatever came after."""
+
+    # retention -------------------------------------------------------------------------------
+    @abstractmethod
+    async def delete_expired_records(
+        self,
+        *,
+        denied_audit_before: datetime,
+        payment_events_before: datetime,
+        searches_before: datetime,
+        limit: int = PURGE_BATCH,
+    ) -> dict[str, int]:
+        """Delete, oldest first and at most ``limit`` rows per table, what only grows: refused
+        admin attempts (audit action ``denied``), payment events of no live booking (see
+        ``LIVE_BOOKING_STATUSES``) and searches, each older than its cutoff. Admin actions and
+        bookings are never deleted. Returns the rows deleted per table name."""
 
     # broadcasts ------------------------------------------------------------------------------
     # A broadcast survives a restart and reaches nobody twice. Each recipient has a delivery

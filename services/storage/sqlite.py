@@ -39,6 +39,8 @@ from services.models import (
 from services.storage import rows
 from services.storage.base import (
     FUNNEL_STAGES,
+    LIVE_BOOKING_STATUSES,
+    PURGE_BATCH,
     REFERENCE_ATTEMPTS,
     BookingNotFoundError,
     Storage,
@@ -174,6 +176,11 @@ SCHEMA_STEPS: tuple[tuple[str, ...], ...] = (
     (
         "ALTER TABLE broadcasts ADD COLUMN lease_owner TEXT",
         "ALTER TABLE broadcasts ADD COLUMN lease_until TEXT",
+    ),
+    (  # 20261202000300_retention.sql
+        "CREATE INDEX admin_audit_denied_created_idx ON admin_audit (created_at) "
+        "WHERE action = 'denied'",
+        "CREATE INDEX payment_events_received_at_idx ON payment_events (received_at)",
     ),
 )
 SCHEMA_VERSION = len(SCHEMA_STEPS)
@@ -611,6 +618,40 @@ class SQLiteStorage(Storage):
             "SELECT * FROM admin_audit ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
         )
         return [rows.audit_from_row(row) for row in found]
+
+    async def delete_expired_records(
+        self,
+        *,
+        denied_audit_before: datetime,
+        payment_events_before: datetime,
+        searches_before: datetime,
+        limit: int = PURGE_BATCH,
+    ) -> dict[str, int]:
+        live = sorted(status.value for status in LIVE_BOOKING_STATUSES)
+        marks = ", ".join("?" for _ in live)
+        async with self._transaction() as db:
+            audit = await db.execute(
+                "DELETE FROM admin_audit WHERE id IN (SELECT id FROM admin_audit "
+                "WHERE action = 'denied' AND created_at < ? ORDER BY created_at LIMIT ?)",
+                (_ts(denied_audit_before), limit),
+            )
+            events = await db.execute(
+                "DELETE FROM payment_events WHERE event_id IN ("  # noqa: S608 - only placeholders
+                "SELECT e.event_id FROM payment_events AS e WHERE e.received_at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM bookings AS b WHERE b.id = e.booking_id "
+                f"AND b.status IN ({marks})) ORDER BY e.received_at LIMIT ?)",
+                (_ts(payment_events_before), *live, limit),
+            )
+            searches = await db.execute(
+                "DELETE FROM flight_searches WHERE id IN (SELECT id FROM flight_searches "
+                "WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+                (_ts(searches_before), limit),
+            )
+            return {
+                "admin_audit": int(audit.rowcount),
+                "payment_events": int(events.rowcount),
+                "flight_searches": int(searches.rowcount),
+            }
 
     async def stats(self, since: datetime) -> Stats:
         start = _ts(since)

@@ -36,7 +36,10 @@ from services.models import (
 from services.storage import rows
 from services.storage.base import (
     FUNNEL_STAGES,
+    LIVE_BOOKING_STATUSES,
+    PURGE_BATCH,
     REFERENCE_ATTEMPTS,
+    RETENTION_TABLES,
     BookingNotFoundError,
     Storage,
     StorageUnavailableError,
@@ -450,6 +453,30 @@ class SupabaseStorage(Storage):
                 returning="minimal",
             )
         )
+
+    async def delete_expired_records(
+        self,
+        *,
+        denied_audit_before: datetime,
+        payment_events_before: datetime,
+        searches_before: datetime,
+        limit: int = PURGE_BATCH,
+    ) -> dict[str, int]:
+        result = _object(
+            await self._execute(
+                self._rpc(
+                    "delete_expired_records",
+                    {
+                        "p_denied_audit_before": _iso(denied_audit_before),
+                        "p_payment_events_before": _iso(payment_events_before),
+                        "p_searches_before": _iso(searches_before),
+                        "p_live_statuses": sorted(s.value for s in LIVE_BOOKING_STATUSES),
+                        "p_limit": limit,
+                    },
+                )
+            )
+        )
+        return {table: int(result.get(table, 0)) for table in RETENTION_TABLES}
 
     async def list_audit(self, *, limit: int = 50) -> list[AuditEntry]:
         if limit <= 0:
