@@ -74,6 +74,11 @@ class ConsolePrinter:
         if not message.from_bot:
             return
         head = "bot (updated)" if edited else "bot"
+        if message.document is not None:
+            size = len(message.document.content)
+            print(f"bot (file): {message.document.file_name or 'file'} ({size} bytes)", flush=True)
+            if not message.text and not message.buttons:
+                return
         lines = message.text.splitlines() or [""]
         out = [f"{head}: {lines[0]}", *(f"     {line}" for line in lines[1:])]
         if message.buttons:
