@@ -18,9 +18,11 @@ from pydantic import (
     ValidationError,
     field_validator,
     model_validator,
+    validate_email,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.mail.smtp import SmtpServer
 from services.money import is_currency
 
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{20,}$")
@@ -71,6 +73,12 @@ class Settings(BaseSettings):
     kiwi_api_key: SecretStr | None = None
     kiwi_base_url: AnyHttpUrl = AnyHttpUrl("https://api.tequila.kiwi.com")
 
+    # Confirmation emails: over SMTP when SMTP_URL is set, else written as .eml files into
+    # EMAIL_OUTBOX_DIR (default: an "outbox" folder beside the SQLite file).
+    smtp_url: SecretStr | None = None
+    email_from: str | None = None
+    email_outbox_dir: Path | None = None
+
     default_currency: str = "EUR"
     port: int = Field(default=8080, ge=1, le=65535)
 
@@ -119,6 +127,28 @@ class Settings(BaseSettings):
             raise ValueError("expected 1-64 characters of A-Z, a-z, 0-9, _, - and :")
         return value
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        SmtpServer.from_url(value.get_secret_value())  # ValueError says what is wrong
+        return value
+
+    @field_validator("email_from")
+    @classmethod
+    def _email_from_shape(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            validate_email(value)
+        except ValueError:
+            raise ValueError(
+                "expected an address such as bookings@example.com or "
+                "'Travel Bot <bookings@example.com>'"
+            ) from None
+        return value
+
     @field_validator("default_currency")
     @classmethod
     def _currency(cls, value: str) -> str:
@@ -142,6 +172,8 @@ class Settings(BaseSettings):
             raise _MissingError("stripe_webhook_secret", "required when STRIPE_SECRET_KEY is set")
         if self.flight_provider is FlightProvider.KIWI and not self.kiwi_api_key:
             raise _MissingError("kiwi_api_key", "required when FLIGHT_PROVIDER=kiwi")
+        if self.smtp_url and not self.email_from:
+            raise _MissingError("email_from", "required when SMTP_URL is set")
         if self.telegram_webhook_url and not self.telegram_webhook_secret:
             raise _MissingError(
                 "telegram_webhook_secret", "required when TELEGRAM_WEBHOOK_URL is set"
@@ -160,6 +192,20 @@ class Settings(BaseSettings):
     @property
     def uses_stripe(self) -> bool:
         return self.stripe_secret_key is not None
+
+    @property
+    def uses_smtp(self) -> bool:
+        return self.smtp_url is not None
+
+    @property
+    def email_sender_address(self) -> str:
+        """EMAIL_FROM, or a placeholder for the .eml files of the embedded default."""
+        return self.email_from or "travelbot <bookings@localhost>"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where the embedded default writes emails: beside the bot's other local data."""
+        return self.email_outbox_dir or self.sqlite_path.parent / "outbox"
 
     @property
     def base_url(self) -> str:
