@@ -33,7 +33,7 @@ def confirmation_email(booking: Booking, *, sender: str) -> EmailMessage | None:
         return None
     first = booking.itinerary.outbound[0]
     lines = [
-        f"Hello {html.escape(booking.travellers[0].first_name)},",
+        f"Hello {html.escape(booking.travellers[0].first_name.title())},",
         "",
         "Your booking is confirmed.",
         "",
@@ -82,7 +82,7 @@ def refund_email(
             f"<b>{html.escape(booking.reference)}</b>. The booking itself stands.",
         ]
     lines = [
-        f"Hello {html.escape(booking.travellers[0].first_name)},",
+        f"Hello {html.escape(booking.travellers[0].first_name.title())},",
         "",
         *what,
         "Banks usually show a refund within 5–10 days.",

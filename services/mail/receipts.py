@@ -131,7 +131,7 @@ class EmailReceipts:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
             wait=wait_exponential_jitter(
-                initial=self._first_retry, max=self._longest_wait, jitter=self._first_retry
+                multiplier=self._first_retry, max=self._longest_wait, jitter=self._first_retry
             ),
             retry=retry_if_exception_type(EmailUnavailableError),
             before_sleep=lambda state: self._log_retry(label, state),
