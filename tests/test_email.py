@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 from icalendar import Calendar
 
+from bot.config import SettingsError, load_settings
 from services.mail.files import FileSender
 from services.mail.receipts import EmailReceipts
 from services.mail.smtp import SmtpSender, SmtpServer
@@ -210,7 +211,7 @@ async def test_a_cancelled_booking_emails_the_refund_and_takes_the_flights_off_t
 
 
 async def test_the_embedded_default_writes_the_email_as_an_eml_file(tmp_path: Path) -> None:
-    async with running_bot(tmp_path) as bot:
+    async with running_bot(tmp_path, smtp_url=None) as bot:
         booking = await _booked(bot)
         assert bot.runtime.receipts is not None
         await bot.runtime.receipts.drain()
@@ -405,3 +406,42 @@ async def test_the_file_sender_writes_whole_messages_and_says_where(tmp_path: Pa
     assert path.suffix == ".eml"
     assert list((tmp_path / "outbox").iterdir()) == [path]  # no partial file left behind
     assert b"K7QW2P" in path.read_bytes()
+
+
+# settings ------------------------------------------------------------------------------------
+@pytest.fixture
+def no_email_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no developer .env
+    for name in ("SMTP_URL", "EMAIL_FROM", "EMAIL_OUTBOX_DIR", "SQLITE_PATH"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("no_email_env")
+@pytest.mark.parametrize(
+    ("settings", "line"),
+    [
+        ({"smtp_url": "http://mail.example.com"}, "SMTP_URL: expected a URL starting with smtp://"),
+        ({"smtp_url": "smtp://user:hunter2@"}, "SMTP_URL: expected a host"),
+        ({"smtp_url": "smtp://user:hunter2@mail.example.com:99999"}, "SMTP_URL: the port must"),
+        ({"smtp_url": "smtp://mail.example.com"}, "EMAIL_FROM: required when SMTP_URL is set"),
+        ({"email_from": "not an address"}, "EMAIL_FROM: expected an address"),
+    ],
+)
+def test_a_bad_email_setting_is_one_line_naming_it(settings: dict[str, str], line: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**settings)
+    assert str(caught.value).startswith(line)
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.usefixtures("no_email_env")
+def test_email_settings_choose_the_sender() -> None:
+    embedded = load_settings(sqlite_path="state/bot.sqlite3")
+    assert not embedded.uses_smtp
+    assert embedded.outbox_dir == Path("state/outbox")
+    smtp = load_settings(smtp_url="smtps://u:p@mail.example.com", email_from="a@example.com")
+    assert smtp.uses_smtp
+    assert smtp.smtp_url is not None
+    server = SmtpServer.from_url(smtp.smtp_url.get_secret_value())
+    assert (server.host, server.port, server.implicit_tls) == ("mail.example.com", 465, True)
+    assert SmtpServer.from_url("smtp://mail.example.com").port == 587
