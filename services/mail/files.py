@@ -33,7 +33,7 @@ class FileSender:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = self._folder / f"{stamp}-{secrets.token_hex(3)}.eml"
         try:
-            await asyncio.to_thread(self._write, path, message.as_bytes())
+            await asyncio.to_thread(self._write, path, message)
         except OSError as error:
             raise EmailUnavailableError(
                 f"could not write to {self._folder} ({type(error).__name__})"
@@ -41,10 +41,10 @@ class FileSender:
         if self.on_written is not None:
             self.on_written(path)
 
-    def _write(self, path: Path, data: bytes) -> None:
+    def _write(self, path: Path, message: EmailMessage) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".part")
-        partial.write_bytes(data)
+        partial.write_bytes(message.as_bytes())
         partial.replace(path)  # a reader never sees half a message
 
     async def ping(self) -> None:

@@ -69,6 +69,7 @@ class EmailReceipts:
         attempts: int = 8,
         first_retry: float = 5.0,
         longest_wait: float = 300.0,
+        concurrency: int = 2,
     ) -> None:
         self._sender = sender
         self._from = sender_address
@@ -77,6 +78,9 @@ class EmailReceipts:
         self._first_retry = first_retry
         self._longest_wait = longest_wait
         self._tasks: dict[asyncio.Task[None], str] = {}
+        # A burst (a reconciliation sweep confirming many bookings) builds and sends a few at a
+        # time: building runs in threads that share the GIL with the event loop.
+        self._slots = asyncio.Semaphore(max(concurrency, 1))
 
     # the hook ---------------------------------------------------------------------------------
     def confirmed(self, booking: Booking) -> None:
@@ -124,7 +128,10 @@ class EmailReceipts:
             log.error("the email task failed", exc_info=task.exception())
 
     async def _deliver(self, label: str, build: Callable[[], EmailMessage | None]) -> None:
-        message = build()
+        # The stdlib's email package takes some 10-20 ms to build a message with an attachment
+        # (benchmarks/email.py): off the event loop, so chats in flight do not wait for it.
+        async with self._slots:
+            message = await asyncio.to_thread(build)
         if message is None:
             log.info("no %s: the lead traveller gave no address", label)
             return
@@ -140,7 +147,8 @@ class EmailReceipts:
         try:
             async for attempt in retrying:
                 with attempt:
-                    await self._sender.send(message)
+                    async with self._slots:  # not held while waiting to retry
+                        await self._sender.send(message)
         except EmailRejectedError as error:
             log.warning("%s refused, not retried: %s", label, error)
             await self._alert(f"📧 The {label} was refused: {error}. Not retried.")
