@@ -129,7 +129,7 @@ class EmailReceipts:
 
     async def _deliver(self, label: str, build: Callable[[], EmailMessage | None]) -> None:
         # The stdlib's email package takes some 10-20 ms to build a message with an attachment
-        # (benchmarks/email.py): off the event loop, so chats in flight do not wait for it.
+        # (benchmarks/mail.py): off the event loop, so chats in flight do not wait for it.
         async with self._slots:
             message = await asyncio.to_thread(build)
         if message is None:

@@ -1,6 +1,6 @@
 """What a booking's emails cost, and how long they hold up the event loop.
 
-Run from the project root:  uv run python -m benchmarks.email [--emails 50]
+Run from the project root:  uv run python -m benchmarks.mail [--emails 50]
 
 Prints p50/p99 of building the chat confirmation with its .ics (done on the event loop, in the
 booking service's confirmation step), of building and flattening the confirmation email (the
