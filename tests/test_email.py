@@ -37,7 +37,15 @@ from services.models import (
 )
 from services.money import Money
 from tests.support.botkit import BotKit, running_bot
-from tests.support.smtp import PASSWORD, USERNAME, SmtpServerStandIn, closed_port, smtp_server
+from tests.support.smtp import (
+    PASSWORD,
+    USERNAME,
+    SmtpServerStandIn,
+    closed_port,
+    self_signed_certificate,
+    server_tls,
+    smtp_server,
+)
 from tests.test_conversation_e2e import to_payment
 
 USER = 9401
@@ -366,6 +374,28 @@ async def test_a_server_that_says_try_later_gets_the_email_on_a_later_try(
     assert alerts == []
     assert "sent (smtp)" in caplog.text
     _no_personal_data(caplog, alerts)
+
+
+@pytest.mark.parametrize("scheme", ["smtp", "smtps"])
+async def test_tls_starttls_when_offered_and_smtps_from_the_first_byte(
+    scheme: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """smtp:// upgrades with STARTTLS when the server offers it (this one refuses mail
+    without); smtps:// speaks TLS from the start. The certificate is checked."""
+    cert, key = self_signed_certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts this test certificate
+    tls = server_tls(cert, key)
+    options = {"starttls": tls} if scheme == "smtp" else {"implicit_tls": tls}
+    async with smtp_server(**options) as server:
+        alerts: list[str] = []
+        receipts = _receipts(server.url_for(scheme), alerts, attempts=1)
+        receipts.confirmed(_booking())
+        await receipts.drain()
+        assert alerts == []
+        [received] = server.received
+        assert received.recipients == [LEAD_EMAIL]
+        assert server.tls_sessions == 1
+        assert server.logins == [(USERNAME, PASSWORD)]
 
 
 async def test_a_partial_refund_says_the_booking_stands_and_sends_no_calendar(
