@@ -218,6 +218,28 @@ async def test_a_cancelled_booking_emails_the_refund_and_takes_the_flights_off_t
     assert [e["uid"] for e in cancelled] == [e["uid"] for e in _events(first_calendar)]
 
 
+async def test_a_refused_email_reaches_the_admins_in_their_chat(
+    tmp_path: Path, smtp: SmtpServerStandIn
+) -> None:
+    admin = 7001
+    smtp.refuse_recipients = 550
+    async with running_bot(
+        tmp_path, smtp_url=smtp.url, email_from=EMAIL_FROM, admin_ids=str(admin)
+    ) as bot:
+        await bot.say(admin, "/start")
+        booking = await _booked(bot)
+        assert bot.runtime.receipts is not None
+        await bot.runtime.receipts.drain()
+        await bot.sandbox.wait_idle(admin, quiet=0.3)
+        alerts = [m.text for m in bot.sandbox.bot_messages(admin) if "email" in m.text]
+
+    [alert] = alerts
+    assert booking.reference in alert
+    assert "550" in alert
+    assert LEAD_EMAIL not in alert
+    assert smtp.received == []
+
+
 async def test_the_embedded_default_writes_the_email_as_an_eml_file(tmp_path: Path) -> None:
     async with running_bot(tmp_path, smtp_url=None) as bot:
         booking = await _booked(bot)
