@@ -299,7 +299,9 @@ def _booking() -> Booking:
     )
 
 
-def _receipts(url: str, alerts: list[str], attempts: int = 3) -> EmailReceipts:
+def _receipts(
+    url: str, alerts: list[str], attempts: int = 3, first_retry: float = 0.01
+) -> EmailReceipts:
     async def alert(text: str) -> None:
         alerts.append(text)
 
@@ -308,8 +310,8 @@ def _receipts(url: str, alerts: list[str], attempts: int = 3) -> EmailReceipts:
         sender_address=EMAIL_FROM,
         alert_admins=alert,
         attempts=attempts,
-        first_retry=0.01,
-        longest_wait=0.05,
+        first_retry=first_retry,
+        longest_wait=max(first_retry * 4, 0.05),
     )
 
 
@@ -379,6 +381,38 @@ async def test_a_mail_server_that_is_down_is_retried_then_given_up_with_an_alert
     _no_personal_data(caplog, alerts)
 
 
+async def test_a_mail_server_that_comes_back_gets_the_email(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)  # the receipts' INFO lines reach handlers
+    port = closed_port()
+    alerts: list[str] = []
+    # 0.2 s before the second try: room to start the server once the first has failed.
+    receipts = _receipts(SmtpServerStandIn(port=port).url, alerts, attempts=6, first_retry=0.2)
+
+    first_try_failed = asyncio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "retrying in" in record.getMessage():
+                first_try_failed.set()
+
+    watch = Watch()
+    logging.getLogger("services.mail.receipts").addHandler(watch)
+    try:
+        receipts.confirmed(_booking())
+        async with asyncio.timeout(15):
+            await first_try_failed.wait()  # the port was closed
+    finally:
+        logging.getLogger("services.mail.receipts").removeHandler(watch)
+    async with smtp_server(port=port) as server:
+        await receipts.drain()
+        [received] = server.received
+
+    assert received.recipients == [LEAD_EMAIL]
+    assert alerts == []
+
+
 async def test_a_server_that_says_try_later_gets_the_email_on_a_later_try(
     smtp: SmtpServerStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -407,8 +441,8 @@ async def test_tls_starttls_when_offered_and_smtps_from_the_first_byte(
     cert, key = self_signed_certificate(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts this test certificate
     tls = server_tls(cert, key)
-    options = {"starttls": tls} if scheme == "smtp" else {"implicit_tls": tls}
-    async with smtp_server(**options) as server:
+    starttls, implicit = (tls, None) if scheme == "smtp" else (None, tls)
+    async with smtp_server(starttls=starttls, implicit_tls=implicit) as server:
         alerts: list[str] = []
         receipts = _receipts(server.url_for(scheme), alerts, attempts=1)
         receipts.confirmed(_booking())

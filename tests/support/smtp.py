@@ -115,7 +115,10 @@ class SmtpServerStandIn:
 
 @contextlib.asynccontextmanager
 async def smtp_server(
-    *, starttls: ssl.SSLContext | None = None, implicit_tls: ssl.SSLContext | None = None
+    *,
+    starttls: ssl.SSLContext | None = None,
+    implicit_tls: ssl.SSLContext | None = None,
+    port: int = 0,
 ) -> AsyncIterator[SmtpServerStandIn]:
     """An SMTP server on a free loopback port, requiring the test account's login.
 
@@ -139,7 +142,7 @@ async def smtp_server(
             )
 
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(protocol, "127.0.0.1", 0, ssl=implicit_tls)
+    server = await loop.create_server(protocol, "127.0.0.1", port, ssl=implicit_tls)
     standin.port = server.sockets[0].getsockname()[1]
     try:
         yield standin
