@@ -151,10 +151,9 @@ async def send_replies(
     for reply in replies:
         await _send_text(bot, chat_id, reply, query)
         if reply.document is not None:
-            await bot.send_document(
-                chat_id,
-                InputFile(reply.document.content, filename=reply.document.filename),
-            )
+            upload = InputFile(reply.document.content, filename=reply.document.filename)
+            upload.mimetype = reply.document.mime_type  # PTB would guess it from the name
+            await bot.send_document(chat_id, upload)
 
 
 async def _send_text(

@@ -172,6 +172,7 @@ async def test_a_paid_booking_emails_the_lead_traveller_its_flights_as_a_calenda
     documents = [m.document for m in bot.sandbox.bot_messages(USER) if m.document is not None]
     [document] = documents
     assert document.file_name == f"{booking.reference}.ics"
+    assert document.mime_type == "text/calendar"
     _assert_flights(_events(document.content), booking)
 
 
