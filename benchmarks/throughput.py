@@ -196,7 +196,7 @@ class TelegramSide:
         result: Any = True
         if method == "getMe":
             result = self.bot
-        elif method in {"sendMessage", "editMessageText", "editMessageReplyMarkup"}:
+        elif method in {"sendMessage", "sendDocument", "editMessageText", "editMessageReplyMarkup"}:
             chat_id = int(params["chat_id"])
             log = self.chats.setdefault(chat_id, ChatLog())
             message_id = int(params["message_id"]) if "message_id" in params else log.new_id()

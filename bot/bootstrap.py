@@ -46,6 +46,11 @@ from services.flights.demo import DemoProvider
 from services.flights.kiwi import KiwiProvider
 from services.flights.places import PlaceIndex
 from services.flights.search import FlightSearchService
+from services.mail.base import EmailSender
+from services.mail.compose import sender_domain
+from services.mail.files import FileSender
+from services.mail.receipts import EmailReceipts
+from services.mail.smtp import SmtpSender, SmtpServer
 from services.models import Booking
 from services.payments.base import PaymentGateway
 from services.payments.sandbox import SandboxGateway
@@ -65,6 +70,7 @@ class Adapters:
     cache: Cache
     provider: FlightProvider
     gateway: PaymentGateway
+    mail: EmailSender
 
     def describe(self) -> dict[str, str]:
         return {
@@ -73,6 +79,7 @@ class Adapters:
             "cache": type(self.cache).__name__,
             "flights": self.provider.name,
             "payments": self.gateway.name,
+            "email": self.mail.name,
         }
 
 
@@ -88,6 +95,7 @@ class Runtime:
     places: PlaceIndex
     extra: dict[str, Any] = field(default_factory=dict)
     broadcasts: BroadcastWorker | None = None
+    receipts: EmailReceipts | None = None
 
 
 async def open_adapters(
@@ -148,7 +156,24 @@ async def open_adapters(
     else:
         gateway = SandboxGateway(storage, settings.base_url)
     stack.push_async_callback(gateway.close)
-    return Adapters(storage=storage, state=state, cache=cache, provider=provider, gateway=gateway)
+
+    mail: EmailSender
+    if settings.smtp_url is not None:
+        mail = SmtpSender(
+            SmtpServer.from_url(settings.smtp_url.get_secret_value()),
+            local_hostname=sender_domain(settings.email_sender_address),
+        )
+    else:
+        mail = FileSender(settings.outbox_dir)
+    stack.push_async_callback(mail.close)
+    return Adapters(
+        storage=storage,
+        state=state,
+        cache=cache,
+        provider=provider,
+        gateway=gateway,
+        mail=mail,
+    )
 
 
 # Updates handled at once by one process: PTB's bound when polling, bot/web.py's on the webhook.
@@ -210,6 +235,9 @@ async def open_runtime(
             return f"https://t.me/{username}?start=booking_{booking.reference}"
 
         alert: Callable[[str], Awaitable[None]] = _admin_alerter(notifier, settings.admin_user_ids)
+        receipts = EmailReceipts(
+            adapters.mail, sender_address=settings.email_sender_address, alert_admins=alert
+        )
         bookings = BookingService(
             adapters.storage,
             adapters.provider,
@@ -219,6 +247,7 @@ async def open_runtime(
             cancel_url=cancel_url,
             payment_window=timedelta(minutes=settings.payment_window_minutes),
             alert_admins=alert,
+            receipts=receipts,
         )
         search = FlightSearchService(adapters.provider, adapters.cache, adapters.storage)
         broadcasts = BroadcastWorker(adapters.storage, notifier, sole_worker=sole_worker)
@@ -256,6 +285,8 @@ async def open_runtime(
         # hand before the Application shuts down (the stack unwinds last-in, first-out).
         await broadcasts.start()
         stack.push_async_callback(broadcasts.stop)
+        # Before the Application and the adapters close: emails in flight get a moment.
+        stack.push_async_callback(receipts.close)
         retention = RetentionJob(adapters.storage, settings.retention)
         sweeper = asyncio.create_task(_sweep(bookings, broadcasts, retention), name="sweeper")
         stack.callback(sweeper.cancel)
@@ -267,6 +298,7 @@ async def open_runtime(
             engine=engine,
             places=places,
             broadcasts=broadcasts,
+            receipts=receipts,
         )
 
 

@@ -144,6 +144,7 @@ async def run_doctor(settings: Settings) -> int:
             "storage": adapters.storage.ping,
             "state": adapters.state.ping,
             "cache": getattr(adapters.cache, "ping", None),
+            "email": adapters.mail.ping,
         }
         for port, adapter in names.items():
             check = checks.get(port)

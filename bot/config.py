@@ -19,9 +19,11 @@ from pydantic import (
     ValidationError,
     field_validator,
     model_validator,
+    validate_email,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.mail.smtp import SmtpServer
 from services.money import is_currency
 from services.retention import RetentionPolicy
 
@@ -75,6 +77,12 @@ class Settings(BaseSettings):
     # The provider's key is a test key (its own sandbox issues no real tickets): only then may a
     # real provider run with the sandbox checkout, which takes no money.
     provider_test_mode: bool = False
+
+    # Confirmation emails: over SMTP when SMTP_URL is set, else written as .eml files into
+    # EMAIL_OUTBOX_DIR (default: an "outbox" folder beside the SQLite file).
+    smtp_url: SecretStr | None = None
+    email_from: str | None = None
+    email_outbox_dir: Path | None = None
 
     default_currency: str = "EUR"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -131,6 +139,28 @@ class Settings(BaseSettings):
             raise ValueError("expected 1-64 characters of A-Z, a-z, 0-9, _, - and :")
         return value
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        SmtpServer.from_url(value.get_secret_value())  # ValueError says what is wrong
+        return value
+
+    @field_validator("email_from")
+    @classmethod
+    def _email_from_shape(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            validate_email(value)
+        except ValueError:
+            raise ValueError(
+                "expected an address such as bookings@example.com or "
+                "'Travel Bot <bookings@example.com>'"
+            ) from None
+        return value
+
     @field_validator("default_currency")
     @classmethod
     def _currency(cls, value: str) -> str:
@@ -161,6 +191,8 @@ class Settings(BaseSettings):
                 "(the sandbox checkout takes no money); set PROVIDER_TEST_MODE=true only with "
                 "the provider's test key",
             )
+        if self.smtp_url and not self.email_from:
+            raise _MissingError("email_from", "required when SMTP_URL is set")
         if self.telegram_webhook_url and not self.telegram_webhook_secret:
             raise _MissingError(
                 "telegram_webhook_secret", "required when TELEGRAM_WEBHOOK_URL is set"
@@ -199,6 +231,20 @@ class Settings(BaseSettings):
             payment_events=timedelta(days=self.retention_payment_events_days),
             searches=timedelta(days=self.retention_searches_days),
         )
+
+    @property
+    def uses_smtp(self) -> bool:
+        return self.smtp_url is not None
+
+    @property
+    def email_sender_address(self) -> str:
+        """EMAIL_FROM, or a placeholder for the .eml files of the embedded default."""
+        return self.email_from or "travelbot <bookings@localhost>"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where the embedded default writes emails: beside the bot's other local data."""
+        return self.email_outbox_dir or self.sqlite_path.parent / "outbox"
 
     @property
     def base_url(self) -> str:

@@ -13,6 +13,7 @@ import contextlib
 import socket
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bot.bootstrap import open_runtime
 from bot.config import Settings
@@ -20,6 +21,7 @@ from bot.sandbox import SandboxBotApi
 from bot.sandbox.models import ChatMessage, EventKind, SandboxEvent
 from bot.web import init_app, start_site
 from handlers.setup import publish_commands
+from services.mail.files import FileSender
 
 # The sandbox accepts any well-formed token; this one belongs to no real bot.
 SANDBOX_TOKEN = "123456789:SANDBOX-console-token-not-a-secret"  # noqa: S105
@@ -74,6 +76,11 @@ class ConsolePrinter:
         if not message.from_bot:
             return
         head = "bot (updated)" if edited else "bot"
+        if message.document is not None:
+            size = len(message.document.content)
+            print(f"bot (file): {message.document.file_name or 'file'} ({size} bytes)", flush=True)
+            if not message.text and not message.buttons:
+                return
         lines = message.text.splitlines() or [""]
         out = [f"{head}: {lines[0]}", *(f"     {line}" for line in lines[1:])]
         if message.buttons:
@@ -121,11 +128,17 @@ async def run_console(settings: Settings, *, user_id: int, name: str) -> int:
             assert app.updater is not None
             await app.updater.start_polling(poll_interval=0.0, timeout=10)
             adapters = runtime.adapters.describe()
+            mail = runtime.adapters.mail
+            if isinstance(mail, FileSender):
+                mail.on_written = _print_email_path
+                emails = f"Emails to travellers are written as .eml files into {mail.where}."
+            else:
+                emails = f"Emails to travellers are sent over SMTP ({mail.where})."
             print(
                 f"travelbot console · you are user {user_id} ({name}) · flights: "
                 f"{adapters['flights']}, payments: {adapters['payments']}, storage: "
                 f"{adapters['storage']}\nCheckout pages are served at {settings.base_url}. "
-                "Type a message, a button number, or /quit.",
+                f"{emails}\nType a message, a button number, or /quit.",
                 flush=True,
             )
             try:
@@ -137,6 +150,10 @@ async def run_console(settings: Settings, *, user_id: int, name: str) -> int:
     finally:
         await sandbox.stop()
     return 0
+
+
+def _print_email_path(path: Path) -> None:
+    print(f"(email to the traveller written to {path})", flush=True)
 
 
 async def _loop(sandbox: SandboxBotApi, printer: ConsolePrinter, user_id: int) -> None:

@@ -27,7 +27,7 @@ from conversations.state import (
     StateUnavailableError,
     Turn,
 )
-from services.messages import Button, Message, Notice
+from services.messages import Button, Document, Message, Notice
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class Outgoing:
     keyboard: tuple[tuple[RenderedButton, ...], ...]
     edit: bool
     disable_preview: bool = True
+    document: Document | None = None
 
 
 @dataclass(slots=True)
@@ -171,6 +172,7 @@ def render(messages: list[Message], version: int) -> list[Outgoing]:
                 keyboard=keyboard,
                 edit=message.edit,
                 disable_preview=message.disable_preview,
+                document=message.document,
             )
         )
     return out

@@ -12,6 +12,7 @@ from telegram import (
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputFile,
     LinkPreviewOptions,
     Update,
 )
@@ -145,32 +146,43 @@ async def send_replies(
     *,
     query: CallbackQuery | None = None,
 ) -> None:
-    """Send or edit, in order. An edit that Telegram refuses falls back to a new message."""
+    """Send or edit, in order. An edit that Telegram refuses falls back to a new message; a
+    reply's document follows its text as a file."""
     for reply in replies:
-        markup = keyboard_markup(reply)
-        target = query.message if query is not None else None
-        if reply.edit and isinstance(target, TgMessage):
-            try:
-                await bot.edit_message_text(
-                    reply.text,
-                    chat_id=chat_id,
-                    message_id=target.message_id,
-                    parse_mode=ParseMode.HTML,
-                    reply_markup=markup,
-                    link_preview_options=NO_PREVIEW,
-                )
-                continue
-            except BadRequest as error:
-                if "not modified" in str(error).lower():
-                    continue
-                log.info("edit refused (%s); sending a new message instead", error)
-        await bot.send_message(
-            chat_id,
-            reply.text,
-            parse_mode=ParseMode.HTML,
-            reply_markup=markup,
-            link_preview_options=NO_PREVIEW if reply.disable_preview else None,
-        )
+        await _send_text(bot, chat_id, reply, query)
+        if reply.document is not None:
+            upload = InputFile(reply.document.content, filename=reply.document.filename)
+            upload.mimetype = reply.document.mime_type  # PTB would guess it from the name
+            await bot.send_document(chat_id, upload)
+
+
+async def _send_text(
+    bot: ExtBot[None], chat_id: int, reply: Outgoing, query: CallbackQuery | None
+) -> None:
+    markup = keyboard_markup(reply)
+    target = query.message if query is not None else None
+    if reply.edit and isinstance(target, TgMessage):
+        try:
+            await bot.edit_message_text(
+                reply.text,
+                chat_id=chat_id,
+                message_id=target.message_id,
+                parse_mode=ParseMode.HTML,
+                reply_markup=markup,
+                link_preview_options=NO_PREVIEW,
+            )
+            return
+        except BadRequest as error:
+            if "not modified" in str(error).lower():
+                return
+            log.info("edit refused (%s); sending a new message instead", error)
+    await bot.send_message(
+        chat_id,
+        reply.text,
+        parse_mode=ParseMode.HTML,
+        reply_markup=markup,
+        link_preview_options=NO_PREVIEW if reply.disable_preview else None,
+    )
 
 
 async def on_update(update: Update, context: TravelContext) -> None:

@@ -23,6 +23,7 @@ from services.flights.base import (
     ProviderUnavailableError,
     Recheck,
 )
+from services.mail.receipts import NO_RECEIPTS, BookingReceipts
 from services.messages import Message
 from services.models import (
     AuditEntry,
@@ -144,6 +145,7 @@ class BookingService:
         payment_window: timedelta = timedelta(minutes=30),
         alert_admins: Callable[[str], Awaitable[None]] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        receipts: BookingReceipts = NO_RECEIPTS,
     ) -> None:
         self._storage = storage
         self._provider = provider
@@ -154,6 +156,7 @@ class BookingService:
         self._payment_window = payment_window
         self._alert_admins = alert_admins
         self._now = clock
+        self._receipts = receipts  # emails the lead traveller; never waits for the server
         self._booking_locks = _KeyedLocks()
         self._user_locks = _KeyedLocks()
 
@@ -476,7 +479,9 @@ class BookingService:
                 booking.reference,
                 ticket.provider_booking_id,
             )
-            await self._tell(booking.user_id, texts.confirmation(await self._reload(booking)))
+            confirmed = await self._reload(booking)
+            await self._tell(booking.user_id, texts.confirmation(confirmed))
+            self._receipts.confirmed(confirmed)
 
     async def _ticketing_failed(self, booking: Booking) -> None:
         if not await self._storage.transition(booking.id, S.PAID, S.FAILED):
@@ -489,6 +494,7 @@ class BookingService:
             return
         await self._storage.transition(booking.id, S.FAILED, S.REFUNDED)
         await self._tell(booking.user_id, texts.ticketing_failed_refunded(booking, refund.amount))
+        self._receipts.refunded(booking, refund.amount, full=True)
 
     async def _on_expired(self, booking: Booking, event: PaymentEvent) -> None:
         session = event.session
@@ -551,6 +557,7 @@ class BookingService:
                 raise RefundFailedError(texts.refund_failed_user(booking))
             await self._storage.transition(booking.id, S.CANCELLED, S.REFUNDED)
             log.info("booking %s cancelled by the traveller and refunded", booking.reference)
+            self._receipts.refunded(booking, refund.amount, full=True)
             return await self._reload(booking)
 
     async def mark_ticketed(self, reference: str) -> Booking:
@@ -567,6 +574,7 @@ class BookingService:
         confirmed = await self._reload(booking)
         log.info("booking %s confirmed by hand", confirmed.reference)
         await self._tell(confirmed.user_id, texts.confirmation(confirmed))
+        self._receipts.confirmed(confirmed)
         return confirmed
 
     async def refund_by_admin(
@@ -632,6 +640,7 @@ class BookingService:
             await self._tell(
                 updated.user_id, texts.refund_issued(updated, refund.amount, full=full)
             )
+            self._receipts.refunded(updated, refund.amount, full=full)
             return updated
 
     async def _claim_full_refund(self, booking: Booking) -> bool:

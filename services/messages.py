@@ -27,8 +27,19 @@ class Button(BaseModel):
     url: str | None = None
 
 
+class Document(BaseModel):
+    """A file sent after a message's text, e.g. a booking's ``.ics`` calendar file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    filename: str
+    content: bytes = Field(repr=False)
+    mime_type: str = "application/octet-stream"
+
+
 class Message(BaseModel):
-    """One bot message. ``edit`` asks to edit the message the user pressed a button on."""
+    """One bot message. ``edit`` asks to edit the message the user pressed a button on;
+    ``document`` is sent as a file right after the text."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -36,6 +47,7 @@ class Message(BaseModel):
     buttons: tuple[tuple[Button, ...], ...] = ()
     edit: bool = False
     disable_preview: bool = True
+    document: Document | None = None
 
 
 class Notice(BaseModel):

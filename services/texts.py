@@ -13,7 +13,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from services.flights.dates import format_day, format_duration
 from services.flights.format import day_offset, stops_text
-from services.messages import Button, Message, esc
+from services.mail.ics import MIME_TYPE, booking_calendar, calendar_filename
+from services.messages import Button, Document, Message, esc
 from services.models import Booking, Itinerary, Segment, Traveller
 from services.money import Money
 
@@ -99,6 +100,14 @@ def confirmation(booking: Booking) -> Message:
     return Message(
         text="\n".join(lines) + _demo_note(booking),
         buttons=((_open_button(booking),),),
+        document=calendar_document(booking),
+    )
+
+
+def calendar_document(booking: Booking) -> Document:
+    """The booking's flights as an .ics file, sent in the chat after the confirmation."""
+    return Document(
+        filename=calendar_filename(booking), content=booking_calendar(booking), mime_type=MIME_TYPE
     )
 
 

@@ -239,9 +239,11 @@ async def test_ticketed_confirms_a_paid_booking_and_sends_the_confirmation(bot: 
     confirmed = await bot.storage.get_booking(booking.id)
     assert confirmed is not None
     assert confirmed.status is S.CONFIRMED
-    told = bot.last(TRAVELLER).text
-    assert told.startswith("✅ Booking confirmed")
-    assert booking.reference in told
+    *_, confirmation, calendar = bot.sandbox.bot_messages(TRAVELLER)
+    assert confirmation.text.startswith("✅ Booking confirmed")
+    assert booking.reference in confirmation.text
+    assert calendar.document is not None
+    assert calendar.document.file_name == f"{booking.reference}.ics"
     [audit] = [a for a in await bot.audit("ticketed") if a.target == booking.reference]
     assert audit.admin_id == ADMIN
 

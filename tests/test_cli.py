@@ -215,6 +215,11 @@ async def test_a_full_booking_in_the_console_lisbon_to_tokyo(tmp_path: Path) -> 
         await console.expect(r"Booking confirmed")
         confirmation = console.output[console.output.rfind("Booking confirmed") :]
         assert reference.group(1) in confirmation
+        # The calendar file in the chat, and the email written where the console says.
+        await console.expect(rf"bot \(file\): {reference.group(1)}\.ics")
+        eml = await console.expect(r"email to the traveller written to (\S+\.eml)")
+        assert (tmp_path / eml.group(1)).is_file()
+        assert "Emails to travellers are written as .eml files into data/outbox" in console.output
         assert process.stdin is not None
         process.stdin.write(b"/quit\n")
         await process.stdin.drain()

@@ -6,6 +6,7 @@ from the in-process API and from the HTTP control endpoints.
 
 from __future__ import annotations
 
+import base64
 import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -101,6 +102,49 @@ class Button:
 
 
 @dataclass(frozen=True)
+class SandboxDocument:
+    """A file the bot sent (sendDocument), kept with its bytes so a test can open it."""
+
+    file_id: str
+    file_unique_id: str
+    file_name: str | None
+    mime_type: str | None
+    content: bytes = field(repr=False)
+
+    def to_telegram(self) -> JsonDict:
+        """The file as a Bot API ``Document`` object."""
+        document: JsonDict = {
+            "file_id": self.file_id,
+            "file_unique_id": self.file_unique_id,
+            "file_size": len(self.content),
+        }
+        if self.file_name:
+            document["file_name"] = self.file_name
+        if self.mime_type:
+            document["mime_type"] = self.mime_type
+        return document
+
+    def to_json(self) -> JsonDict:
+        return {
+            "file_id": self.file_id,
+            "file_unique_id": self.file_unique_id,
+            "file_name": self.file_name,
+            "mime_type": self.mime_type,
+            "content_base64": base64.b64encode(self.content).decode("ascii"),
+        }
+
+    @classmethod
+    def from_json(cls, data: JsonDict) -> SandboxDocument:
+        return cls(
+            file_id=str(data["file_id"]),
+            file_unique_id=str(data["file_unique_id"]),
+            file_name=data.get("file_name"),
+            mime_type=data.get("mime_type"),
+            content=base64.b64decode(data.get("content_base64") or ""),
+        )
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     """One message in a private chat, as it stands now (edits replace the earlier snapshot).
 
@@ -125,6 +169,7 @@ class ChatMessage:
     reply_keyboard: JsonDict | None = None
     reply_markup: JsonDict | None = None
     changed_seq: int = 0
+    document: SandboxDocument | None = None  # a sendDocument message; ``text`` is its caption
 
     @property
     def button_rows(self) -> list[list[tuple[str, str | None]]]:
@@ -162,6 +207,7 @@ class ChatMessage:
             "reply_keyboard": self.reply_keyboard,
             "reply_markup": self.reply_markup,
             "changed_seq": self.changed_seq,
+            "document": self.document.to_json() if self.document is not None else None,
         }
 
     @classmethod
@@ -186,6 +232,7 @@ class ChatMessage:
             reply_keyboard=data.get("reply_keyboard"),
             reply_markup=data.get("reply_markup"),
             changed_seq=int(data.get("changed_seq", 0)),
+            document=SandboxDocument.from_json(data["document"]) if data.get("document") else None,
         )
 
 

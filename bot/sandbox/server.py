@@ -36,6 +36,7 @@ from bot.sandbox.models import (
     ChatMessage,
     EventKind,
     JsonDict,
+    SandboxDocument,
     SandboxEvent,
     SandboxUser,
     UserAction,
@@ -54,6 +55,7 @@ _MAX_BUTTONS_PER_ROW = 8
 _MAX_CALLBACK_DATA_BYTES = 64
 _MAX_ANSWER_TEXT = 200
 _MAX_USER_TEXT = 4096
+_MAX_CAPTION = 1024
 _NOT_MODIFIED = (
     "message is not modified: specified new message content and reply markup are exactly the "
     "same as a current content and reply markup of the message"
@@ -234,6 +236,7 @@ class SandboxBotApi:
         self._listeners: list[Listener] = []
         self._listener_tasks: set[asyncio.Task[None]] = set()
         self._callbacks: dict[str, CallbackQueryRecord] = {}
+        self._files: dict[str, SandboxDocument] = {}
         self._callback_started: dict[str, float] = {}
         self._commands: dict[tuple[tuple[Any, ...], str], list[JsonDict]] = {}
         self._queue: list[_PendingUpdate] = []
@@ -261,6 +264,7 @@ class SandboxBotApi:
             "deleteWebhook": self._delete_webhook,
             "getWebhookInfo": self._get_webhook_info,
             "sendMessage": self._send_message,
+            "sendDocument": self._send_document,
             "editMessageText": self._edit_message_text,
             "editMessageReplyMarkup": self._edit_message_reply_markup,
             "answerCallbackQuery": self._answer_callback_query,
@@ -1240,6 +1244,63 @@ class SandboxBotApi:
         )
         return _Result(self._message_payload(message))
 
+    async def _send_document(self, params: dict[str, Any]) -> _Result:
+        chat = self._chat(params["chat_id"], sending=True)
+        document = self._document(params["document"])
+        text = ""
+        entities: list[JsonDict] = []
+        if params.get("caption"):
+            text, entities = message_text(
+                params["caption"], params.get("parse_mode"), params.get("caption_entities")
+            )
+            if len(text) > _MAX_CAPTION:
+                raise ApiError.bad_request("message caption is too long")
+        inline, buttons, reply_keyboard = _read_markup(params.get("reply_markup"))
+        reply_to = self._reply_target(chat, params.get("reply_parameters"))
+        self._take_send_slot(chat.user.id)
+        message_id = chat.next_message_id
+        chat.next_message_id += 1
+        seq = self._seq + 1
+        message = ChatMessage(
+            chat_id=chat.user.id,
+            message_id=message_id,
+            from_bot=True,
+            text=text,
+            html=params.get("caption") or "",
+            date=_now(),
+            seq=seq,
+            changed_seq=seq,
+            entities=tuple(entities),
+            buttons=buttons,
+            reply_to_message_id=reply_to,
+            reply_keyboard=reply_keyboard,
+            reply_markup=inline,
+            document=document,
+        )
+        chat.messages[message_id] = message
+        self._files[document.file_id] = document
+        self._record(
+            EventKind.BOT_MESSAGE, chat_id=chat.user.id, message_id=message_id, message=message
+        )
+        return _Result(self._message_payload(message))
+
+    def _document(self, value: object) -> SandboxDocument:
+        """An uploaded file becomes a new document; a string names one sent before."""
+        if isinstance(value, UploadedFile):
+            if not value.content:
+                raise ApiError.bad_request("file must be non-empty")
+            return SandboxDocument(
+                file_id=f"BQAC{secrets.token_urlsafe(24)}",
+                file_unique_id=f"AgAD{secrets.token_urlsafe(8)}",
+                file_name=value.filename,
+                mime_type=value.content_type,
+                content=value.content,
+            )
+        known = self._files.get(value) if isinstance(value, str) else None
+        if known is None:
+            raise ApiError.bad_request("wrong file identifier/HTTP URL specified")
+        return known
+
     def _reply_target(self, chat: _Chat, reply: JsonDict | None) -> int | None:
         if not reply:
             return None
@@ -1426,9 +1487,16 @@ class SandboxBotApi:
             "from": self.bot_user() if message.from_bot else chat.user.to_telegram(),
             "chat": chat.user.to_chat(),
             "date": _unix(message.date),
-            "text": message.text,
         }
-        if message.entities:
+        if message.document is not None:
+            payload["document"] = message.document.to_telegram()
+            if message.text:
+                payload["caption"] = message.text
+            if message.entities:
+                payload["caption_entities"] = [dict(entity) for entity in message.entities]
+        else:
+            payload["text"] = message.text
+        if message.entities and message.document is None:
             payload["entities"] = [dict(entity) for entity in message.entities]
         if message.edit_date is not None:
             payload["edit_date"] = _unix(message.edit_date)
@@ -1552,7 +1620,7 @@ async def _read_params(request: web.Request) -> dict[str, object]:
         form = await request.post()
         for key, value in form.items():
             if isinstance(value, web.FileField):
-                params[key] = UploadedFile(value.filename)
+                params[key] = UploadedFile(value.filename, value.file.read(), value.content_type)
             elif isinstance(value, bytes):
                 params[key] = value.decode("utf-8", "replace")
             else:
