@@ -389,6 +389,25 @@ class Booking(NewBooking):
     payment_intent_id: str | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
+    refunded_minor: int = 0  # sent back to the traveller
+    refund_pending_minor: int = 0  # claimed by a refund being sent right now
+    checkout_renewals: int = 0  # payment links made after the first
+    erase_after: AwareDatetime | None = None  # /deletedata waits for this trip to be over
+
+    @property
+    def refunded(self) -> Money:
+        return Money(amount=self.refunded_minor, currency=self.amount.currency)
+
+    @property
+    def refundable(self) -> Money:
+        """What is left to give back: the amount paid less refunds sent or being sent."""
+        left = self.amount.amount - self.refunded_minor - self.refund_pending_minor
+        return Money(amount=max(left, 0), currency=self.amount.currency)
+
+    @property
+    def trip_end(self) -> datetime:
+        """When the last flight of the trip lands (the return's, for a round trip)."""
+        return max(segment.arrival for segment in self.itinerary.segments)
 
 
 class Profile(BaseModel):
