@@ -397,6 +397,11 @@ class StripeStandin:
         return 200, body, False
 
     # test controls: failures and timing -------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Idempotent requests whose endpoint is running right now (see ``delays``)."""
+        return len(self._in_flight)
+
     def fail_next(self, path: str, *, status: int = 500, times: int = 1) -> None:
         """The next ``times`` requests to ``path`` (e.g. "/v1/refunds") fail inside Stripe
         with an ``api_error``; like any answer the endpoint gave, it is saved under the
