@@ -84,6 +84,10 @@ class NothingToRefundError(BookingError):
     pass
 
 
+class AlreadyRefundedError(NothingToRefundError):
+    """Everything paid was refunded already, or another worker is refunding it right now."""
+
+
 class RefundFailedError(BookingError):
     """The booking was cancelled but the money could not be sent back yet; admins are alerted."""
 
@@ -541,12 +545,19 @@ class BookingService:
                 raise CancellationRefusedError(texts.already_departed(booking))
             if not await self._storage.transition(booking.id, S.CONFIRMED, S.CANCELLED):
                 raise CancellationRefusedError(texts.cannot_cancel(await self._reload(booking)))
-            refund = await self._refund(
-                booking,
-                amount=None,
-                reason="requested_by_customer",
-                key=f"refund:{booking.id}:cancel",
-            )
+            try:
+                # What is left: an admin's partial refund may be on its way at this moment.
+                refund = await self._refund(
+                    booking,
+                    amount=None,
+                    reason="requested_by_customer",
+                    key=f"refund:{booking.id}:cancel",
+                )
+            except AlreadyRefundedError:
+                # An admin's full refund got there first (on another worker).
+                raise CancellationRefusedError(
+                    texts.cannot_cancel(await self._reload(booking))
+                ) from None
             if refund is None:
                 raise RefundFailedError(texts.refund_failed_user(booking))
             await self._storage.transition(booking.id, S.CANCELLED, S.REFUNDED)
@@ -579,30 +590,38 @@ class BookingService:
         async with self._booking_locks.hold(booking.id):
             booking = await self._reload(booking)
             refundable = (S.PAID, S.CONFIRMED, S.FAILED, S.CANCELLED)
+            if booking.status is S.REFUNDED:
+                raise AlreadyRefundedError(texts.already_refunded(booking))
             if booking.status not in refundable or booking.payment_intent_id is None:
                 raise NothingToRefundError(texts.nothing_to_refund(booking))
-            wanted = booking.amount if amount is None else amount
+            left = booking.refundable
+            wanted = left if amount is None else amount
             if wanted.currency != booking.amount.currency:
                 raise NothingToRefundError(
                     f"Booking {booking.reference} was paid in {booking.amount.currency}, "
                     f"not {wanted.currency}."
                 )
-            if wanted.amount <= 0:
+            if amount is not None and amount.amount <= 0:
                 raise NothingToRefundError("The refund amount must be more than zero.")
             if wanted > booking.amount:
                 raise NothingToRefundError(texts.refund_too_large(booking, wanted))
-            # A full refund ends the booking; the gateway refunds whatever is left of the
-            # payment (earlier partial refunds included). A partial one leaves it as it is.
-            full = wanted == booking.amount
+            if left.amount <= 0:
+                raise AlreadyRefundedError(texts.already_refunded(booking))
+            if wanted > left:
+                raise NothingToRefundError(texts.refund_exceeds_what_is_left(booking, wanted))
+            # Refunding all that is left ends the booking; less leaves it as it is.
+            full = wanted == left
             if full and not await self._claim_full_refund(booking):
-                raise NothingToRefundError(texts.nothing_to_refund(await self._reload(booking)))
-            count = len(await self._refund_records(booking))
+                current = await self._reload(booking)
+                if current.status is S.CANCELLED and current.refund_pending_minor:
+                    raise AlreadyRefundedError(texts.already_refunded(current))
+                raise NothingToRefundError(texts.nothing_to_refund(current))
             try:
                 refund = await self._send_refund(
                     booking,
-                    amount=None if full else wanted,
+                    amount=wanted,
                     reason=reason or "requested_by_customer",
-                    key=f"refund:{booking.id}:admin:{count + 1}:{wanted.amount}",
+                    key=f"refund:{booking.id}:admin",
                 )
             except PaymentError as error:
                 status = (await self._reload(booking)).status.value
@@ -650,7 +669,8 @@ class BookingService:
     async def _refund(
         self, booking: Booking, *, amount: Money | None, reason: str, key: str
     ) -> Refund | None:
-        """Refund; on failure alert the admins and return None (the status says what is left)."""
+        """Refund; on failure alert the admins and return None (the status says what is left).
+        ``AlreadyRefundedError`` passes: someone else is refunding it."""
         try:
             return await self._send_refund(booking, amount=amount, reason=reason, key=key)
         except PaymentError as error:
@@ -661,13 +681,37 @@ class BookingService:
     async def _send_refund(
         self, booking: Booking, *, amount: Money | None, reason: str, key: str
     ) -> Refund:
-        """Refund through the gateway and record it in the booking's payment history."""
+        """Refund ``amount`` (None: all that is left) through the gateway, at most once.
+
+        The money is first claimed on the booking in one conditional update, so refunds from
+        any number of workers never add up to more than was paid; a claim that would is
+        ``AlreadyRefundedError`` and reaches no gateway. Each claim is a new attempt with its
+        own idempotency key (``key:attempt``): Stripe keeps an error answer under a key for
+        24 h, so a retry after a failure must not reuse the failed attempt's key. A failed
+        attempt releases its claim; the amount sent is always explicit, so the gateway
+        refunds exactly what was claimed (and refuses what exceeds the charge).
+        """
         current = await self._reload(booking)
         if current.payment_intent_id is None:
             raise PaymentError("no payment is recorded on the booking")
-        refund = await self._gateway.refund(
-            current.payment_intent_id, amount=amount, reason=reason, idempotency_key=key
-        )
+        wanted = current.refundable if amount is None else amount
+        attempt = await self._storage.reserve_refund(booking.id, wanted.amount)
+        if attempt is None:
+            raise AlreadyRefundedError(texts.already_refunded(await self._reload(booking)))
+        try:
+            refund = await self._gateway.refund(
+                current.payment_intent_id,
+                amount=wanted,
+                reason=reason,
+                idempotency_key=f"{key}:{attempt}",
+            )
+        except PaymentError:
+            # Refused, or no answer (then Stripe's own bound still holds: refunds never
+            # exceed the charge). Either way the money is claimable again. A worker that dies
+            # here leaves the claim pending: nobody can refund that money twice meanwhile.
+            await self._storage.settle_refund(booking.id, wanted.amount, sent=False)
+            raise
+        await self._storage.settle_refund(booking.id, wanted.amount, sent=True)
         await self._storage.record_payment_event(refund.id, REFUND_RECORD_TYPE, booking.id)
         log.info("booking %s refunded %s (%s)", booking.reference, refund.amount, refund.id)
         return refund

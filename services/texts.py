@@ -277,6 +277,27 @@ def refund_too_large(booking: Booking, amount: Money) -> str:
     )
 
 
+def refund_exceeds_what_is_left(booking: Booking, amount: Money) -> str:
+    gone = booking.amount.amount - booking.refundable.amount
+    return (
+        f"{amount.format()} is more than is left to refund on booking {booking.reference}: "
+        f"{booking.refundable.format()} of {booking.amount.format()} "
+        f"({Money(amount=gone, currency=booking.amount.currency).format()} already refunded)."
+    )
+
+
+def already_refunded(booking: Booking) -> str:
+    if booking.refund_pending_minor:
+        return (
+            f"Nothing to refund on booking {booking.reference}: it is already being refunded "
+            "right now."
+        )
+    return (
+        f"Nothing to refund on booking {booking.reference}: it has already been refunded "
+        f"({booking.refunded.format()})."
+    )
+
+
 def refund_failed_user(booking: Booking) -> str:
     return (
         f"Booking {booking.reference} is cancelled, but the refund could not be sent "

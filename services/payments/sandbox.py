@@ -153,12 +153,26 @@ class SandboxGateway(PaymentGateway):
         reason: str | None,
         idempotency_key: str,
     ) -> Refund:
-        """Refunds succeed at once. A full refund reads the amount off the booking."""
+        """Refunds succeed at once, up to what is left of the payment, as Stripe's do.
+
+        What was refunded is the booking's ``refunded_minor`` (the booking service records
+        each refund there once it succeeded), so the sandbox keeps no state of its own here
+        either; like Stripe it refuses a refund above what is left of the charge."""
+        booking = await self._booking_by_intent(payment_intent_id)
+        remaining = booking.amount.amount - booking.refunded_minor
+        if remaining <= 0:
+            raise PaymentError(f"Charge for {payment_intent_id} has already been refunded.")
         if amount is None:
-            booking = await self._booking_by_intent(payment_intent_id)
-            amount = booking.amount
+            amount = Money(amount=remaining, currency=booking.amount.currency)
+        if amount.currency != booking.amount.currency:
+            raise PaymentError(f"this payment was made in {booking.amount.currency}")
         if amount.amount <= 0:
             raise PaymentError("a refund must be more than zero")
+        if amount.amount > remaining:
+            raise PaymentError(
+                f"Refund amount ({amount.amount}) is greater than unrefunded amount on charge "
+                f"({remaining})"
+            )
         return Refund(
             id="re_sandbox_" + _digest("refund", idempotency_key),
             amount=amount,
