@@ -202,7 +202,8 @@ async def open_runtime(
             username = application.bot.username
             if adapters.gateway.is_sandbox or not username:
                 return f"{settings.base_url}/checkout/done/{booking.reference}"
-            return f"https://t.me/{username}?start=booking_{booking.reference}"
+            # Stripe's page sends the traveller here when they cancel: the chat cancels it.
+            return f"https://t.me/{username}?start=cancelled_{booking.reference}"
 
         alert: Callable[[str], Awaitable[None]] = _admin_alerter(notifier, settings.admin_user_ids)
         bookings = BookingService(

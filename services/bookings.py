@@ -92,6 +92,9 @@ class RefundFailedError(BookingError):
     """The booking was cancelled but the money could not be sent back yet; admins are alerted."""
 
 
+# Statuses of a booking nobody has paid for yet, which the traveller can still give up.
+UNPAID = (S.DRAFT, S.AWAITING_PAYMENT, S.EXPIRED)
+
 # Bookings settled per sweep; the rest wait for the next minute.
 OVERDUE_BATCH = 200
 
@@ -324,28 +327,85 @@ class BookingService:
             raise RenewalRefusedError(texts.fare_changed(booking, check.price))
 
     async def abandon(self, user_id: int, reference: str) -> bool:
-        """The traveller gives up on paying: awaiting_payment → expired, and the link is closed.
+        """The traveller gives up on paying ("Cancel this booking", or Stripe's cancel_url
+        back into the chat): the unpaid booking is cancelled and its link closed.
 
-        Returns whether there was a payable booking to abandon. A payment that completed at
-        that very moment still confirms the booking when its event arrives.
+        Returns whether there was an unpaid booking to cancel. A payment that completed at
+        that very moment is refunded when its event arrives (``refund_if_ended``).
         """
         booking = await self.get(user_id, reference)
         async with self._booking_locks.hold(booking.id):
+            return await self._cancel_unpaid(await self._reload(booking))
+
+    async def cancel_on_payment_page(self, session_id: str) -> Booking | None:
+        """The payment page's Cancel: the booking is cancelled and the traveller told in the
+        chat. None when the link is not the booking's current one (or there is none)."""
+        booking = await self._storage.get_booking_by_session(session_id)
+        if booking is None or booking.checkout_session_id != session_id:
+            return None
+        async with self._booking_locks.hold(booking.id):
             booking = await self._reload(booking)
-            abandoned = False
-            if booking.status is S.AWAITING_PAYMENT:
-                abandoned = await self._storage.transition(
-                    booking.id, S.AWAITING_PAYMENT, S.EXPIRED
+            if await self._cancel_unpaid(booking):
+                log.info("booking %s cancelled on the payment page", booking.reference)
+                await self._tell(booking.user_id, texts.payment_cancelled(booking))
+            return await self._reload(booking)
+
+    async def _cancel_unpaid(self, booking: Booking) -> bool:
+        """draft, awaiting_payment or expired → cancelled, then the link closed, so that it
+        can no longer be paid."""
+        if booking.status not in UNPAID or not await self._storage.transition(
+            booking.id, booking.status, S.CANCELLED
+        ):
+            return False
+        if booking.checkout_session_id:
+            try:
+                await self._gateway.expire_checkout(booking.checkout_session_id)
+            except PaymentError as error:  # already closed, or paid a moment ago (refunded)
+                log.info("could not close the link of %s: %s", booking.reference, error)
+        return True
+
+    async def refund_if_ended(self, booking: Booking, session: CheckoutSession) -> bool:
+        """For the payment path (``_apply_payment``): a booking the traveller ended before it
+        was paid (cancelled, or erased by /deletedata) is never ticketed. Its payment is given
+        back in full and the traveller told; returns True when that is so (the caller stops).
+
+        One refund per payment whatever the number of deliveries: the money is claimed on the
+        booking first, and the booking ends ``refunded`` with the payment recorded on it.
+        """
+        current = await self._reload(booking)
+        intent = session.payment_intent
+        if current.status is not S.CANCELLED or current.payment_intent_id is not None:
+            return False
+        if intent is None or session.amount.currency != current.amount.currency:
+            await self._alert(texts.alert_payment_on_ended_booking(current, session.amount))
+            return True
+        # Its own lock key: callers may hold the booking's lock already (renew_checkout).
+        async with self._booking_locks.hold(f"ended:{booking.id}"):
+            attempt = await self._storage.reserve_refund(booking.id, session.amount.amount)
+            if attempt is None:  # refunded already, or a second payment: a person must look
+                await self._alert(texts.alert_payment_on_ended_booking(current, session.amount))
+                return True
+            try:
+                refund = await self._gateway.refund(
+                    intent,
+                    amount=session.amount,
+                    reason="requested_by_customer",
+                    idempotency_key=f"refund:{booking.id}:ended:{attempt}",
                 )
-            elif booking.status is S.EXPIRED and booking.checkout_session_id:
-                current = await self._current_session(booking)
-                abandoned = current is not None and current.status == "open"
-            if abandoned and booking.checkout_session_id:
-                try:
-                    await self._gateway.expire_checkout(booking.checkout_session_id)
-                except PaymentError as error:
-                    log.info("could not close the link of %s: %s", booking.reference, error)
-            return abandoned
+            except PaymentError as error:
+                await self._storage.settle_refund(booking.id, session.amount.amount, sent=False)
+                log.warning("late payment on %s not refunded: %s", current.reference, error)
+                await self._alert(texts.alert_refund_failed(current, str(error)))
+                await self._tell(current.user_id, texts.ended_booking_refund_pending(current))
+                return True
+            await self._storage.settle_refund(booking.id, session.amount.amount, sent=True)
+            await self._storage.record_payment_event(refund.id, REFUND_RECORD_TYPE, booking.id)
+            await self._storage.transition(
+                booking.id, S.CANCELLED, S.REFUNDED, payment_intent_id=intent
+            )
+            log.info("late payment on cancelled booking %s refunded", current.reference)
+            await self._tell(current.user_id, texts.ended_booking_refunded(current, refund.amount))
+            return True
 
     async def expire_overdue(self) -> int:
         """Settle bookings whose payment deadline passed without an event (a missed webhook, or
@@ -418,6 +478,8 @@ class BookingService:
 
     async def _apply_payment(self, booking: Booking, session: CheckoutSession) -> None:
         """Money was taken: paid (from awaiting or expired: money taken wins), then ticket."""
+        if await self.refund_if_ended(booking, session):
+            return
         if session.amount != booking.amount:
             await self._alert(texts.alert_amount_mismatch(booking, session.amount))
             return

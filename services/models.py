@@ -328,11 +328,15 @@ class BookingStatus(enum.StrEnum):
 
 
 # The only moves a booking's status may make (ARCHITECTURE.md). A payment completed at the
-# deadline still counts: money taken wins, so expired → paid is allowed.
+# deadline still counts: money taken wins, so expired → paid is allowed. An unpaid booking the
+# traveller gives up on (the payment page's Cancel, "Cancel this booking", /deletedata) is
+# cancelled, not expired; a payment that still arrives for it is refunded (cancelled → refunded).
 TRANSITIONS: dict[BookingStatus, frozenset[BookingStatus]] = {
-    BookingStatus.DRAFT: frozenset({BookingStatus.AWAITING_PAYMENT}),
-    BookingStatus.AWAITING_PAYMENT: frozenset({BookingStatus.PAID, BookingStatus.EXPIRED}),
-    BookingStatus.EXPIRED: frozenset({BookingStatus.PAID}),
+    BookingStatus.DRAFT: frozenset({BookingStatus.AWAITING_PAYMENT, BookingStatus.CANCELLED}),
+    BookingStatus.AWAITING_PAYMENT: frozenset(
+        {BookingStatus.PAID, BookingStatus.EXPIRED, BookingStatus.CANCELLED}
+    ),
+    BookingStatus.EXPIRED: frozenset({BookingStatus.PAID, BookingStatus.CANCELLED}),
     BookingStatus.PAID: frozenset({BookingStatus.CONFIRMED, BookingStatus.FAILED}),
     BookingStatus.FAILED: frozenset({BookingStatus.REFUNDED}),
     BookingStatus.CONFIRMED: frozenset({BookingStatus.CANCELLED}),

@@ -127,6 +127,39 @@ def link_expired(booking: Booking) -> Message:
     )
 
 
+def payment_cancelled(booking: Booking) -> Message:
+    return Message(
+        text=(
+            f"Booking <b>{esc(booking.reference)}</b> is cancelled and nothing was charged: "
+            f"you cancelled the payment ({route(booking)}, {day(booking.itinerary.departure)})."
+            "\n/start to search again."
+        ),
+        buttons=((_open_button(booking),),),
+    )
+
+
+def ended_booking_refunded(booking: Booking, refunded: Money) -> Message:
+    return Message(
+        text=(
+            f"A payment of <b>{refunded.format()}</b> arrived for booking "
+            f"<b>{esc(booking.reference)}</b> after it was cancelled, so no ticket was issued. "
+            "It has been refunded in full; banks usually show it within 5–10 days."
+        ),
+        buttons=((_open_button(booking),),),
+    )
+
+
+def ended_booking_refund_pending(booking: Booking) -> Message:
+    return Message(
+        text=(
+            f"A payment arrived for booking <b>{esc(booking.reference)}</b> after it was "
+            "cancelled, so no ticket was issued. It will be refunded in full: our team has "
+            "been alerted and will confirm it here."
+        ),
+        buttons=((_open_button(booking),),),
+    )
+
+
 def payment_failed(booking: Booking) -> Message:
     return Message(
         text=(
@@ -333,6 +366,14 @@ def alert_amount_mismatch(booking: Booking, paid: Money) -> str:
     return (
         f"🚨 Booking {esc(booking.reference)} expects {booking.amount.format()} but Stripe "
         f"reports {paid.format()} paid. Not ticketed; check it."
+    )
+
+
+def alert_payment_on_ended_booking(booking: Booking, paid: Money) -> str:
+    return (
+        f"⚠️ A payment of {paid.format()} arrived for booking {esc(booking.reference)}, which "
+        "was cancelled before it was paid, and could not be refunded automatically: check "
+        "Stripe and refund it by hand."
     )
 
 

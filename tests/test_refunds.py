@@ -298,3 +298,24 @@ async def test_a_cancellation_whose_refund_failed_is_refunded_by_the_next_try(
     )
     assert refunded.status is S.REFUNDED
     assert len(world.stripe.refunds) == 1
+
+
+# a payment for a booking the traveller already cancelled ---------------------------------------
+async def test_a_payment_arriving_after_the_traveller_cancelled_is_refunded_not_ticketed(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking, session = await world.service.start_checkout(USER, itinerary, (traveller(),))
+    paid = world.stripe.complete_session(session.id)  # paid at Stripe a moment before...
+    assert await world.service.abandon(USER, booking.reference)  # ...the traveller cancels
+
+    assert await world.stripe.deliver(world.webhook, paid, times=3) == [200] * 3
+
+    ended = await world.booking(booking.reference)
+    assert ended.status is S.REFUNDED
+    assert ended.payment_intent_id == paid["data"]["object"]["payment_intent"]
+    [refund] = world.stripe.refunds.values()
+    assert refund["amount"] == booking.amount.amount
+    assert not world.notifier.containing("Booking confirmed")
+    [told] = world.notifier.containing("after it was cancelled")
+    assert booking.amount.format() in told.text

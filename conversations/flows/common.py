@@ -52,6 +52,11 @@ async def cmd_start(deps: FlowDeps, conv: Conversation | None, event: Event) -> 
     payload = event.text.strip()
     if payload:
         kind, _, reference = payload.partition("_")
+        if kind == "cancelled" and reference:
+            # Back from the payment page's cancel link: the traveller gave up on paying.
+            cancelled = await _cancel_unpaid(deps, event.user.id, reference)
+            if cancelled is not None:
+                return _keep(conv, cancelled)
         if kind in ("paid", "booking", "cancelled") and reference:
             booking = await deps.storage.get_booking_by_reference(reference, user_id=event.user.id)
             if booking is not None:
@@ -65,6 +70,19 @@ async def cmd_start(deps: FlowDeps, conv: Conversation | None, event: Event) -> 
         update={"buttons": ((Button(label="My bookings", action="!mybookings"),),)}
     )
     return step
+
+
+async def _cancel_unpaid(deps: FlowDeps, user_id: int, reference: str) -> Message | None:
+    try:
+        done = await deps.bookings.abandon(user_id, reference)
+    except BookingError:
+        return None
+    if not done:
+        return None
+    return Message(
+        text=f"Booking <b>{esc(reference.upper())}</b> is cancelled; nothing was charged. "
+        "/start to search again."
+    )
 
 
 async def cmd_help(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
@@ -244,7 +262,7 @@ async def btn_abandon(
     except BookingError as error:
         return _keep(conv, Message(text=esc(str(error))))
     text = (
-        f"Booking {esc(pressed.arg)} is cancelled; nothing was charged."
+        f"Booking {esc(pressed.arg)} is cancelled; nothing was charged. /start to search again."
         if done
         else f"Booking {esc(pressed.arg)} can no longer be abandoned: /mybookings shows its status."
     )

@@ -4,9 +4,10 @@ It keeps no state of its own: a session is the booking row that carries its id (
 deadline, payment intent), read through storage, so any worker can serve the page and a restart
 loses nothing. Ids are derived, not stored: the session id from the caller's idempotency key
 (a double tap makes one session), the payment intent and event ids from the session id (a double
-click on Pay is one event). Paying or cancelling builds the event Stripe would send, in Stripe's
-shape, signs it and reads it back through ``parse_event``, so it reaches the booking service
-exactly as a verified Stripe webhook does.
+click on Pay is one event). Paying builds the event Stripe would send, in Stripe's shape, signs it and
+reads it back through ``parse_event``, so it reaches the booking service exactly as a verified
+Stripe webhook does. Cancelling is the traveller leaving the page, as Stripe's cancel_url is:
+the booking service cancels the booking and closes the link.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from services.payments.base import (
 )
 from services.payments.events import (
     CHECKOUT_COMPLETED,
-    CHECKOUT_EXPIRED,
     event_from_stripe,
     to_stripe_amount,
 )
@@ -130,19 +130,11 @@ class SandboxGateway(PaymentGateway):
         session = await self.retrieve_checkout(session_id)
         if session.status != "open":
             raise PaymentError(_closed(session))
-        intent = "pi_sandbox_" + _digest("intent", session_id)
+        intent = _intent_of(session_id)
         paid = session.model_copy(
             update={"status": "complete", "payment_status": "paid", "payment_intent": intent}
         )
         return self._event(CHECKOUT_COMPLETED, paid)
-
-    async def cancel(self, session_id: str) -> PaymentEvent:
-        """The tester gives up: the session expires now, as Stripe's expire call does."""
-        session = await self.retrieve_checkout(session_id)
-        if session.status != "open":
-            raise PaymentError(_closed(session))
-        await self.expire_checkout(session_id)
-        return self._event(CHECKOUT_EXPIRED, session.model_copy(update={"status": "expired"}))
 
     # refunds ---------------------------------------------------------------------------------
     async def refund(
@@ -180,10 +172,16 @@ class SandboxGateway(PaymentGateway):
         )
 
     async def _booking_by_intent(self, payment_intent_id: str) -> Booking:
-        # Refunds are rare and the sandbox is for local runs: a scan is fine here.
+        # Refunds are rare and the sandbox is for local runs: a scan is fine here. A booking
+        # cancelled before its payment arrived has no intent recorded yet: it is found by the
+        # intent its session's payment derives.
         for status in _PAID_STATUSES:
             for booking in await self._storage.list_bookings_by_status(status):
-                if booking.payment_intent_id == payment_intent_id:
+                if booking.payment_intent_id == payment_intent_id or (
+                    booking.payment_intent_id is None
+                    and booking.checkout_session_id
+                    and _intent_of(booking.checkout_session_id) == payment_intent_id
+                ):
                     return booking
         raise PaymentError(f"no payment {payment_intent_id} to refund")
 
@@ -248,6 +246,11 @@ class SandboxGateway(PaymentGateway):
             expires_at=expires_at,
             payment_intent=payment_intent,
         )
+
+
+def _intent_of(session_id: str) -> str:
+    """The payment intent paying a sandbox session makes (one per session)."""
+    return "pi_sandbox_" + _digest("intent", session_id)
 
 
 def _closed(session: CheckoutSession) -> str:
