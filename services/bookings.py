@@ -61,6 +61,10 @@ S = BookingStatus
 # A link with less time left than this is replaced rather than sent again.
 MIN_LINK_TIME_LEFT = timedelta(minutes=5)
 REFUND_RECORD_TYPE = "refund.created"  # how our own refunds appear in a booking's event history
+# Payment links are Checkout Sessions at Stripe; old buttons never expire, so these caps are
+# what stops one traveller making dozens a minute.
+MAX_OPEN_LINKS_PER_USER = 3  # unpaid bookings whose link is still payable
+MAX_RENEWALS_PER_BOOKING = 5  # new links for one booking after its first
 
 
 class BookingError(Exception):
@@ -78,6 +82,10 @@ class CancellationRefusedError(BookingError):
 
 class RenewalRefusedError(BookingError):
     pass
+
+
+class TooManyLinksError(RenewalRefusedError):
+    """A cap on payment links was reached; ``str()`` says what to do instead."""
 
 
 class NothingToRefundError(BookingError):
@@ -151,8 +159,12 @@ class BookingService:
         payment_window: timedelta = timedelta(minutes=30),
         alert_admins: Callable[[str], Awaitable[None]] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        max_open_links: int = MAX_OPEN_LINKS_PER_USER,
+        max_renewals: int = MAX_RENEWALS_PER_BOOKING,
     ) -> None:
         self._storage = storage
+        self._max_open_links = max_open_links
+        self._max_renewals = max_renewals
         self._provider = provider
         self._gateway = gateway
         self._notifier = notifier
@@ -206,6 +218,7 @@ class BookingService:
             reused = await self._reusable_checkout(user_id, itinerary, travellers)
             if reused is not None:
                 return reused
+            await self._check_open_links(user_id)
             deadline = self._now() + self._payment_window
             booking = await self._storage.create_booking(
                 NewBooking(
@@ -253,6 +266,27 @@ class BookingService:
                 return booking, session
         return None
 
+    async def _check_open_links(self, user_id: int, *, besides: str | None = None) -> None:
+        """Refuse another payable link while the traveller has ``max_open_links`` of them.
+
+        Serialised per user within a worker (the user lock); two workers at the same moment
+        may each let one more through, which a cap on spam can afford."""
+        now = self._now()
+        count = 0
+        for status in (S.DRAFT, S.AWAITING_PAYMENT, S.EXPIRED):
+            for booking in await self._storage.list_bookings_by_status(status, user_id=user_id):
+                if booking.id == besides or (booking.payment_deadline or now) < now:
+                    continue
+                if booking.status is S.EXPIRED:
+                    # Expired, but renewed since? Only the gateway knows if its link is open
+                    # (few bookings: their deadline is within the last payment window).
+                    session = await self._current_session(booking)
+                    if session is None or session.status != "open":
+                        continue
+                count += 1
+        if count >= self._max_open_links:
+            raise TooManyLinksError(texts.too_many_open_links(count))
+
     def _still_good(self, session: CheckoutSession) -> bool:
         return session.status == "open" and session.expires_at - self._now() > MIN_LINK_TIME_LEFT
 
@@ -279,6 +313,9 @@ class BookingService:
                 await self._apply_payment(booking, current)
                 raise RenewalRefusedError(texts.already_paid(booking))
             await self._check_fare(booking)
+            await self._check_open_links(booking.user_id, besides=booking.id)
+            if not await self._storage.claim_checkout_renewal(booking.id, self._max_renewals):
+                raise TooManyLinksError(texts.too_many_links(booking, self._max_renewals + 1))
             previous = booking.checkout_session_id or "none"
             session = await self._gateway.create_checkout(
                 booking,

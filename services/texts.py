@@ -279,6 +279,20 @@ def cannot_renew(booking: Booking) -> str:
     )
 
 
+def too_many_open_links(count: int) -> str:
+    return (
+        f"You already have {count} bookings waiting for payment. Pay for one of them, or "
+        "cancel one in /mybookings, then tap Pay again."
+    )
+
+
+def too_many_links(booking: Booking, links: int) -> str:
+    return (
+        f"Booking {booking.reference} has had {links} payment links already, so I won't make "
+        "another. /start to search again and book afresh."
+    )
+
+
 def already_paid(booking: Booking) -> str:
     return f"Booking {booking.reference} is already paid: the confirmation follows here shortly."
 
