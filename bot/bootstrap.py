@@ -289,7 +289,8 @@ SWEEP_INTERVAL = 60.0
 
 async def _sweep(bookings: BookingService, broadcasts: BroadcastWorker) -> None:
     """Every minute: expire unpaid bookings whose deadline passed without a webhook (and the
-    sandbox's, which has no timer of its own), and carry on broadcasts whose worker died.
+    sandbox's, which has no timer of its own), erase the travellers /deletedata kept for a
+    trip that is now over, and carry on broadcasts whose worker died.
     Safe on every worker: transitions are conditional and a broadcast has one lease."""
     while True:
         await asyncio.sleep(SWEEP_INTERVAL)
@@ -297,6 +298,10 @@ async def _sweep(bookings: BookingService, broadcasts: BroadcastWorker) -> None:
             await bookings.expire_overdue()
         except Exception:  # a background sweep must survive a bad minute
             log.warning("expiring overdue bookings failed; retrying next minute", exc_info=True)
+        try:
+            await bookings.erase_held_data()  # /deletedata's trips that are now over
+        except Exception:
+            log.warning("erasing travelled bookings failed; retrying next minute", exc_info=True)
         try:
             await broadcasts.adopt()
         except Exception:

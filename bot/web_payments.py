@@ -125,6 +125,8 @@ class _SandboxPages:
         session = await self._gateway.retrieve_checkout(session_id)
         if session.status == "complete":
             return _page("Already paid", _summary(booking) + _status_note(booking))
+        if booking.status is BookingStatus.CANCELLED:
+            return _page("Booking cancelled", _summary(booking) + "<p>Nothing was charged.</p>")
         if session.status != "open":
             return _page(
                 "Payment link expired",

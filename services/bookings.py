@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import ValidationError
@@ -130,6 +131,15 @@ class _KeyedLocks:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, users - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """What /deletedata does (or did) to a traveller's bookings."""
+
+    cancelled: tuple[Booking, ...]  # unpaid: cancelled and their payment links closed
+    kept: tuple[Booking, ...]  # upcoming trips: travellers kept until the trip is over
+    anonymised: int = 0  # bookings whose travellers were erased now
 
 
 def passengers_of(travellers: tuple[Traveller, ...]) -> Passengers:
@@ -461,6 +471,60 @@ class BookingService:
                 expired += 1
                 await self._tell(booking.user_id, texts.link_expired(booking))
         return expired
+
+    # erasing a traveller's data -------------------------------------------------------------
+    async def erasure_plan(self, user_id: int) -> Erasure:
+        """What ``erase_user_data`` would do now: shown before the traveller confirms."""
+        unpaid = [
+            booking
+            for status in UNPAID
+            for booking in await self._storage.list_bookings_by_status(status, user_id=user_id)
+        ]
+        return Erasure(cancelled=tuple(unpaid), kept=tuple(await self._trips_to_keep(user_id)))
+
+    async def erase_user_data(self, user_id: int) -> Erasure:
+        """/deletedata: erase the traveller's profile and their bookings' personal data.
+
+        Unpaid bookings are cancelled and their Checkout Sessions expired first, so no link of
+        theirs can be paid any more (a payment already on its way is refunded when it arrives,
+        see ``refund_if_ended``), and nothing is ever ticketed in an erased name. A paid or
+        confirmed trip that is not over keeps its travellers, which the airline needs, until
+        it lands or stops standing (cancelled, refunded); ``erase_held_data`` erases them then.
+        """
+        cancelled = []
+        for status in UNPAID:
+            for booking in await self._storage.list_bookings_by_status(status, user_id=user_id):
+                async with self._booking_locks.hold(booking.id):
+                    if await self._cancel_unpaid(await self._reload(booking)):
+                        cancelled.append(booking)
+        kept = await self._trips_to_keep(user_id)
+        for booking in kept:
+            await self._storage.hold_booking_data(booking.id, booking.trip_end)
+        anonymised = await self._storage.delete_user_data(user_id)
+        log.info(
+            "user data erased: %d booking(s) anonymised, %d cancelled, %d kept until travelled",
+            anonymised,
+            len(cancelled),
+            len(kept),
+        )
+        return Erasure(cancelled=tuple(cancelled), kept=tuple(kept), anonymised=anonymised)
+
+    async def _trips_to_keep(self, user_id: int) -> list[Booking]:
+        now = self._now()
+        return [
+            booking
+            for status in (S.PAID, S.CONFIRMED)
+            for booking in await self._storage.list_bookings_by_status(status, user_id=user_id)
+            if booking.trip_end > now
+        ]
+
+    async def erase_held_data(self) -> int:
+        """The sweep's step: erase the travellers that /deletedata kept for a trip that is now
+        over or no longer stands. Returns how many bookings were erased."""
+        erased = await self._storage.erase_held_bookings(self._now())
+        if erased:
+            log.info("erased the travellers of %d booking(s) kept until travelled", erased)
+        return erased
 
     # payment events --------------------------------------------------------------------------
     async def handle_event(self, event: PaymentEvent) -> None:

@@ -180,13 +180,39 @@ async def cmd_mydata(deps: FlowDeps, conv: Conversation | None, event: Event) ->
     )
 
 
+def _trip_line(booking: Booking) -> str:
+    return (
+        f"<b>{esc(booking.reference)}</b> · {texts.route(booking)} · "
+        f"{texts.day(booking.itinerary.departure)}"
+    )
+
+
 async def cmd_deletedata(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
+    plan = await deps.bookings.erasure_plan(event.user.id)
+    lines = [
+        "This erases your profile and saved travellers, and removes names, passport details "
+        "and contacts from your bookings. Bookings themselves stay for our accounts."
+    ]
+    if plan.cancelled:
+        lines += [
+            "",
+            "These unpaid bookings will be cancelled and their payment links closed:",
+            *(f"  {_trip_line(b)}" for b in plan.cancelled),
+        ]
+    if plan.kept:
+        lines += [
+            "",
+            "These upcoming trips stay booked:",
+            *(f"  {_trip_line(b)}" for b in plan.kept),
+            "The airline needs their travellers' names and passport details until the trip "
+            "is over, so I keep those until then and erase them afterwards. To cancel a trip "
+            "first, use /mybookings.",
+        ]
+    lines += ["", "Continue?"]
     return _keep(
         conv,
         Message(
-            text="This erases your profile and saved travellers, and removes names, passport "
-            "details and contacts from your past bookings. Bookings themselves stay for our "
-            "accounts. Continue?",
+            text="\n".join(lines),
             buttons=(
                 (Button(label="Yes, erase my data", action="!deleteyes"),),
                 (Button(label="No, keep it", action="!deleteno"),),
@@ -201,11 +227,15 @@ async def cmd_deletedata(deps: FlowDeps, conv: Conversation | None, event: Event
 async def btn_delete_yes(
     deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed
 ) -> Step:
-    count = await deps.storage.delete_user_data(event.user.id)
-    return _keep(
-        conv,
-        Message(text=f"Done: your data is erased and {count} booking(s) anonymised.", edit=True),
-    )
+    erasure = await deps.bookings.erase_user_data(event.user.id)
+    lines = [f"Done: your data is erased and {erasure.anonymised} booking(s) anonymised."]
+    if erasure.cancelled:
+        count = len(erasure.cancelled)
+        lines.append(f"{count} unpaid booking{'s' if count != 1 else ''} cancelled.")
+    if erasure.kept:
+        lines.append("Kept until the trip is over, then erased:")
+        lines += [f"  {_trip_line(b)}" for b in erasure.kept]
+    return _keep(conv, Message(text="\n".join(lines), edit=True))
 
 
 async def btn_delete_no(
