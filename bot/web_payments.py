@@ -164,7 +164,9 @@ class _SandboxPages:
         if session.status != "open":
             return await self._refused(session_id, _closed_reason(session.status))
         booking = await self._bookings.cancel_on_payment_page(session_id)
-        body = _summary(booking) if booking else ""
+        if booking is None or booking.status is not BookingStatus.CANCELLED:
+            return await self._refused(session_id, "This booking can no longer be cancelled here.")
+        body = _summary(booking)
         return _page(
             "Payment cancelled",
             body + "<p>Nothing was charged and the booking is cancelled. You can go back to "

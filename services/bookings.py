@@ -322,10 +322,10 @@ class BookingService:
             if current is not None and current.payment_status == "paid":
                 await self._apply_payment(booking, current)
                 raise RenewalRefusedError(texts.already_paid(booking))
-            await self._check_fare(booking)
             await self._check_open_links(booking.user_id, besides=booking.id)
             if not await self._storage.claim_checkout_renewal(booking.id, self._max_renewals):
                 raise TooManyLinksError(texts.too_many_links(booking, self._max_renewals + 1))
+            await self._check_fare(booking)
             previous = booking.checkout_session_id or "none"
             session = await self._gateway.create_checkout(
                 booking,

@@ -195,6 +195,26 @@ async def test_admin_refund_while_the_traveller_cancels_reaches_stripe_once(
     assert refund["amount"] == booking.amount.amount
 
 
+async def test_two_coroutines_of_one_worker_refund_once(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking = await pay_and_confirm(world, itinerary)
+    world.stripe.delays["/v1/refunds"] = 0.2
+
+    outcomes = await asyncio.gather(
+        world.service.cancel_by_user(USER, booking.reference),
+        world.service.refund_by_admin(booking.reference, amount=None, reason=None, admin_id=7),
+        return_exceptions=True,
+    )
+
+    [refused] = [o for o in outcomes if isinstance(o, BaseException)]
+    assert isinstance(refused, BookingError)
+    assert "already" in str(refused)
+    assert refund_requests(world) == [200]
+    assert (await world.booking(booking.reference)).status is S.REFUNDED
+
+
 async def test_traveller_cancelling_while_an_admin_refunds_is_told_so(
     world: World,  # noqa: F811
     itinerary: Itinerary,  # noqa: F811

@@ -311,7 +311,7 @@ async def btn_cancel_ask(
         conv,
         Message(
             text=f"Cancel booking <b>{esc(booking.reference)}</b> and refund "
-            f"{booking.amount.format()} to your card?",
+            f"{booking.refundable.format()} to your card?",
             buttons=(
                 (
                     Button(
