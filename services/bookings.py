@@ -323,16 +323,18 @@ class BookingService:
                 await self._apply_payment(booking, current)
                 raise RenewalRefusedError(texts.already_paid(booking))
             await self._check_open_links(booking.user_id, besides=booking.id)
-            if not await self._storage.claim_checkout_renewal(booking.id, self._max_renewals):
+            renewal = await self._storage.claim_checkout_renewal(booking.id, self._max_renewals)
+            if renewal is None:
                 raise TooManyLinksError(texts.too_many_links(booking, self._max_renewals + 1))
             await self._check_fare(booking)
-            previous = booking.checkout_session_id or "none"
             session = await self._gateway.create_checkout(
                 booking,
                 success_url=self._success_url(booking),
                 cancel_url=self._cancel_url(booking),
                 expires_at=self._now() + self._payment_window,
-                idempotency_key=f"checkout:{booking.id}:after:{previous}",
+                # One key per claimed renewal: a Stripe failure stored under one key is not
+                # replayed to the traveller's next try.
+                idempotency_key=f"checkout:{booking.id}:renewal:{renewal}",
             )
             booking = await self._storage.attach_checkout(
                 booking.id, checkout_session_id=session.id, payment_deadline=session.expires_at

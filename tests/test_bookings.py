@@ -409,7 +409,7 @@ async def test_expired_session_then_a_new_link_that_confirms(
     assert session.amount == booking.amount
     assert renewed.status is S.EXPIRED  # until the money comes: expired → paid is allowed
     assert renewed.checkout_session_id == session.id
-    assert world.stripe.requests[-1].idempotency_key == f"checkout:{booking.id}:after:{session_id}"
+    assert world.stripe.requests[-1].idempotency_key == f"checkout:{booking.id}:renewal:1"
     _again, same = await world.service.renew_checkout(USER, booking.reference)
     assert same.id == session.id  # a link still good is sent again
 

@@ -18,6 +18,7 @@ from services.bookings import (
 )
 from services.models import BookingStatus, Itinerary
 from services.money import Money
+from services.payments.base import PaymentError
 from tests.support.botkit import BotKit, running_bot
 from tests.test_bookings import (  # noqa: F401 - fixtures
     USER,
@@ -102,6 +103,23 @@ async def test_renewing_counts_against_the_open_links(
 
     with pytest.raises(RenewalRefusedError, match="already have 3 bookings waiting"):
         await world.service.renew_checkout(USER, lapsed.reference)
+
+
+async def test_a_new_link_stripe_failed_to_make_can_be_asked_for_again(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking, session = await world.service.start_checkout(USER, itinerary, (traveller(),))
+    await world.stripe.deliver(world.webhook, world.stripe.expire_session(session.id))
+    world.stripe.fail_next("/v1/checkout/sessions")
+
+    with pytest.raises(PaymentError):
+        await world.service.renew_checkout(USER, booking.reference)
+    _, fresh = await world.service.renew_checkout(USER, booking.reference)
+
+    assert fresh.status == "open"
+    keys = [r.idempotency_key for r in world.stripe.requests if r.path == "/v1/checkout/sessions"]
+    assert len(keys) == len(set(keys)) == 3  # first link, the failed try, the retry
 
 
 @pytest.fixture

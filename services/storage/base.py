@@ -189,8 +189,9 @@ class Storage(ABC):
         released so the money can be refunded again."""
 
     @abstractmethod
-    async def claim_checkout_renewal(self, booking_id: str, limit: int) -> bool:
-        """Count one more payment link for the booking unless it already had ``limit``."""
+    async def claim_checkout_renewal(self, booking_id: str, limit: int) -> int | None:
+        """Count one more payment link for the booking unless it already had ``limit``;
+        returns its number (1, 2, ...; unique per booking) or None at the limit."""
 
     @abstractmethod
     async def hold_booking_data(self, booking_id: str, until: datetime) -> None:

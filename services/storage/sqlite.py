@@ -561,16 +561,16 @@ class SQLiteStorage(Storage):
             (amount_minor, amount_minor if sent else 0, _now(), canonical, amount_minor),
         )
 
-    async def claim_checkout_renewal(self, booking_id: str, limit: int) -> bool:
+    async def claim_checkout_renewal(self, booking_id: str, limit: int) -> int | None:
         canonical = rows.normalise_booking_id(booking_id)
         if canonical is None:
             raise BookingNotFoundError(booking_id)
-        changed = await self._changes(
+        row = await self._one(
             "UPDATE bookings SET checkout_renewals = checkout_renewals + 1, updated_at = ? "
-            "WHERE id = ? AND checkout_renewals < ?",
+            "WHERE id = ? AND checkout_renewals < ? RETURNING checkout_renewals",
             (_now(), canonical, limit),
         )
-        return changed == 1
+        return int(row["checkout_renewals"]) if row else None
 
     async def hold_booking_data(self, booking_id: str, until: datetime) -> None:
         canonical = rows.normalise_booking_id(booking_id)

@@ -375,14 +375,14 @@ class SupabaseStorage(Storage):
             )
         )
 
-    async def claim_checkout_renewal(self, booking_id: str, limit: int) -> bool:
+    async def claim_checkout_renewal(self, booking_id: str, limit: int) -> int | None:
         canonical = rows.normalise_booking_id(booking_id)
         if canonical is None:
             raise BookingNotFoundError(booking_id)
         claimed = await self._rows(
             self._rpc("claim_checkout_renewal", {"p_booking_id": canonical, "p_limit": limit})
         )
-        return bool(claimed)
+        return int(claimed[0]["renewals"]) if claimed else None
 
     async def hold_booking_data(self, booking_id: str, until: datetime) -> None:
         canonical = rows.normalise_booking_id(booking_id)
