@@ -712,7 +712,7 @@ class BookingService:
                 raise CancellationRefusedError(texts.cannot_cancel(await self._reload(booking)))
             try:
                 # What is left: an admin's partial refund may be on its way at this moment.
-                refund = await self._refund(
+                await self._send_refund(
                     booking,
                     amount=None,
                     reason="requested_by_customer",
@@ -723,8 +723,11 @@ class BookingService:
                 raise CancellationRefusedError(
                     texts.cannot_cancel(await self._reload(booking))
                 ) from None
-            if refund is None:
-                raise RefundFailedError(texts.refund_failed_user(booking))
+            except PaymentError as error:
+                log.warning("refund for %s failed: %s", booking.reference, error)
+                current = await self._reload(booking)
+                await self._alert(texts.alert_refund_failed(current, str(error)))
+                raise RefundFailedError(texts.refund_failed_user(booking)) from None
             await self._storage.transition(booking.id, S.CANCELLED, S.REFUNDED)
             log.info("booking %s cancelled by the traveller and refunded", booking.reference)
             return await self._reload(booking)
@@ -778,7 +781,7 @@ class BookingService:
             full = wanted == left
             if full and not await self._claim_full_refund(booking):
                 current = await self._reload(booking)
-                if current.status is S.CANCELLED and current.refund_pending_minor:
+                if current.status in (S.CANCELLED, S.REFUNDED):  # the traveller cancelled
                     raise AlreadyRefundedError(texts.already_refunded(current))
                 raise NothingToRefundError(texts.nothing_to_refund(current))
             try:
@@ -827,17 +830,16 @@ class BookingService:
         # paid but never ticketed: the booking did not happen, like a ticketing failure
         return await self._storage.transition(booking.id, S.PAID, S.FAILED)
 
-    async def _refund_records(self, booking: Booking) -> list[str]:
-        events = await self._storage.list_payment_events(booking.id)
-        return [event_id for event_id, kind, _ in events if kind == REFUND_RECORD_TYPE]
-
     async def _refund(
         self, booking: Booking, *, amount: Money | None, reason: str, key: str
     ) -> Refund | None:
         """Refund; on failure alert the admins and return None (the status says what is left).
-        ``AlreadyRefundedError`` passes: someone else is refunding it."""
+        None too when someone else (an admin, at the same moment) is refunding it already."""
         try:
             return await self._send_refund(booking, amount=amount, reason=reason, key=key)
+        except AlreadyRefundedError:
+            log.info("booking %s is being refunded by someone else", booking.reference)
+            return None
         except PaymentError as error:
             log.warning("refund for %s failed: %s", booking.reference, error)
             await self._alert(texts.alert_refund_failed(await self._reload(booking), str(error)))

@@ -334,14 +334,14 @@ def refund_exceeds_what_is_left(booking: Booking, amount: Money) -> str:
 
 
 def already_refunded(booking: Booking) -> str:
-    if booking.refund_pending_minor:
+    if booking.refund_pending_minor or booking.status.value == "cancelled":
         return (
             f"Nothing to refund on booking {booking.reference}: it is already being refunded "
             "right now."
         )
+    amount = f" ({booking.refunded.format()})" if booking.refunded_minor else ""
     return (
-        f"Nothing to refund on booking {booking.reference}: it has already been refunded "
-        f"({booking.refunded.format()})."
+        f"Nothing to refund on booking {booking.reference}: it has already been refunded{amount}."
     )
 
 
