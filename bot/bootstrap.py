@@ -232,7 +232,8 @@ async def open_runtime(
             username = application.bot.username
             if adapters.gateway.is_sandbox or not username:
                 return f"{settings.base_url}/checkout/done/{booking.reference}"
-            return f"https://t.me/{username}?start=booking_{booking.reference}"
+            # Stripe's page sends the traveller here when they cancel: the chat cancels it.
+            return f"https://t.me/{username}?start=cancelled_{booking.reference}"
 
         alert: Callable[[str], Awaitable[None]] = _admin_alerter(notifier, settings.admin_user_ids)
         receipts = EmailReceipts(
@@ -329,7 +330,8 @@ async def _sweep(
     bookings: BookingService, broadcasts: BroadcastWorker, retention: RetentionJob
 ) -> None:
     """Every minute: expire unpaid bookings whose deadline passed without a webhook (and the
-    sandbox's, which has no timer of its own), and carry on broadcasts whose worker died.
+    sandbox's, which has no timer of its own), erase the travellers /deletedata kept for a
+    trip that is now over, and carry on broadcasts whose worker died.
     Safe on every worker: transitions are conditional and a broadcast has one lease."""
     while True:
         await asyncio.sleep(SWEEP_INTERVAL)
@@ -337,6 +339,10 @@ async def _sweep(
             await bookings.expire_overdue()
         except Exception:  # a background sweep must survive a bad minute
             log.warning("expiring overdue bookings failed; retrying next minute", exc_info=True)
+        try:
+            await bookings.erase_held_data()  # /deletedata's trips that are now over
+        except Exception:
+            log.warning("erasing travelled bookings failed; retrying next minute", exc_info=True)
         try:
             await broadcasts.adopt()
         except Exception:

@@ -1,8 +1,9 @@
 """Payment routes on the bot's web server: Stripe's webhook and the sandbox checkout page.
 
 The webhook verifies the signature before anything else and answers 400 for anything it cannot
-verify or read, 200 once the event is applied (or was already). The sandbox page's Pay and
-Cancel build the event Stripe would send and hand it to the same ``handle_event``.
+verify or read, 200 once the event is applied (or was already). The sandbox page's Pay
+builds the event Stripe would send and hands it to the same ``handle_event``; Cancel is the
+traveller leaving the page (Stripe's cancel_url): the booking is cancelled.
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ class _SandboxPages:
         session = await self._gateway.retrieve_checkout(session_id)
         if session.status == "complete":
             return _page("Already paid", _summary(booking) + _status_note(booking))
+        if booking.status is BookingStatus.CANCELLED:
+            return _page("Booking cancelled", _summary(booking) + "<p>Nothing was charged.</p>")
         if session.status != "open":
             return _page(
                 "Payment link expired",
@@ -162,22 +165,29 @@ class _SandboxPages:
         session_id = request.match_info["session"]
         if await self._bookings.booking_for_session(session_id) is None:
             return _not_found()
-        try:
-            event = await self._gateway.cancel(session_id)
-        except PaymentError as error:
-            return await self._refused(session_id, str(error))
-        await self._bookings.handle_event(event)
-        booking = await self._bookings.booking_for_session(session_id)
-        body = _summary(booking) if booking else ""
+        session = await self._gateway.retrieve_checkout(session_id)
+        if session.status != "open":
+            return await self._refused(session_id, _closed_reason(session.status))
+        booking = await self._bookings.cancel_on_payment_page(session_id)
+        if booking is None or booking.status is not BookingStatus.CANCELLED:
+            return await self._refused(session_id, "This booking can no longer be cancelled here.")
+        body = _summary(booking)
         return _page(
             "Payment cancelled",
-            body + "<p>Nothing was charged. You can ask the bot for a new link.</p>",
+            body + "<p>Nothing was charged and the booking is cancelled. You can go back to "
+            "the chat and /start a new search.</p>",
         )
 
     async def _refused(self, session_id: str, reason: str) -> web.Response:
         booking = await self._bookings.booking_for_session(session_id)
         body = _summary(booking) if booking else ""
         return _page("Nothing to pay", body + f"<p>{html.escape(reason)}</p>", status=409)
+
+
+def _closed_reason(status: str) -> str:
+    if status == "complete":
+        return "This booking is already paid."
+    return "This payment link has expired."
 
 
 def _status_note(booking: Booking) -> str:

@@ -258,6 +258,7 @@ def booking_text(
         f"Booking id: <code>{esc(booking.id)}</code>",
         f"Amount: <b>{booking.amount.format()}</b> ({booking.amount.amount} minor units "
         f"{booking.amount.currency})",
+        *_refund_lines(booking),
         f"Checkout session: <code>{esc(booking.checkout_session_id or '—')}</code>",
         f"Payment intent: <code>{esc(booking.payment_intent_id or '—')}</code>",
         f"Payment deadline: {_when(booking.payment_deadline)}",
@@ -284,6 +285,17 @@ def booking_text(
     else:
         lines.append("Payment events: none")
     return fit(lines)
+
+
+def _refund_lines(booking: Booking) -> list[str]:
+    """What was given back, when anything was (or is being right now)."""
+    if not booking.refunded_minor and not booking.refund_pending_minor:
+        return []
+    line = f"Refunded: {booking.refunded.format()} of {booking.amount.format()}"
+    if booking.refund_pending_minor:
+        pending = booking.amount.model_copy(update={"amount": booking.refund_pending_minor})
+        line += f", {pending.format()} being refunded now"
+    return [line]
 
 
 def booking_line(booking: Booking) -> str:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import ValidationError
@@ -62,6 +63,10 @@ S = BookingStatus
 # A link with less time left than this is replaced rather than sent again.
 MIN_LINK_TIME_LEFT = timedelta(minutes=5)
 REFUND_RECORD_TYPE = "refund.created"  # how our own refunds appear in a booking's event history
+# Payment links are Checkout Sessions at Stripe; old buttons never expire, so these caps are
+# what stops one traveller making dozens a minute.
+MAX_OPEN_LINKS_PER_USER = 3  # unpaid bookings whose link is still payable
+MAX_RENEWALS_PER_BOOKING = 5  # new links for one booking after its first
 
 
 class BookingError(Exception):
@@ -81,13 +86,24 @@ class RenewalRefusedError(BookingError):
     pass
 
 
+class TooManyLinksError(RenewalRefusedError):
+    """A cap on payment links was reached; ``str()`` says what to do instead."""
+
+
 class NothingToRefundError(BookingError):
     pass
+
+
+class AlreadyRefundedError(NothingToRefundError):
+    """Everything paid was refunded already, or another worker is refunding it right now."""
 
 
 class RefundFailedError(BookingError):
     """The booking was cancelled but the money could not be sent back yet; admins are alerted."""
 
+
+# Statuses of a booking nobody has paid for yet, which the traveller can still give up.
+UNPAID = (S.DRAFT, S.AWAITING_PAYMENT, S.EXPIRED)
 
 # Bookings settled per sweep; the rest wait for the next minute.
 OVERDUE_BATCH = 200
@@ -118,6 +134,15 @@ class _KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """What /deletedata does (or did) to a traveller's bookings."""
+
+    cancelled: tuple[Booking, ...]  # unpaid: cancelled and their payment links closed
+    kept: tuple[Booking, ...]  # upcoming trips: travellers kept until the trip is over
+    anonymised: int = 0  # bookings whose travellers were erased now
+
+
 def passengers_of(travellers: tuple[Traveller, ...]) -> Passengers:
     """Who is travelling, counted by category (what the provider re-prices for)."""
     count = dict.fromkeys(PassengerCategory, 0)
@@ -146,8 +171,12 @@ class BookingService:
         alert_admins: Callable[[str], Awaitable[None]] | None = None,
         clock: Callable[[], datetime] = utcnow,
         receipts: BookingReceipts = NO_RECEIPTS,
+        max_open_links: int = MAX_OPEN_LINKS_PER_USER,
+        max_renewals: int = MAX_RENEWALS_PER_BOOKING,
     ) -> None:
         self._storage = storage
+        self._max_open_links = max_open_links
+        self._max_renewals = max_renewals
         self._provider = provider
         self._gateway = gateway
         self._notifier = notifier
@@ -202,6 +231,7 @@ class BookingService:
             reused = await self._reusable_checkout(user_id, itinerary, travellers)
             if reused is not None:
                 return reused
+            await self._check_open_links(user_id)
             deadline = self._now() + self._payment_window
             booking = await self._storage.create_booking(
                 NewBooking(
@@ -249,6 +279,27 @@ class BookingService:
                 return booking, session
         return None
 
+    async def _check_open_links(self, user_id: int, *, besides: str | None = None) -> None:
+        """Refuse another payable link while the traveller has ``max_open_links`` of them.
+
+        Serialised per user within a worker (the user lock); two workers at the same moment
+        may each let one more through, which a cap on spam can afford."""
+        now = self._now()
+        count = 0
+        for status in (S.DRAFT, S.AWAITING_PAYMENT, S.EXPIRED):
+            for booking in await self._storage.list_bookings_by_status(status, user_id=user_id):
+                if booking.id == besides or (booking.payment_deadline or now) < now:
+                    continue
+                if booking.status is S.EXPIRED:
+                    # Expired, but renewed since? Only the gateway knows if its link is open
+                    # (few bookings: their deadline is within the last payment window).
+                    session = await self._current_session(booking)
+                    if session is None or session.status != "open":
+                        continue
+                count += 1
+        if count >= self._max_open_links:
+            raise TooManyLinksError(texts.too_many_open_links(count))
+
     def _still_good(self, session: CheckoutSession) -> bool:
         return session.status == "open" and session.expires_at - self._now() > MIN_LINK_TIME_LEFT
 
@@ -274,14 +325,19 @@ class BookingService:
             if current is not None and current.payment_status == "paid":
                 await self._apply_payment(booking, current)
                 raise RenewalRefusedError(texts.already_paid(booking))
+            await self._check_open_links(booking.user_id, besides=booking.id)
+            renewal = await self._storage.claim_checkout_renewal(booking.id, self._max_renewals)
+            if renewal is None:
+                raise TooManyLinksError(texts.too_many_links(booking, self._max_renewals + 1))
             await self._check_fare(booking)
-            previous = booking.checkout_session_id or "none"
             session = await self._gateway.create_checkout(
                 booking,
                 success_url=self._success_url(booking),
                 cancel_url=self._cancel_url(booking),
                 expires_at=self._now() + self._payment_window,
-                idempotency_key=f"checkout:{booking.id}:after:{previous}",
+                # One key per claimed renewal: a Stripe failure stored under one key is not
+                # replayed to the traveller's next try.
+                idempotency_key=f"checkout:{booking.id}:renewal:{renewal}",
             )
             booking = await self._storage.attach_checkout(
                 booking.id, checkout_session_id=session.id, payment_deadline=session.expires_at
@@ -323,28 +379,85 @@ class BookingService:
             raise RenewalRefusedError(texts.fare_changed(booking, check.price))
 
     async def abandon(self, user_id: int, reference: str) -> bool:
-        """The traveller gives up on paying: awaiting_payment → expired, and the link is closed.
+        """The traveller gives up on paying ("Cancel this booking", or Stripe's cancel_url
+        back into the chat): the unpaid booking is cancelled and its link closed.
 
-        Returns whether there was a payable booking to abandon. A payment that completed at
-        that very moment still confirms the booking when its event arrives.
+        Returns whether there was an unpaid booking to cancel. A payment that completed at
+        that very moment is refunded when its event arrives (``refund_if_ended``).
         """
         booking = await self.get(user_id, reference)
         async with self._booking_locks.hold(booking.id):
+            return await self._cancel_unpaid(await self._reload(booking))
+
+    async def cancel_on_payment_page(self, session_id: str) -> Booking | None:
+        """The payment page's Cancel: the booking is cancelled and the traveller told in the
+        chat. None when the link is not the booking's current one (or there is none)."""
+        booking = await self._storage.get_booking_by_session(session_id)
+        if booking is None or booking.checkout_session_id != session_id:
+            return None
+        async with self._booking_locks.hold(booking.id):
             booking = await self._reload(booking)
-            abandoned = False
-            if booking.status is S.AWAITING_PAYMENT:
-                abandoned = await self._storage.transition(
-                    booking.id, S.AWAITING_PAYMENT, S.EXPIRED
+            if await self._cancel_unpaid(booking):
+                log.info("booking %s cancelled on the payment page", booking.reference)
+                await self._tell(booking.user_id, texts.payment_cancelled(booking))
+            return await self._reload(booking)
+
+    async def _cancel_unpaid(self, booking: Booking) -> bool:
+        """draft, awaiting_payment or expired → cancelled, then the link closed, so that it
+        can no longer be paid."""
+        if booking.status not in UNPAID or not await self._storage.transition(
+            booking.id, booking.status, S.CANCELLED
+        ):
+            return False
+        if booking.checkout_session_id:
+            try:
+                await self._gateway.expire_checkout(booking.checkout_session_id)
+            except PaymentError as error:  # already closed, or paid a moment ago (refunded)
+                log.info("could not close the link of %s: %s", booking.reference, error)
+        return True
+
+    async def refund_if_ended(self, booking: Booking, session: CheckoutSession) -> bool:
+        """For the payment path (``_apply_payment``): a booking the traveller ended before it
+        was paid (cancelled, or erased by /deletedata) is never ticketed. Its payment is given
+        back in full and the traveller told; returns True when that is so (the caller stops).
+
+        One refund per payment whatever the number of deliveries: the money is claimed on the
+        booking first, and the booking ends ``refunded`` with the payment recorded on it.
+        """
+        current = await self._reload(booking)
+        intent = session.payment_intent
+        if current.status is not S.CANCELLED or current.payment_intent_id is not None:
+            return False
+        if intent is None or session.amount.currency != current.amount.currency:
+            await self._alert(texts.alert_payment_on_ended_booking(current, session.amount))
+            return True
+        # Its own lock key: callers may hold the booking's lock already (renew_checkout).
+        async with self._booking_locks.hold(f"ended:{booking.id}"):
+            attempt = await self._storage.reserve_refund(booking.id, session.amount.amount)
+            if attempt is None:  # refunded already, or a second payment: a person must look
+                await self._alert(texts.alert_payment_on_ended_booking(current, session.amount))
+                return True
+            try:
+                refund = await self._gateway.refund(
+                    intent,
+                    amount=session.amount,
+                    reason="requested_by_customer",
+                    idempotency_key=f"refund:{booking.id}:ended:{attempt}",
                 )
-            elif booking.status is S.EXPIRED and booking.checkout_session_id:
-                current = await self._current_session(booking)
-                abandoned = current is not None and current.status == "open"
-            if abandoned and booking.checkout_session_id:
-                try:
-                    await self._gateway.expire_checkout(booking.checkout_session_id)
-                except PaymentError as error:
-                    log.info("could not close the link of %s: %s", booking.reference, error)
-            return abandoned
+            except PaymentError as error:
+                await self._storage.settle_refund(booking.id, session.amount.amount, sent=False)
+                log.warning("late payment on %s not refunded: %s", current.reference, error)
+                await self._alert(texts.alert_refund_failed(current, str(error)))
+                await self._tell(current.user_id, texts.ended_booking_refund_pending(current))
+                return True
+            await self._storage.settle_refund(booking.id, session.amount.amount, sent=True)
+            await self._storage.record_payment_event(refund.id, REFUND_RECORD_TYPE, booking.id)
+            await self._storage.transition(
+                booking.id, S.CANCELLED, S.REFUNDED, payment_intent_id=intent
+            )
+            log.info("late payment on cancelled booking %s refunded", current.reference)
+            await self._tell(current.user_id, texts.ended_booking_refunded(current, refund.amount))
+            return True
 
     async def expire_overdue(self) -> int:
         """Settle bookings whose payment deadline passed without an event (a missed webhook, or
@@ -363,6 +476,60 @@ class BookingService:
                 expired += 1
                 await self._tell(booking.user_id, texts.link_expired(booking))
         return expired
+
+    # erasing a traveller's data -------------------------------------------------------------
+    async def erasure_plan(self, user_id: int) -> Erasure:
+        """What ``erase_user_data`` would do now: shown before the traveller confirms."""
+        unpaid = [
+            booking
+            for status in UNPAID
+            for booking in await self._storage.list_bookings_by_status(status, user_id=user_id)
+        ]
+        return Erasure(cancelled=tuple(unpaid), kept=tuple(await self._trips_to_keep(user_id)))
+
+    async def erase_user_data(self, user_id: int) -> Erasure:
+        """/deletedata: erase the traveller's profile and their bookings' personal data.
+
+        Unpaid bookings are cancelled and their Checkout Sessions expired first, so no link of
+        theirs can be paid any more (a payment already on its way is refunded when it arrives,
+        see ``refund_if_ended``), and nothing is ever ticketed in an erased name. A paid or
+        confirmed trip that is not over keeps its travellers, which the airline needs, until
+        it lands or stops standing (cancelled, refunded); ``erase_held_data`` erases them then.
+        """
+        cancelled = []
+        for status in UNPAID:
+            for booking in await self._storage.list_bookings_by_status(status, user_id=user_id):
+                async with self._booking_locks.hold(booking.id):
+                    if await self._cancel_unpaid(await self._reload(booking)):
+                        cancelled.append(booking)
+        kept = await self._trips_to_keep(user_id)
+        for booking in kept:
+            await self._storage.hold_booking_data(booking.id, booking.trip_end)
+        anonymised = await self._storage.delete_user_data(user_id)
+        log.info(
+            "user data erased: %d booking(s) anonymised, %d cancelled, %d kept until travelled",
+            anonymised,
+            len(cancelled),
+            len(kept),
+        )
+        return Erasure(cancelled=tuple(cancelled), kept=tuple(kept), anonymised=anonymised)
+
+    async def _trips_to_keep(self, user_id: int) -> list[Booking]:
+        now = self._now()
+        return [
+            booking
+            for status in (S.PAID, S.CONFIRMED)
+            for booking in await self._storage.list_bookings_by_status(status, user_id=user_id)
+            if booking.trip_end > now
+        ]
+
+    async def erase_held_data(self) -> int:
+        """The sweep's step: erase the travellers that /deletedata kept for a trip that is now
+        over or no longer stands. Returns how many bookings were erased."""
+        erased = await self._storage.erase_held_bookings(self._now())
+        if erased:
+            log.info("erased the travellers of %d booking(s) kept until travelled", erased)
+        return erased
 
     # payment events --------------------------------------------------------------------------
     async def handle_event(self, event: PaymentEvent) -> None:
@@ -417,6 +584,8 @@ class BookingService:
 
     async def _apply_payment(self, booking: Booking, session: CheckoutSession) -> None:
         """Money was taken: paid (from awaiting or expired: money taken wins), then ticket."""
+        if await self.refund_if_ended(booking, session):
+            return
         if session.amount != booking.amount:
             await self._alert(texts.alert_amount_mismatch(booking, session.amount))
             return
@@ -547,14 +716,24 @@ class BookingService:
                 raise CancellationRefusedError(texts.already_departed(booking))
             if not await self._storage.transition(booking.id, S.CONFIRMED, S.CANCELLED):
                 raise CancellationRefusedError(texts.cannot_cancel(await self._reload(booking)))
-            refund = await self._refund(
-                booking,
-                amount=None,
-                reason="requested_by_customer",
-                key=f"refund:{booking.id}:cancel",
-            )
-            if refund is None:
-                raise RefundFailedError(texts.refund_failed_user(booking))
+            try:
+                # What is left: an admin's partial refund may be on its way at this moment.
+                refund = await self._send_refund(
+                    booking,
+                    amount=None,
+                    reason="requested_by_customer",
+                    key=f"refund:{booking.id}:cancel",
+                )
+            except AlreadyRefundedError:
+                # An admin's full refund got there first (on another worker).
+                raise CancellationRefusedError(
+                    texts.cannot_cancel(await self._reload(booking))
+                ) from None
+            except PaymentError as error:
+                log.warning("refund for %s failed: %s", booking.reference, error)
+                current = await self._reload(booking)
+                await self._alert(texts.alert_refund_failed(current, str(error)))
+                raise RefundFailedError(texts.refund_failed_user(booking)) from None
             await self._storage.transition(booking.id, S.CANCELLED, S.REFUNDED)
             log.info("booking %s cancelled by the traveller and refunded", booking.reference)
             self._receipts.refunded(booking, refund.amount, full=True)
@@ -587,30 +766,38 @@ class BookingService:
         async with self._booking_locks.hold(booking.id):
             booking = await self._reload(booking)
             refundable = (S.PAID, S.CONFIRMED, S.FAILED, S.CANCELLED)
+            if booking.status is S.REFUNDED:
+                raise AlreadyRefundedError(texts.already_refunded(booking))
             if booking.status not in refundable or booking.payment_intent_id is None:
                 raise NothingToRefundError(texts.nothing_to_refund(booking))
-            wanted = booking.amount if amount is None else amount
+            left = booking.refundable
+            wanted = left if amount is None else amount
             if wanted.currency != booking.amount.currency:
                 raise NothingToRefundError(
                     f"Booking {booking.reference} was paid in {booking.amount.currency}, "
                     f"not {wanted.currency}."
                 )
-            if wanted.amount <= 0:
+            if amount is not None and amount.amount <= 0:
                 raise NothingToRefundError("The refund amount must be more than zero.")
             if wanted > booking.amount:
                 raise NothingToRefundError(texts.refund_too_large(booking, wanted))
-            # A full refund ends the booking; the gateway refunds whatever is left of the
-            # payment (earlier partial refunds included). A partial one leaves it as it is.
-            full = wanted == booking.amount
+            if left.amount <= 0:
+                raise AlreadyRefundedError(texts.already_refunded(booking))
+            if wanted > left:
+                raise NothingToRefundError(texts.refund_exceeds_what_is_left(booking, wanted))
+            # Refunding all that is left ends the booking; less leaves it as it is.
+            full = wanted == left
             if full and not await self._claim_full_refund(booking):
-                raise NothingToRefundError(texts.nothing_to_refund(await self._reload(booking)))
-            count = len(await self._refund_records(booking))
+                current = await self._reload(booking)
+                if current.status in (S.CANCELLED, S.REFUNDED):  # the traveller cancelled
+                    raise AlreadyRefundedError(texts.already_refunded(current))
+                raise NothingToRefundError(texts.nothing_to_refund(current))
             try:
                 refund = await self._send_refund(
                     booking,
-                    amount=None if full else wanted,
+                    amount=wanted,
                     reason=reason or "requested_by_customer",
-                    key=f"refund:{booking.id}:admin:{count + 1}:{wanted.amount}",
+                    key=f"refund:{booking.id}:admin",
                 )
             except PaymentError as error:
                 status = (await self._reload(booking)).status.value
@@ -652,16 +839,16 @@ class BookingService:
         # paid but never ticketed: the booking did not happen, like a ticketing failure
         return await self._storage.transition(booking.id, S.PAID, S.FAILED)
 
-    async def _refund_records(self, booking: Booking) -> list[str]:
-        events = await self._storage.list_payment_events(booking.id)
-        return [event_id for event_id, kind, _ in events if kind == REFUND_RECORD_TYPE]
-
     async def _refund(
         self, booking: Booking, *, amount: Money | None, reason: str, key: str
     ) -> Refund | None:
-        """Refund; on failure alert the admins and return None (the status says what is left)."""
+        """Refund; on failure alert the admins and return None (the status says what is left).
+        None too when someone else (an admin, at the same moment) is refunding it already."""
         try:
             return await self._send_refund(booking, amount=amount, reason=reason, key=key)
+        except AlreadyRefundedError:
+            log.info("booking %s is being refunded by someone else", booking.reference)
+            return None
         except PaymentError as error:
             log.warning("refund for %s failed: %s", booking.reference, error)
             await self._alert(texts.alert_refund_failed(await self._reload(booking), str(error)))
@@ -670,13 +857,37 @@ class BookingService:
     async def _send_refund(
         self, booking: Booking, *, amount: Money | None, reason: str, key: str
     ) -> Refund:
-        """Refund through the gateway and record it in the booking's payment history."""
+        """Refund ``amount`` (None: all that is left) through the gateway, at most once.
+
+        The money is first claimed on the booking in one conditional update, so refunds from
+        any number of workers never add up to more than was paid; a claim that would is
+        ``AlreadyRefundedError`` and reaches no gateway. Each claim is a new attempt with its
+        own idempotency key (``key:attempt``): Stripe keeps an error answer under a key for
+        24 h, so a retry after a failure must not reuse the failed attempt's key. A failed
+        attempt releases its claim; the amount sent is always explicit, so the gateway
+        refunds exactly what was claimed (and refuses what exceeds the charge).
+        """
         current = await self._reload(booking)
         if current.payment_intent_id is None:
             raise PaymentError("no payment is recorded on the booking")
-        refund = await self._gateway.refund(
-            current.payment_intent_id, amount=amount, reason=reason, idempotency_key=key
-        )
+        wanted = current.refundable if amount is None else amount
+        attempt = await self._storage.reserve_refund(booking.id, wanted.amount)
+        if attempt is None:
+            raise AlreadyRefundedError(texts.already_refunded(await self._reload(booking)))
+        try:
+            refund = await self._gateway.refund(
+                current.payment_intent_id,
+                amount=wanted,
+                reason=reason,
+                idempotency_key=f"{key}:{attempt}",
+            )
+        except PaymentError:
+            # Refused, or no answer (then Stripe's own bound still holds: refunds never
+            # exceed the charge). Either way the money is claimable again. A worker that dies
+            # here leaves the claim pending: nobody can refund that money twice meanwhile.
+            await self._storage.settle_refund(booking.id, wanted.amount, sent=False)
+            raise
+        await self._storage.settle_refund(booking.id, wanted.amount, sent=True)
         await self._storage.record_payment_event(refund.id, REFUND_RECORD_TYPE, booking.id)
         log.info("booking %s refunded %s (%s)", booking.reference, refund.amount, refund.id)
         return refund

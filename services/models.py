@@ -328,11 +328,15 @@ class BookingStatus(enum.StrEnum):
 
 
 # The only moves a booking's status may make (ARCHITECTURE.md). A payment completed at the
-# deadline still counts: money taken wins, so expired → paid is allowed.
+# deadline still counts: money taken wins, so expired → paid is allowed. An unpaid booking the
+# traveller gives up on (the payment page's Cancel, "Cancel this booking", /deletedata) is
+# cancelled, not expired; a payment that still arrives for it is refunded (cancelled → refunded).
 TRANSITIONS: dict[BookingStatus, frozenset[BookingStatus]] = {
-    BookingStatus.DRAFT: frozenset({BookingStatus.AWAITING_PAYMENT}),
-    BookingStatus.AWAITING_PAYMENT: frozenset({BookingStatus.PAID, BookingStatus.EXPIRED}),
-    BookingStatus.EXPIRED: frozenset({BookingStatus.PAID}),
+    BookingStatus.DRAFT: frozenset({BookingStatus.AWAITING_PAYMENT, BookingStatus.CANCELLED}),
+    BookingStatus.AWAITING_PAYMENT: frozenset(
+        {BookingStatus.PAID, BookingStatus.EXPIRED, BookingStatus.CANCELLED}
+    ),
+    BookingStatus.EXPIRED: frozenset({BookingStatus.PAID, BookingStatus.CANCELLED}),
     BookingStatus.PAID: frozenset({BookingStatus.CONFIRMED, BookingStatus.FAILED}),
     BookingStatus.FAILED: frozenset({BookingStatus.REFUNDED}),
     BookingStatus.CONFIRMED: frozenset({BookingStatus.CANCELLED}),
@@ -389,6 +393,25 @@ class Booking(NewBooking):
     payment_intent_id: str | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
+    refunded_minor: int = 0  # sent back to the traveller
+    refund_pending_minor: int = 0  # claimed by a refund being sent right now
+    checkout_renewals: int = 0  # payment links made after the first
+    erase_after: AwareDatetime | None = None  # /deletedata waits for this trip to be over
+
+    @property
+    def refunded(self) -> Money:
+        return Money(amount=self.refunded_minor, currency=self.amount.currency)
+
+    @property
+    def refundable(self) -> Money:
+        """What is left to give back: the amount paid less refunds sent or being sent."""
+        left = self.amount.amount - self.refunded_minor - self.refund_pending_minor
+        return Money(amount=max(left, 0), currency=self.amount.currency)
+
+    @property
+    def trip_end(self) -> datetime:
+        """When the last flight of the trip lands (the return's, for a round trip)."""
+        return max(segment.arrival for segment in self.itinerary.segments)
 
 
 class Profile(BaseModel):

@@ -136,6 +136,39 @@ def link_expired(booking: Booking) -> Message:
     )
 
 
+def payment_cancelled(booking: Booking) -> Message:
+    return Message(
+        text=(
+            f"Booking <b>{esc(booking.reference)}</b> is cancelled and nothing was charged: "
+            f"you cancelled the payment ({route(booking)}, {day(booking.itinerary.departure)})."
+            "\n/start to search again."
+        ),
+        buttons=((_open_button(booking),),),
+    )
+
+
+def ended_booking_refunded(booking: Booking, refunded: Money) -> Message:
+    return Message(
+        text=(
+            f"A payment of <b>{refunded.format()}</b> arrived for booking "
+            f"<b>{esc(booking.reference)}</b> after it was cancelled, so no ticket was issued. "
+            "It has been refunded in full; banks usually show it within 5–10 days."
+        ),
+        buttons=((_open_button(booking),),),
+    )
+
+
+def ended_booking_refund_pending(booking: Booking) -> Message:
+    return Message(
+        text=(
+            f"A payment arrived for booking <b>{esc(booking.reference)}</b> after it was "
+            "cancelled, so no ticket was issued. It will be refunded in full: our team has "
+            "been alerted and will confirm it here."
+        ),
+        buttons=((_open_button(booking),),),
+    )
+
+
 def payment_failed(booking: Booking) -> Message:
     return Message(
         text=(
@@ -255,6 +288,20 @@ def cannot_renew(booking: Booking) -> str:
     )
 
 
+def too_many_open_links(count: int) -> str:
+    return (
+        f"You already have {count} bookings waiting for payment. Pay for one of them, or "
+        "cancel one in /mybookings, then tap Pay again."
+    )
+
+
+def too_many_links(booking: Booking, links: int) -> str:
+    return (
+        f"Booking {booking.reference} has had {links} payment links already, so I won't make "
+        "another. /start to search again and book afresh."
+    )
+
+
 def already_paid(booking: Booking) -> str:
     return f"Booking {booking.reference} is already paid: the confirmation follows here shortly."
 
@@ -283,6 +330,27 @@ def refund_too_large(booking: Booking, amount: Money) -> str:
     return (
         f"{amount.format()} is more than booking {booking.reference} was paid "
         f"({booking.amount.format()})."
+    )
+
+
+def refund_exceeds_what_is_left(booking: Booking, amount: Money) -> str:
+    gone = booking.amount.amount - booking.refundable.amount
+    return (
+        f"{amount.format()} is more than is left to refund on booking {booking.reference}: "
+        f"{booking.refundable.format()} of {booking.amount.format()} "
+        f"({Money(amount=gone, currency=booking.amount.currency).format()} already refunded)."
+    )
+
+
+def already_refunded(booking: Booking) -> str:
+    if booking.refund_pending_minor or booking.status.value == "cancelled":
+        return (
+            f"Nothing to refund on booking {booking.reference}: it is already being refunded "
+            "right now."
+        )
+    amount = f" ({booking.refunded.format()})" if booking.refunded_minor else ""
+    return (
+        f"Nothing to refund on booking {booking.reference}: it has already been refunded{amount}."
     )
 
 
@@ -321,6 +389,14 @@ def alert_amount_mismatch(booking: Booking, paid: Money) -> str:
     return (
         f"🚨 Booking {esc(booking.reference)} expects {booking.amount.format()} but Stripe "
         f"reports {paid.format()} paid. Not ticketed; check it."
+    )
+
+
+def alert_payment_on_ended_booking(booking: Booking, paid: Money) -> str:
+    return (
+        f"⚠️ A payment of {paid.format()} arrived for booking {esc(booking.reference)}, which "
+        "was cancelled before it was paid, and could not be refunded automatically: check "
+        "Stripe and refund it by hand."
     )
 
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 
 from services.models import Booking, BookingStatus, Itinerary, SearchQuery, today_anywhere
+from services.money import Money
 from services.storage.base import Storage
 from tests.standins.stripe import StripeStandin
 from tests.test_admin_harness import Bot, make_booking, running_bot, traveller
@@ -178,3 +179,31 @@ async def test_declining_the_confirmation_refunds_nothing(
     assert told(bot, 7604, "refund") == []
     [declined] = [a for a in await bot.audit("refund_declined") if a.target == booking.reference]
     assert declined.admin_id == ADMIN
+
+
+async def test_refunds_in_parts_stop_at_what_was_paid(bot: Bot, stripe_api: StripeStandin) -> None:
+    """€10, then €40, then "the rest" of a booking must not give back more than it cost."""
+    booking = await paid_booking(bot, stripe_api, 7605)
+    paid = booking.amount
+    too_much = Money(amount=paid.amount - 500, currency=paid.currency)
+    left = Money(amount=paid.amount - 1000, currency=paid.currency)
+
+    await bot.say(ADMIN, f"/refund {booking.reference} 10")
+    await bot.press(ADMIN, "Refund €10.00")
+    amount_text = f"{too_much.amount // 100},{too_much.amount % 100:02d}"
+    assert await bot.say(ADMIN, f"/refund {booking.reference} {amount_text}") == [
+        f"{too_much.format()} is more than is left to refund on booking {booking.reference}: "
+        f"{left.format()} of {paid.format()} (€10.00 already refunded)."
+    ]
+    [question] = await bot.say(ADMIN, f"/refund {booking.reference}")
+    assert f"after 1 earlier refund(s), {left.format()}" in question
+    [done] = await bot.press(ADMIN, "Refund the rest")
+    assert done.startswith(f"✅ Booking {booking.reference} refunded in full.")
+
+    mine = [
+        r for r in stripe_api.refunds.values() if r["payment_intent"] == booking.payment_intent_id
+    ]
+    assert sum(r["amount"] for r in mine) == paid.amount
+    assert await bot.say(ADMIN, f"/refund {booking.reference} 1") == [
+        f"Nothing to refund on booking {booking.reference}: it has already been refunded."
+    ]

@@ -164,3 +164,32 @@ async def test_double_tap_on_pay_makes_one_session(bot: BotKit, stripe_api: Stri
     bookings = await bot.runtime.adapters.storage.list_bookings(USER)
     assert len(bookings) == 1
     assert second.seq > first.seq
+
+
+async def test_leaving_stripes_page_by_its_cancel_link_cancels_the_booking(
+    bot: BotKit, stripe_api: StripeStandin
+) -> None:
+    """Stripe sends the traveller to cancel_url, a deep link back into the chat: the booking is
+    cancelled (and counted so), its link closed, and nobody speaks of an expired link."""
+    await to_payment(bot, USER)
+    reference, session_id = await _booking(bot)
+    cancel_url = stripe_api.sessions[session_id]["cancel_url"]
+    assert cancel_url.endswith(f"?start=cancelled_{reference}")
+
+    reply = await bot.say(USER, f"/start cancelled_{reference}")
+
+    assert f"Booking {reference} is cancelled" in reply.text
+    assert "nothing was charged" in reply.text
+    assert "expired" not in reply.text.lower()
+    storage = bot.runtime.adapters.storage
+    booking = await storage.get_booking_by_reference(reference, user_id=USER)
+    assert booking is not None
+    assert booking.status is BookingStatus.CANCELLED
+    assert stripe_api.sessions[session_id]["status"] == "expired"  # no longer payable
+    [expired] = stripe_api.events_of("checkout.session.expired")
+    assert await stripe_api.deliver(f"{bot.base_url}/stripe/webhook", expired) == [200]
+    await bot.sandbox.wait_idle(USER, quiet=0.5)
+    assert not any("expired" in m.text.lower() for m in bot.sandbox.bot_messages(USER))
+    stats = await storage.stats(datetime.now(UTC) - timedelta(hours=1))
+    assert stats.bookings_by_status[BookingStatus.CANCELLED] == 1
+    assert stats.bookings_by_status[BookingStatus.EXPIRED] == 0

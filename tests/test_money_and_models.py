@@ -145,9 +145,12 @@ def test_status_moves_follow_the_architecture() -> None:
     allowed = {(a.value, b.value) for a, targets in TRANSITIONS.items() for b in targets}
     assert allowed == {
         ("draft", "awaiting_payment"),
+        ("draft", "cancelled"),
         ("awaiting_payment", "paid"),
         ("awaiting_payment", "expired"),
+        ("awaiting_payment", "cancelled"),  # the traveller gave up before paying
         ("expired", "paid"),
+        ("expired", "cancelled"),
         ("paid", "confirmed"),
         ("paid", "failed"),
         ("failed", "refunded"),

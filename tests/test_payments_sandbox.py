@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, unused_port
 
 from bot.web_payments import add_payment_routes
-from services.bookings import BookingService
+from services.bookings import BookingService, RenewalRefusedError
 from services.flights.demo import DemoProvider
 from services.flights.places import PlaceIndex
 from services.models import (
@@ -170,20 +170,46 @@ async def test_double_tap_on_pay_in_the_chat_makes_one_session(
     assert first[1].id == second[1].id
 
 
-async def test_cancel_then_a_new_link_then_pay(sandbox: Sandbox, itinerary: Itinerary) -> None:
+async def test_cancelling_on_the_page_cancels_the_booking(
+    sandbox: Sandbox, itinerary: Itinerary
+) -> None:
+    """The page's Cancel is the traveller's choice, not an expiry: the booking is cancelled,
+    said so in the chat and counted so in /stats; the link cannot be paid or renewed."""
     booking, session = await sandbox.service.start_checkout(USER, itinerary, (traveller(),))
 
     status, html = await sandbox.page(f"/checkout/sandbox/{session.id}/cancel", method="POST")
     assert status == 200
+    assert "Payment cancelled" in html
     assert "Nothing was charged" in html
-    assert (await sandbox.booking(booking.reference)).status is S.EXPIRED
+    assert (await sandbox.booking(booking.reference)).status is S.CANCELLED
     [told] = sandbox.notifier.to(USER)
-    assert (told.buttons[0][0].action, told.buttons[0][0].arg) == ("!renew", booking.reference)
+    assert f"Booking <b>{booking.reference}</b> is cancelled" in told.text
+    assert "nothing was charged" in told.text
+    assert "expired" not in told.text
+    stats = await sandbox.storage.stats(utcnow() - timedelta(hours=1))
+    assert stats.bookings_by_status[S.CANCELLED] == 1
+    assert stats.bookings_by_status[S.EXPIRED] == 0
+
     status, html = await sandbox.page(f"/checkout/sandbox/{session.id}")
-    assert "expired" in html
     assert _forms(html) == []
     status, _ = await sandbox.page(f"/checkout/sandbox/{session.id}/pay", method="POST")
     assert status == 409
+    with pytest.raises(RenewalRefusedError, match="cancelled"):
+        await sandbox.service.renew_checkout(USER, booking.reference)
+    sandbox.clock.offset = timedelta(minutes=31)
+    assert await sandbox.service.expire_overdue() == 0
+    assert len(sandbox.notifier.to(USER)) == 1
+
+
+async def test_an_expired_link_then_a_new_link_then_pay(
+    sandbox: Sandbox, itinerary: Itinerary
+) -> None:
+    booking, session = await sandbox.service.start_checkout(USER, itinerary, (traveller(),))
+    sandbox.clock.offset = timedelta(minutes=31)
+    assert await sandbox.service.expire_overdue() == 1
+    assert (await sandbox.booking(booking.reference)).status is S.EXPIRED
+    [told] = sandbox.notifier.to(USER)
+    assert (told.buttons[0][0].action, told.buttons[0][0].arg) == ("!renew", booking.reference)
 
     _, fresh = await sandbox.service.renew_checkout(USER, booking.reference)
     assert fresh.id != session.id

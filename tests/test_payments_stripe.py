@@ -519,3 +519,83 @@ async def test_standin_replays_and_guards_idempotency_keys(stripe_api: StripeSta
     assert changed[0] == 400
     assert changed[1]["error"]["type"] == "idempotency_error"
     assert len(stripe_api.sessions) == 1
+
+
+async def _raw_refund(
+    stripe_api: StripeStandin, form: dict[str, str], *, key: str
+) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {stripe_api.api_key}", "Idempotency-Key": key}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{stripe_api.base_url}/v1/refunds", data=form, headers=headers) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def test_standin_replays_an_error_the_endpoint_gave_under_its_key(
+    gateway: StripeGateway, stripe_api: StripeStandin
+) -> None:
+    """Like Stripe: once the endpoint ran, its answer (a 500 or a refusal) is the key's answer
+    for 24 h; a request refused by parameter validation saves nothing under its key."""
+    session = await create(gateway, make_booking())
+    stripe_api.complete_session(session.id)
+    intent = stripe_api.sessions[session.id]["payment_intent"]
+
+    stripe_api.fail_next("/v1/refunds")
+    with pytest.raises(PaymentUnavailableError):
+        await gateway.refund(intent, amount=None, reason=None, idempotency_key="r:1")
+    with pytest.raises(PaymentUnavailableError):  # the stored 500, though Stripe is fine now
+        await gateway.refund(intent, amount=None, reason=None, idempotency_key="r:1")
+    assert stripe_api.refunds == {}
+    assert [r.replayed for r in stripe_api.requests if r.path == "/v1/refunds"] == [False, True]
+
+    too_much = {"payment_intent": intent, "amount": "89001"}
+    status, body = await _raw_refund(stripe_api, too_much, key="r:2")
+    assert status == 400
+    assert body["error"]["code"] == "amount_too_large"
+    assert body["error"]["param"] == "amount"
+    assert await _raw_refund(
+        stripe_api, {"payment_intent": intent, "amount": "100"}, key="r:2"
+    ) == (
+        400,
+        {
+            "error": {
+                "type": "idempotency_error",
+                "message": "Keys for idempotent requests can only be used with the same "
+                "parameters they were first used with. Try using a key other than 'r:2' if you "
+                "meant to execute a different request.",
+            }
+        },
+    )
+
+    malformed = {"payment_intent": intent, "amount": "ten"}
+    assert (await _raw_refund(stripe_api, malformed, key="r:3"))[0] == 400
+    status, refund = await _raw_refund(
+        stripe_api, {"payment_intent": intent, "amount": "1000"}, key="r:3"
+    )
+    assert status == 200  # the corrected request may reuse a key validation refused
+    assert refund["amount"] == 1000
+
+    rest = await gateway.refund(intent, amount=None, reason=None, idempotency_key="r:4")
+    assert rest.amount == Money(amount=88_000, currency="EUR")
+    status, body = await _raw_refund(stripe_api, {"payment_intent": intent}, key="r:5")
+    assert (status, body["error"]["code"]) == (400, "charge_already_refunded")
+
+
+async def test_standin_refuses_a_key_whose_first_request_is_still_running(
+    gateway: StripeGateway, stripe_api: StripeStandin
+) -> None:
+    session = await create(gateway, make_booking())
+    stripe_api.complete_session(session.id)
+    form = {"payment_intent": stripe_api.sessions[session.id]["payment_intent"]}
+    stripe_api.delays["/v1/refunds"] = 0.3
+
+    first, second = await asyncio.gather(
+        _raw_refund(stripe_api, form, key="r:1"), _raw_refund(stripe_api, form, key="r:1")
+    )
+
+    assert sorted([first[0], second[0]]) == [200, 409]
+    conflict = first if first[0] == 409 else second
+    assert conflict[1]["error"]["type"] == "idempotency_error"
+    assert len(stripe_api.refunds) == 1
+    assert await _raw_refund(stripe_api, form, key="r:1") == (first if first[0] == 200 else second)

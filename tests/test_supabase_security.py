@@ -48,6 +48,17 @@ FUNCTIONS: dict[str, dict[str, Any]] = {
         "p_live_statuses": [],
         "p_limit": 1000,
     },
+    "reserve_refund": {"p_booking_id": "00000000-0000-0000-0000-000000000000", "p_amount": 1},
+    "settle_refund": {
+        "p_booking_id": "00000000-0000-0000-0000-000000000000",
+        "p_amount": 1,
+        "p_sent": True,
+    },
+    "claim_checkout_renewal": {
+        "p_booking_id": "00000000-0000-0000-0000-000000000000",
+        "p_limit": 1,
+    },
+    "erase_held_bookings": {"p_now": "2000-01-01T00:00:00Z", "p_erased": {}},
 }
 
 

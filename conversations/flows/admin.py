@@ -43,6 +43,7 @@ from conversations.engine import (
 )
 from conversations.state import ChatKey, LockTimeoutError, StateRecord, StateStore, Turn
 from services import admin as views
+from services import texts
 from services.admin import AdminInputError, AdminService, usage
 from services.bookings import REFUND_RECORD_TYPE, BookingError
 from services.broadcast import MAX_TEXT, escape_text
@@ -364,10 +365,14 @@ async def do_refund(deps: FlowDeps, conv: Conversation, event: Event, args: str)
                     f"{amount.format()} is more than booking {booking.reference} was paid "
                     f"({booking.amount.format()})."
                 )
+            elif amount > booking.refundable:
+                refusal = esc(texts.refund_exceeds_what_is_left(booking, amount))
+    if refusal is None and booking.refundable.amount <= 0:
+        refusal = esc(texts.already_refunded(booking))
     if refusal is not None:
         await service.audit(event.user.id, "refund_refused", booking.reference, reason=refusal)
         return _keep(conv, Message(text=refusal))
-    full = amount is None or amount == booking.amount
+    full = amount is None or amount == booking.refundable
     shown = (amount or booking.amount).format()
     events = await deps.storage.list_payment_events(booking.id)
     earlier = sum(1 for _, kind, _ in events if kind == REFUND_RECORD_TYPE)
@@ -375,7 +380,7 @@ async def do_refund(deps: FlowDeps, conv: Conversation, event: Event, args: str)
         shown = "the rest"
         what = (
             f"whatever is left of {booking.amount.format()} after {earlier} earlier "
-            "refund(s): the booking ends <b>refunded</b>"
+            f"refund(s), {booking.refundable.format()}: the booking ends <b>refunded</b>"
         )
     elif full:
         what = f"the full {shown}: the booking ends <b>refunded</b>"

@@ -16,6 +16,7 @@ from conversations.engine import Event, Pressed, State, Step
 from conversations.flows import search as search_flow
 from services import texts
 from services import travellers as fields
+from services.bookings import TooManyLinksError
 from services.flights.base import ProviderError, ProviderUnavailableError
 from services.messages import Button, Message, Notice, esc
 from services.models import PassengerCategory, Traveller, mask_document
@@ -507,6 +508,8 @@ async def on_pay(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pres
                 text="I couldn't create the payment link just now. Please tap Pay again in a minute."
             ),
         )
+    except TooManyLinksError as error:
+        return _step(REVIEW, conv, Message(text=esc(str(error))))
     profile = await deps.storage.get_profile(event.user.id)
     earlier = profile.saved_travellers if profile else ()
     await deps.storage.save_travellers(event.user.id, merge_saved(travellers, earlier))

@@ -52,6 +52,11 @@ async def cmd_start(deps: FlowDeps, conv: Conversation | None, event: Event) -> 
     payload = event.text.strip()
     if payload:
         kind, _, reference = payload.partition("_")
+        if kind == "cancelled" and reference:
+            # Back from the payment page's cancel link: the traveller gave up on paying.
+            cancelled = await _cancel_unpaid(deps, event.user.id, reference)
+            if cancelled is not None:
+                return _keep(conv, cancelled)
         if kind in ("paid", "booking", "cancelled") and reference:
             booking = await deps.storage.get_booking_by_reference(reference, user_id=event.user.id)
             if booking is not None:
@@ -65,6 +70,19 @@ async def cmd_start(deps: FlowDeps, conv: Conversation | None, event: Event) -> 
         update={"buttons": ((Button(label="My bookings", action="!mybookings"),),)}
     )
     return step
+
+
+async def _cancel_unpaid(deps: FlowDeps, user_id: int, reference: str) -> Message | None:
+    try:
+        done = await deps.bookings.abandon(user_id, reference)
+    except BookingError:
+        return None
+    if not done:
+        return None
+    return Message(
+        text=f"Booking <b>{esc(reference.upper())}</b> is cancelled; nothing was charged. "
+        "/start to search again."
+    )
 
 
 async def cmd_help(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
@@ -162,13 +180,39 @@ async def cmd_mydata(deps: FlowDeps, conv: Conversation | None, event: Event) ->
     )
 
 
+def _trip_line(booking: Booking) -> str:
+    return (
+        f"<b>{esc(booking.reference)}</b> · {texts.route(booking)} · "
+        f"{texts.day(booking.itinerary.departure)}"
+    )
+
+
 async def cmd_deletedata(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
+    plan = await deps.bookings.erasure_plan(event.user.id)
+    lines = [
+        "This erases your profile and saved travellers, and removes names, passport details "
+        "and contacts from your bookings. Bookings themselves stay for our accounts."
+    ]
+    if plan.cancelled:
+        lines += [
+            "",
+            "These unpaid bookings will be cancelled and their payment links closed:",
+            *(f"  {_trip_line(b)}" for b in plan.cancelled),
+        ]
+    if plan.kept:
+        lines += [
+            "",
+            "These upcoming trips stay booked:",
+            *(f"  {_trip_line(b)}" for b in plan.kept),
+            "The airline needs their travellers' names and passport details until the trip "
+            "is over, so I keep those until then and erase them afterwards. To cancel a trip "
+            "first, use /mybookings.",
+        ]
+    lines += ["", "Continue?"]
     return _keep(
         conv,
         Message(
-            text="This erases your profile and saved travellers, and removes names, passport "
-            "details and contacts from your past bookings. Bookings themselves stay for our "
-            "accounts. Continue?",
+            text="\n".join(lines),
             buttons=(
                 (Button(label="Yes, erase my data", action="!deleteyes"),),
                 (Button(label="No, keep it", action="!deleteno"),),
@@ -183,11 +227,15 @@ async def cmd_deletedata(deps: FlowDeps, conv: Conversation | None, event: Event
 async def btn_delete_yes(
     deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed
 ) -> Step:
-    count = await deps.storage.delete_user_data(event.user.id)
-    return _keep(
-        conv,
-        Message(text=f"Done: your data is erased and {count} booking(s) anonymised.", edit=True),
-    )
+    erasure = await deps.bookings.erase_user_data(event.user.id)
+    lines = [f"Done: your data is erased and {erasure.anonymised} booking(s) anonymised."]
+    if erasure.cancelled:
+        count = len(erasure.cancelled)
+        lines.append(f"{count} unpaid booking{'s' if count != 1 else ''} cancelled.")
+    if erasure.kept:
+        lines.append("Kept until the trip is over, then erased:")
+        lines += [f"  {_trip_line(b)}" for b in erasure.kept]
+    return _keep(conv, Message(text="\n".join(lines), edit=True))
 
 
 async def btn_delete_no(
@@ -244,7 +292,7 @@ async def btn_abandon(
     except BookingError as error:
         return _keep(conv, Message(text=esc(str(error))))
     text = (
-        f"Booking {esc(pressed.arg)} is cancelled; nothing was charged."
+        f"Booking {esc(pressed.arg)} is cancelled; nothing was charged. /start to search again."
         if done
         else f"Booking {esc(pressed.arg)} can no longer be abandoned: /mybookings shows its status."
     )
@@ -263,7 +311,7 @@ async def btn_cancel_ask(
         conv,
         Message(
             text=f"Cancel booking <b>{esc(booking.reference)}</b> and refund "
-            f"{booking.amount.format()} to your card?",
+            f"{booking.refundable.format()} to your card?",
             buttons=(
                 (
                     Button(

@@ -4,9 +4,10 @@ It keeps no state of its own: a session is the booking row that carries its id (
 deadline, payment intent), read through storage, so any worker can serve the page and a restart
 loses nothing. Ids are derived, not stored: the session id from the caller's idempotency key
 (a double tap makes one session), the payment intent and event ids from the session id (a double
-click on Pay is one event). Paying or cancelling builds the event Stripe would send, in Stripe's
-shape, signs it and reads it back through ``parse_event``, so it reaches the booking service
-exactly as a verified Stripe webhook does.
+click on Pay is one event). Paying builds the event Stripe would send, in Stripe's shape, signs it and
+reads it back through ``parse_event``, so it reaches the booking service exactly as a verified
+Stripe webhook does. Cancelling is the traveller leaving the page, as Stripe's cancel_url is:
+the booking service cancels the booking and closes the link.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from services.payments.base import (
 )
 from services.payments.events import (
     CHECKOUT_COMPLETED,
-    CHECKOUT_EXPIRED,
     event_from_stripe,
     load_event_body,
     to_stripe_amount,
@@ -130,19 +130,11 @@ class SandboxGateway(PaymentGateway):
         session = await self.retrieve_checkout(session_id)
         if session.status != "open":
             raise PaymentError(_closed(session))
-        intent = "pi_sandbox_" + _digest("intent", session_id)
+        intent = _intent_of(session_id)
         paid = session.model_copy(
             update={"status": "complete", "payment_status": "paid", "payment_intent": intent}
         )
         return self._event(CHECKOUT_COMPLETED, paid)
-
-    async def cancel(self, session_id: str) -> PaymentEvent:
-        """The tester gives up: the session expires now, as Stripe's expire call does."""
-        session = await self.retrieve_checkout(session_id)
-        if session.status != "open":
-            raise PaymentError(_closed(session))
-        await self.expire_checkout(session_id)
-        return self._event(CHECKOUT_EXPIRED, session.model_copy(update={"status": "expired"}))
 
     # refunds ---------------------------------------------------------------------------------
     async def refund(
@@ -153,12 +145,26 @@ class SandboxGateway(PaymentGateway):
         reason: str | None,
         idempotency_key: str,
     ) -> Refund:
-        """Refunds succeed at once. A full refund reads the amount off the booking."""
+        """Refunds succeed at once, up to what is left of the payment, as Stripe's do.
+
+        What was refunded is the booking's ``refunded_minor`` (the booking service records
+        each refund there once it succeeded), so the sandbox keeps no state of its own here
+        either; like Stripe it refuses a refund above what is left of the charge."""
+        booking = await self._booking_by_intent(payment_intent_id)
+        remaining = booking.amount.amount - booking.refunded_minor
+        if remaining <= 0:
+            raise PaymentError(f"Charge for {payment_intent_id} has already been refunded.")
         if amount is None:
-            booking = await self._booking_by_intent(payment_intent_id)
-            amount = booking.amount
+            amount = Money(amount=remaining, currency=booking.amount.currency)
+        if amount.currency != booking.amount.currency:
+            raise PaymentError(f"this payment was made in {booking.amount.currency}")
         if amount.amount <= 0:
             raise PaymentError("a refund must be more than zero")
+        if amount.amount > remaining:
+            raise PaymentError(
+                f"Refund amount ({amount.amount}) is greater than unrefunded amount on charge "
+                f"({remaining})"
+            )
         return Refund(
             id="re_sandbox_" + _digest("refund", idempotency_key),
             amount=amount,
@@ -166,10 +172,16 @@ class SandboxGateway(PaymentGateway):
         )
 
     async def _booking_by_intent(self, payment_intent_id: str) -> Booking:
-        # Refunds are rare and the sandbox is for local runs: a scan is fine here.
+        # Refunds are rare and the sandbox is for local runs: a scan is fine here. A booking
+        # cancelled before its payment arrived has no intent recorded yet: it is found by the
+        # intent its session's payment derives.
         for status in _PAID_STATUSES:
             for booking in await self._storage.list_bookings_by_status(status):
-                if booking.payment_intent_id == payment_intent_id:
+                if booking.payment_intent_id == payment_intent_id or (
+                    booking.payment_intent_id is None
+                    and booking.checkout_session_id
+                    and _intent_of(booking.checkout_session_id) == payment_intent_id
+                ):
                     return booking
         raise PaymentError(f"no payment {payment_intent_id} to refund")
 
@@ -230,6 +242,11 @@ class SandboxGateway(PaymentGateway):
             expires_at=expires_at,
             payment_intent=payment_intent,
         )
+
+
+def _intent_of(session_id: str) -> str:
+    """The payment intent paying a sandbox session makes (one per session)."""
+    return "pi_sandbox_" + _digest("intent", session_id)
 
 
 def _closed(session: CheckoutSession) -> str:

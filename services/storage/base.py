@@ -141,6 +141,7 @@ class Storage(ABC):
     async def delete_user_data(self, user_id: int) -> int:
         """Erase the profile and saved travellers; anonymise the user's bookings' personal
         fields (names, documents, contacts). Returns how many bookings were anonymised.
+        Bookings held by ``hold_booking_data`` keep theirs until ``erase_held_bookings``.
 
         Bookings keep their owner id, route, amount and status (accounting, and a later refund
         still reaches the traveller); the search log forgets whose searches they were."""
@@ -190,6 +191,35 @@ class Storage(ABC):
         ``BookingNotFoundError`` when there is no such booking. ``payment_intent_id``, when
         given, is stored by the same update.
         """
+
+    @abstractmethod
+    async def reserve_refund(self, booking_id: str, amount_minor: int) -> int | None:
+        """Claim ``amount_minor`` of what is left to refund on the booking, in one conditional
+        update (refunded + pending + amount <= the amount paid), and number the attempt.
+
+        Returns the attempt number (1, 2, ...), unique per booking, or None when the claim
+        would give back more than was paid (or ``amount_minor`` is not positive): of two
+        concurrent claims on the last of the money, one wins."""
+
+    @abstractmethod
+    async def settle_refund(self, booking_id: str, amount_minor: int, *, sent: bool) -> None:
+        """A claimed refund ended: ``sent`` moves it to refunded, otherwise the claim is
+        released so the money can be refunded again."""
+
+    @abstractmethod
+    async def claim_checkout_renewal(self, booking_id: str, limit: int) -> int | None:
+        """Count one more payment link for the booking unless it already had ``limit``;
+        returns its number (1, 2, ...; unique per booking) or None at the limit."""
+
+    @abstractmethod
+    async def hold_booking_data(self, booking_id: str, until: datetime) -> None:
+        """Keep the booking's travellers through ``delete_user_data`` until ``until`` (the
+        trip is over); ``erase_held_bookings`` erases them then."""
+
+    @abstractmethod
+    async def erase_held_bookings(self, now: datetime) -> int:
+        """Anonymise the travellers of held bookings whose hold ended by ``now`` or that are
+        no longer paid or confirmed (cancelled, refunded); returns how many."""
 
     @abstractmethod
     async def list_bookings_by_status(

@@ -151,6 +151,10 @@ def booking_from_row(row: Mapping[str, Any]) -> Booking:
             "payment_deadline": row["payment_deadline"],
             "created_at": row["created_at"],
             "updated_at": row["updated_at"],
+            "refunded_minor": int(row.get("refunded_minor") or 0),
+            "refund_pending_minor": int(row.get("refund_pending_minor") or 0),
+            "checkout_renewals": int(row.get("checkout_renewals") or 0),
+            "erase_after": row.get("erase_after"),
         }
     )
 

@@ -182,6 +182,20 @@ SCHEMA_STEPS: tuple[tuple[str, ...], ...] = (
         "WHERE action = 'denied'",
         "CREATE INDEX payment_events_received_at_idx ON payment_events (received_at)",
     ),
+    (  # 20261202000400_refunds
+        "ALTER TABLE bookings ADD COLUMN refunded_minor INTEGER NOT NULL DEFAULT 0 "
+        "CHECK (refunded_minor >= 0)",
+        "ALTER TABLE bookings ADD COLUMN refund_pending_minor INTEGER NOT NULL DEFAULT 0 "
+        "CHECK (refund_pending_minor >= 0 "
+        "AND refunded_minor + refund_pending_minor <= amount_minor)",
+        "ALTER TABLE bookings ADD COLUMN refund_attempts INTEGER NOT NULL DEFAULT 0 "
+        "CHECK (refund_attempts >= 0)",
+        "ALTER TABLE bookings ADD COLUMN checkout_renewals INTEGER NOT NULL DEFAULT 0 "
+        "CHECK (checkout_renewals >= 0)",
+        "ALTER TABLE bookings ADD COLUMN erase_after TEXT",
+        "CREATE INDEX bookings_erase_after_idx ON bookings (erase_after) "
+        "WHERE erase_after IS NOT NULL",
+    ),
 )
 SCHEMA_VERSION = len(SCHEMA_STEPS)
 
@@ -404,7 +418,8 @@ class SQLiteStorage(Storage):
         async with self._transaction() as db:
             await db.execute("DELETE FROM profiles WHERE id = ?", (user_id,))
             cursor = await db.execute(
-                "SELECT id, travellers FROM bookings WHERE user_id = ?", (user_id,)
+                "SELECT id, travellers FROM bookings WHERE user_id = ? AND erase_after IS NULL",
+                (user_id,),
             )
             owned = list(await cursor.fetchall())
             for booking in owned:
@@ -528,6 +543,68 @@ class SQLiteStorage(Storage):
         if await self._one("SELECT 1 FROM bookings WHERE id = ?", (canonical,)) is None:
             raise BookingNotFoundError(booking_id)
         return False
+
+    async def reserve_refund(self, booking_id: str, amount_minor: int) -> int | None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None or amount_minor <= 0:
+            return None
+        row = await self._one(
+            "UPDATE bookings SET refund_pending_minor = refund_pending_minor + ?, "
+            "refund_attempts = refund_attempts + 1, updated_at = ? "
+            "WHERE id = ? AND refunded_minor + refund_pending_minor + ? <= amount_minor "
+            "RETURNING refund_attempts",
+            (amount_minor, _now(), canonical, amount_minor),
+        )
+        return int(row["refund_attempts"]) if row else None
+
+    async def settle_refund(self, booking_id: str, amount_minor: int, *, sent: bool) -> None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        await self._changes(
+            "UPDATE bookings SET refund_pending_minor = refund_pending_minor - ?, "
+            "refunded_minor = refunded_minor + ?, updated_at = ? "
+            "WHERE id = ? AND refund_pending_minor >= ?",
+            (amount_minor, amount_minor if sent else 0, _now(), canonical, amount_minor),
+        )
+
+    async def claim_checkout_renewal(self, booking_id: str, limit: int) -> int | None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        row = await self._one(
+            "UPDATE bookings SET checkout_renewals = checkout_renewals + 1, updated_at = ? "
+            "WHERE id = ? AND checkout_renewals < ? RETURNING checkout_renewals",
+            (_now(), canonical, limit),
+        )
+        return int(row["checkout_renewals"]) if row else None
+
+    async def hold_booking_data(self, booking_id: str, until: datetime) -> None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        await self._changes(
+            "UPDATE bookings SET erase_after = ?, updated_at = ? WHERE id = ?",
+            (_ts(until), _now(), canonical),
+        )
+
+    async def erase_held_bookings(self, now: datetime) -> int:
+        stamp = _now()
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "SELECT id, travellers FROM bookings WHERE erase_after IS NOT NULL "
+                "AND (erase_after <= ? OR status NOT IN (?, ?))",
+                (_ts(now), BookingStatus.PAID.value, BookingStatus.CONFIRMED.value),
+            )
+            due = list(await cursor.fetchall())
+            for booking in due:
+                erased = [rows.erase_traveller(t) for t in json.loads(booking["travellers"])]
+                await db.execute(
+                    "UPDATE bookings SET travellers = ?, erase_after = NULL, updated_at = ? "
+                    "WHERE id = ?",
+                    (json.dumps(erased), stamp, booking["id"]),
+                )
+        return len(due)
 
     async def list_bookings_by_status(
         self, status: BookingStatus, *, user_id: int | None = None

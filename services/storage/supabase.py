@@ -358,6 +358,54 @@ class SupabaseStorage(Storage):
             raise BookingNotFoundError(booking_id)
         return False
 
+    async def reserve_refund(self, booking_id: str, amount_minor: int) -> int | None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None or amount_minor <= 0:
+            return None
+        claimed = await self._rows(
+            self._rpc("reserve_refund", {"p_booking_id": canonical, "p_amount": amount_minor})
+        )
+        return int(claimed[0]["attempt"]) if claimed else None
+
+    async def settle_refund(self, booking_id: str, amount_minor: int, *, sent: bool) -> None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        await self._rows(
+            self._rpc(
+                "settle_refund",
+                {"p_booking_id": canonical, "p_amount": amount_minor, "p_sent": sent},
+            )
+        )
+
+    async def claim_checkout_renewal(self, booking_id: str, limit: int) -> int | None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        claimed = await self._rows(
+            self._rpc("claim_checkout_renewal", {"p_booking_id": canonical, "p_limit": limit})
+        )
+        return int(claimed[0]["renewals"]) if claimed else None
+
+    async def hold_booking_data(self, booking_id: str, until: datetime) -> None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        await self._rows(
+            self._table("bookings").update({"erase_after": _iso(until)}).eq("id", canonical)
+        )
+
+    async def erase_held_bookings(self, now: datetime) -> int:
+        erased = await self._execute(
+            self._rpc(
+                "erase_held_bookings",
+                {"p_now": _iso(now), "p_erased": dict(rows.ERASED_TRAVELLER_FIELDS)},
+            )
+        )
+        if not isinstance(erased, int):
+            raise StorageUnavailableError("Supabase did not say how many bookings it erased")
+        return erased
+
     async def list_bookings_by_status(
         self, status: BookingStatus, *, user_id: int | None = None
     ) -> list[Booking]:

@@ -83,6 +83,7 @@ class StripeRequestError(Exception):
         param: str | None = None,
         code: str | None = None,
         error_type: str = "invalid_request_error",
+        executed: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -90,6 +91,9 @@ class StripeRequestError(Exception):
         self.param = param
         self.code = code
         self.error_type = error_type
+        # Raised once the endpoint ran (not by parameter validation): Stripe saves such an
+        # answer under the request's idempotency key and replays it for that key.
+        self.executed = executed
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"type": self.error_type, "message": self.message}
@@ -242,6 +246,10 @@ class StripeStandin:
         self.events: list[dict[str, Any]] = []  # every event Stripe would have sent, in order
         self.clock_offset = 0.0  # seconds; ``advance`` moves the stand-in's clock forward
         self._idempotency: dict[str, tuple[str, int, dict[str, Any]]] = {}
+        self._in_flight: set[str] = set()
+        self._failures: dict[str, list[int]] = {}
+        # Seconds an endpoint (by path, e.g. "/v1/refunds") takes, so tests can overlap calls.
+        self.delays: dict[str, float] = {}
         # Not part of Stripe's session object: what a session's PaymentIntent will carry.
         self._pending_intent_metadata: dict[str, dict[str, str]] = {}
         self.line_items: dict[str, list[dict[str, Any]]] = {}
@@ -293,6 +301,7 @@ class StripeStandin:
         params: dict[str, Any] = {}
         status, replayed = 200, False
         body: dict[str, Any] = {}
+        headers = {"Request-Id": _new_id("req"), "Stripe-Version": API_VERSION}
         try:
             self._authenticate(request)
             if request.method == "POST":
@@ -301,11 +310,16 @@ class StripeStandin:
             else:
                 params = parse_form(list(request.query.items()))
             if request.method == "POST" and idempotency_key:
-                body, replayed = self._idempotent(request, params, idempotency_key, action)
+                status, body, replayed = await self._idempotent(
+                    request, params, idempotency_key, action
+                )
             else:
-                body = action(request, params)
+                body = await self._run(request, params, action)
         except StripeRequestError as error:
             status, body = error.status, error.body()
+        if status >= 500:
+            # What Stripe says with a 500 it saved: retrying this key cannot change it.
+            headers["Stripe-Should-Retry"] = "false"
         self.requests.append(
             RecordedRequest(
                 method=request.method,
@@ -316,16 +330,34 @@ class StripeStandin:
                 replayed=replayed,
             )
         )
-        headers = {"Request-Id": _new_id("req"), "Stripe-Version": API_VERSION}
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         return web.json_response(body, status=status, headers=headers)
 
-    def _idempotent(
+    async def _run(
+        self, request: web.Request, params: dict[str, Any], action: _Action
+    ) -> dict[str, Any]:
+        """The endpoint itself: after any test delay, an injected failure or the action."""
+        delay = self.delays.get(request.path, 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        failures = self._failures.get(request.path)
+        if failures:
+            status = failures.pop(0)
+            raise StripeRequestError(
+                "An unknown error occurred",
+                status=status,
+                error_type="api_error",
+                executed=True,
+            )
+        return action(request, params)
+
+    async def _idempotent(
         self, request: web.Request, params: dict[str, Any], key: str, action: _Action
-    ) -> tuple[dict[str, Any], bool]:
-        """Run ``action`` once per key; a replay returns the first result, a key reused with
-        other parameters is refused."""
+    ) -> tuple[int, dict[str, Any], bool]:
+        """Run ``action`` once per key; a replay returns the first answer (an error the endpoint
+        gave included), a key reused with other parameters is refused, and so is one whose
+        first request is still running (409, saved for neither)."""
         if len(key) > 255:
             raise StripeRequestError(
                 "Idempotency keys can be up to 255 characters.", param="Idempotency-Key"
@@ -340,12 +372,41 @@ class StripeStandin:
                     "meant to execute a different request.",
                     error_type="idempotency_error",
                 )
-            return stored[2], True
-        body = action(request, params)
-        # Stripe saves the result once the endpoint ran; validation errors are not saved, so a
-        # corrected retry with the same key can still succeed.
+            return stored[1], stored[2], True
+        if key in self._in_flight:
+            raise StripeRequestError(
+                "There is currently another in-progress request using this Idempotent Key "
+                "(that probably means you submitted twice, and the other request is still "
+                "going through): "
+                f"{key}. Please try again later.",
+                status=409,
+                error_type="idempotency_error",
+            )
+        self._in_flight.add(key)
+        try:
+            body = await self._run(request, params, action)
+        except StripeRequestError as error:
+            # Stripe saves the answer once the endpoint ran, errors (500s too) included;
+            # a request refused by parameter validation saves nothing.
+            if error.executed:
+                self._idempotency[key] = (fingerprint, error.status, error.body())
+            raise
+        finally:
+            self._in_flight.discard(key)
         self._idempotency[key] = (fingerprint, 200, body)
-        return body, False
+        return 200, body, False
+
+    # test controls: failures and timing -------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Idempotent requests whose endpoint is running right now (see ``delays``)."""
+        return len(self._in_flight)
+
+    def fail_next(self, path: str, *, status: int = 500, times: int = 1) -> None:
+        """The next ``times`` requests to ``path`` (e.g. "/v1/refunds") fail inside Stripe
+        with an ``api_error``; like any answer the endpoint gave, it is saved under the
+        request's idempotency key."""
+        self._failures.setdefault(path, []).extend([status] * times)
 
     def _authenticate(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")
@@ -395,6 +456,7 @@ class StripeStandin:
                     f'Only Checkout Sessions with a status in ["open"] can be expired. This '
                     f'Checkout Session has a status of "{session["status"]}".',
                     code="checkout_session_not_open",
+                    executed=True,
                 )
             self._mark_expired(session)
             return copy.deepcopy(session)
@@ -558,6 +620,11 @@ class StripeStandin:
                 "One of the following params should be provided for this request: "
                 "payment_intent or charge.",
             )
+        wanted = _int_param(params["amount"], "amount", minimum=1) if "amount" in params else None
+        reason = params.get("reason")
+        if reason is not None and reason not in REFUND_REASONS:
+            raise StripeRequestError(f"Invalid reason: {reason}", param="reason")
+        metadata = _check_metadata(params.get("metadata"), "metadata")
         if intent_id:
             intent = self.payment_intents.get(intent_id)
             if intent is None:
@@ -574,33 +641,31 @@ class StripeStandin:
                     "refund.",
                     param="payment_intent",
                     code="charge_not_refundable",
+                    executed=True,
                 )
         charge = self.charges.get(str(charge_id))
         if charge is None:
             raise StripeRequestError(
                 f"No such charge: '{charge_id}'", status=404, code="resource_missing"
             )
+        if wanted is not None:
+            _check_amount_for_currency(wanted, charge["currency"], "amount")
         remaining = charge["amount"] - charge["amount_refunded"]
         if remaining <= 0:
             raise StripeRequestError(
                 f"Charge {charge['id']} has already been refunded.",
                 code="charge_already_refunded",
+                executed=True,
             )
-        amount = remaining
-        if "amount" in params:
-            amount = _int_param(params["amount"], "amount", minimum=1)
-            if amount > remaining:
-                raise StripeRequestError(
-                    f"Refund amount ({amount}) is greater than unrefunded amount on charge "
-                    f"({remaining})",
-                    param="amount",
-                    code="amount_too_large",
-                )
-            _check_amount_for_currency(amount, charge["currency"], "amount")
-        reason = params.get("reason")
-        if reason is not None and reason not in REFUND_REASONS:
-            raise StripeRequestError(f"Invalid reason: {reason}", param="reason")
-        metadata = _check_metadata(params.get("metadata"), "metadata")
+        if wanted is not None and wanted > remaining:
+            raise StripeRequestError(
+                f"Refund amount ({wanted}) is greater than unrefunded amount on charge "
+                f"({remaining})",
+                param="amount",
+                code="amount_too_large",
+                executed=True,
+            )
+        amount = remaining if wanted is None else wanted
         refund = {
             "id": _new_id("re"),
             "object": "refund",

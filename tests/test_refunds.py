@@ -1,0 +1,341 @@
+"""Refunds are bounded by what was paid and reach Stripe once, whoever asks and however often.
+
+The booking service with the Stripe stand-in (and once with the sandbox gateway), on SQLite and
+on the Supabase stack: an admin's refunds and the traveller's cancellation, in sequence, at the
+same moment on two workers, and after Stripe failed an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import unused_port
+
+from services.bookings import (
+    BookingError,
+    BookingService,
+    NothingToRefundError,
+    RefundFailedError,
+)
+from services.flights.demo import DemoProvider
+from services.flights.places import PlaceIndex
+from services.models import BookingStatus, Itinerary
+from services.money import Money
+from services.payments.base import PaymentError
+from services.payments.sandbox import SandboxGateway
+from services.storage.sqlite import SQLiteStorage
+from tests.support.supabase_stack import StorageFactory
+from tests.test_bookings import (  # noqa: F401 - fixtures
+    USER,
+    RecordingNotifier,
+    World,
+    cancel_url,
+    demo_itineraries,
+    itinerary,
+    pay_and_confirm,
+    places,
+    stripe_api,
+    success_url,
+    traveller,
+    world,
+)
+
+S = BookingStatus
+
+
+def eur(amount: int) -> Money:
+    return Money(amount=amount, currency="EUR")
+
+
+def costing(itinerary: Itinerary, amount: int) -> Itinerary:  # noqa: F811 - the fixture's name
+    return itinerary.model_copy(update={"price": eur(amount), "id": f"{itinerary.id}-{amount}"})
+
+
+def refund_requests(world: World) -> list[int]:  # noqa: F811
+    """Statuses Stripe answered to refund requests that reached it."""
+    return [r.status for r in world.stripe.requests if r.path == "/v1/refunds"]
+
+
+# bounded by what remains ---------------------------------------------------------------------
+async def test_admin_refunds_never_add_up_to_more_than_was_paid(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking = await pay_and_confirm(world, costing(itinerary, 4100))
+
+    part = await world.service.refund_by_admin(
+        booking.reference, amount=eur(1000), reason=None, admin_id=7
+    )
+    assert part.status is S.CONFIRMED
+    with pytest.raises(NothingToRefundError) as refused:
+        await world.service.refund_by_admin(
+            booking.reference, amount=eur(4000), reason=None, admin_id=7
+        )
+    assert str(refused.value) == (
+        f"€40.00 is more than is left to refund on booking {booking.reference}: "
+        "€31.00 of €41.00 (€10.00 already refunded)."
+    )
+    rest = await world.service.refund_by_admin(
+        booking.reference, amount=None, reason=None, admin_id=7
+    )
+
+    assert rest.status is S.REFUNDED
+    assert sorted(r["amount"] for r in world.stripe.refunds.values()) == [1000, 3100]
+    assert refund_requests(world) == [200, 200]  # the refusal never reached Stripe
+    assert (rest.refunded_minor, rest.refund_pending_minor) == (4100, 0)
+    told = world.notifier.containing("refund")
+    assert [m.text.count("€31.00") for m in told][-1] == 1
+
+
+async def test_refunding_exactly_what_is_left_ends_the_booking(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking = await pay_and_confirm(world, costing(itinerary, 4100))
+    await world.service.refund_by_admin(
+        booking.reference, amount=eur(1000), reason=None, admin_id=7
+    )
+
+    rest = await world.service.refund_by_admin(
+        booking.reference, amount=eur(3100), reason=None, admin_id=7
+    )
+
+    assert rest.status is S.REFUNDED
+    with pytest.raises(NothingToRefundError, match="already been refunded"):
+        await world.service.refund_by_admin(
+            booking.reference, amount=eur(100), reason=None, admin_id=7
+        )
+
+
+@pytest.fixture
+async def sandbox_service(tmp_path: Path) -> AsyncIterator[tuple[BookingService, SandboxGateway]]:
+    storage = SQLiteStorage(tmp_path / "refunds.sqlite3")
+    await storage.start()
+    gateway = SandboxGateway(storage, f"http://127.0.0.1:{unused_port()}")
+    service = BookingService(
+        storage,
+        DemoProvider(places=PlaceIndex.default()),
+        gateway,
+        RecordingNotifier(),
+        success_url=success_url,
+        cancel_url=cancel_url,
+    )
+    try:
+        yield service, gateway
+    finally:
+        await storage.close()
+
+
+async def test_sandbox_refunds_are_bounded_by_the_payment(
+    sandbox_service: tuple[BookingService, SandboxGateway],
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    """The €10, €40, "the rest" of a €41 booking that refunded €91 on the sandbox gateway."""
+    service, gateway = sandbox_service
+    booking, session = await service.start_checkout(USER, costing(itinerary, 4100), (traveller(),))
+    await service.handle_event(await gateway.pay(session.id))
+
+    await service.refund_by_admin(booking.reference, amount=eur(1000), reason=None, admin_id=7)
+    with pytest.raises(NothingToRefundError, match="more than is left"):
+        await service.refund_by_admin(booking.reference, amount=eur(4000), reason=None, admin_id=7)
+    rest = await service.refund_by_admin(booking.reference, amount=None, reason=None, admin_id=7)
+
+    assert rest.status is S.REFUNDED
+    assert rest.refunded_minor == 4100
+    assert rest.payment_intent_id is not None
+    with pytest.raises(PaymentError, match=r"greater than unrefunded|already been refunded"):
+        await gateway.refund(
+            rest.payment_intent_id, amount=eur(100), reason=None, idempotency_key="again"
+        )
+
+
+# one refund when the traveller and an admin act at once -----------------------------------------
+async def _second_worker(world: World, storage_factory: StorageFactory) -> BookingService:  # noqa: F811
+    return BookingService(
+        await storage_factory.open(),
+        DemoProvider(places=PlaceIndex.default()),
+        world.gateway,
+        world.notifier,
+        success_url=success_url,
+        cancel_url=cancel_url,
+    )
+
+
+async def _while_a_refund_is_at_stripe(world: World) -> None:  # noqa: F811
+    for _ in range(500):
+        if world.stripe.in_flight:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no refund reached Stripe")
+
+
+async def test_admin_refund_while_the_traveller_cancels_reaches_stripe_once(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+    storage_factory: StorageFactory,
+) -> None:
+    booking = await pay_and_confirm(world, itinerary)
+    admin_worker = await _second_worker(world, storage_factory)
+    world.stripe.delays["/v1/refunds"] = 0.5
+
+    cancelling = asyncio.create_task(world.service.cancel_by_user(USER, booking.reference))
+    await _while_a_refund_is_at_stripe(world)
+    with pytest.raises(NothingToRefundError) as told:
+        await admin_worker.refund_by_admin(booking.reference, amount=None, reason=None, admin_id=7)
+    cancelled = await cancelling
+
+    assert "already" in str(told.value)
+    assert "refund" in str(told.value)
+    assert cancelled.status is S.REFUNDED
+    assert refund_requests(world) == [200]
+    [refund] = world.stripe.refunds.values()
+    assert refund["amount"] == booking.amount.amount
+
+
+async def test_two_coroutines_of_one_worker_refund_once(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking = await pay_and_confirm(world, itinerary)
+    world.stripe.delays["/v1/refunds"] = 0.2
+
+    outcomes = await asyncio.gather(
+        world.service.cancel_by_user(USER, booking.reference),
+        world.service.refund_by_admin(booking.reference, amount=None, reason=None, admin_id=7),
+        return_exceptions=True,
+    )
+
+    [refused] = [o for o in outcomes if isinstance(o, BaseException)]
+    assert isinstance(refused, BookingError)
+    assert "already" in str(refused)
+    assert refund_requests(world) == [200]
+    assert (await world.booking(booking.reference)).status is S.REFUNDED
+
+
+async def test_traveller_cancelling_while_an_admin_refunds_is_told_so(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+    storage_factory: StorageFactory,
+) -> None:
+    booking = await pay_and_confirm(world, itinerary)
+    traveller_worker = await _second_worker(world, storage_factory)
+    world.stripe.delays["/v1/refunds"] = 0.5
+
+    refunding = asyncio.create_task(
+        world.service.refund_by_admin(booking.reference, amount=None, reason=None, admin_id=7)
+    )
+    await _while_a_refund_is_at_stripe(world)
+    with pytest.raises(BookingError) as told:
+        await traveller_worker.cancel_by_user(USER, booking.reference)
+    refunded = await refunding
+
+    assert "already" in str(told.value)
+    assert refunded.status is S.REFUNDED
+    assert refund_requests(world) == [200]
+
+
+async def test_partial_admin_refund_while_the_traveller_cancels_refunds_the_rest(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+    storage_factory: StorageFactory,
+) -> None:
+    booking = await pay_and_confirm(world, costing(itinerary, 4100))
+    traveller_worker = await _second_worker(world, storage_factory)
+    world.stripe.delays["/v1/refunds"] = 0.5
+
+    refunding = asyncio.create_task(
+        world.service.refund_by_admin(booking.reference, amount=eur(1000), reason=None, admin_id=7)
+    )
+    await _while_a_refund_is_at_stripe(world)
+    cancelled = await traveller_worker.cancel_by_user(USER, booking.reference)
+    await refunding
+
+    assert cancelled.status is S.REFUNDED
+    assert sorted(r["amount"] for r in world.stripe.refunds.values()) == [1000, 3100]
+    assert refund_requests(world) == [200, 200]
+
+
+# a failed attempt is not pinned to its key ------------------------------------------------------
+async def test_an_admin_refund_can_be_retried_after_stripe_failed_it(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking = await pay_and_confirm(world, itinerary)
+    world.stripe.fail_next("/v1/refunds")
+
+    with pytest.raises(RefundFailedError, match="run the refund again"):
+        await world.service.refund_by_admin(booking.reference, amount=None, reason=None, admin_id=7)
+    after_failure = await world.booking(booking.reference)
+    assert (after_failure.refunded_minor, after_failure.refund_pending_minor) == (0, 0)
+
+    refunded = await world.service.refund_by_admin(
+        booking.reference, amount=None, reason=None, admin_id=7
+    )
+
+    assert refunded.status is S.REFUNDED
+    [refund] = world.stripe.refunds.values()
+    assert refund["amount"] == booking.amount.amount
+    keys = [r.idempotency_key for r in world.stripe.requests if r.path == "/v1/refunds"]
+    assert len(set(keys)) == 2  # a new attempt, a new key
+
+
+async def test_a_partial_refund_can_be_retried_after_stripe_failed_it(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking = await pay_and_confirm(world, itinerary)
+    world.stripe.fail_next("/v1/refunds")
+    part = eur(2550)
+
+    with pytest.raises(RefundFailedError):
+        await world.service.refund_by_admin(booking.reference, amount=part, reason=None, admin_id=7)
+    again = await world.service.refund_by_admin(
+        booking.reference, amount=part, reason=None, admin_id=7
+    )
+
+    assert again.status is S.CONFIRMED
+    assert [r["amount"] for r in world.stripe.refunds.values()] == [2550]
+    assert again.refunded_minor == 2550
+
+
+async def test_a_cancellation_whose_refund_failed_is_refunded_by_the_next_try(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking = await pay_and_confirm(world, itinerary)
+    world.stripe.fail_next("/v1/refunds")
+
+    with pytest.raises(RefundFailedError):
+        await world.service.cancel_by_user(USER, booking.reference)
+    assert (await world.booking(booking.reference)).status is S.CANCELLED
+    assert any("refund" in alert.lower() for alert in world.alerts)
+
+    refunded = await world.service.refund_by_admin(
+        booking.reference, amount=None, reason=None, admin_id=7
+    )
+    assert refunded.status is S.REFUNDED
+    assert len(world.stripe.refunds) == 1
+
+
+# a payment for a booking the traveller already cancelled ---------------------------------------
+async def test_a_payment_arriving_after_the_traveller_cancelled_is_refunded_not_ticketed(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking, session = await world.service.start_checkout(USER, itinerary, (traveller(),))
+    paid = world.stripe.complete_session(session.id)  # paid at Stripe a moment before...
+    assert await world.service.abandon(USER, booking.reference)  # ...the traveller cancels
+
+    assert await world.stripe.deliver(world.webhook, paid, times=3) == [200] * 3
+
+    ended = await world.booking(booking.reference)
+    assert ended.status is S.REFUNDED
+    assert ended.payment_intent_id == paid["data"]["object"]["payment_intent"]
+    [refund] = world.stripe.refunds.values()
+    assert refund["amount"] == booking.amount.amount
+    assert not world.notifier.containing("Booking confirmed")
+    [told] = world.notifier.containing("after it was cancelled")
+    assert booking.amount.format() in told.text
