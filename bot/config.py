@@ -31,6 +31,11 @@ _REDIS_PREFIX = re.compile(r"^[A-Za-z0-9_:-]{1,64}$")
 class FlightProvider(enum.StrEnum):
     DEMO = "demo"
     KIWI = "kiwi"
+    DUFFEL = "duffel"
+
+
+# Duffel's test-mode tokens: orders at the test airline, paid from an unlimited test balance.
+DUFFEL_TEST_TOKEN_PREFIX = "duffel_test_"  # noqa: S105 - a prefix, not a secret
 
 
 class SettingsError(Exception):
@@ -70,6 +75,9 @@ class Settings(BaseSettings):
     flight_provider: FlightProvider = FlightProvider.DEMO
     kiwi_api_key: SecretStr | None = None
     kiwi_base_url: AnyHttpUrl = AnyHttpUrl("https://api.tequila.kiwi.com")
+    duffel_access_token: SecretStr | None = None
+    duffel_base_url: AnyHttpUrl = AnyHttpUrl("https://api.duffel.com")
+    duffel_webhook_secret: SecretStr | None = None
 
     default_currency: str = "EUR"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -142,6 +150,12 @@ class Settings(BaseSettings):
             raise _MissingError("stripe_webhook_secret", "required when STRIPE_SECRET_KEY is set")
         if self.flight_provider is FlightProvider.KIWI and not self.kiwi_api_key:
             raise _MissingError("kiwi_api_key", "required when FLIGHT_PROVIDER=kiwi")
+        if self.flight_provider is FlightProvider.DUFFEL and not self.duffel_access_token:
+            raise _MissingError(
+                "duffel_access_token",
+                "required when FLIGHT_PROVIDER=duffel (a duffel_test_ token "
+                "from the Duffel dashboard in test mode)",
+            )
         if self.telegram_webhook_url and not self.telegram_webhook_secret:
             raise _MissingError(
                 "telegram_webhook_secret", "required when TELEGRAM_WEBHOOK_URL is set"
@@ -160,6 +174,19 @@ class Settings(BaseSettings):
     @property
     def uses_stripe(self) -> bool:
         return self.stripe_secret_key is not None
+
+    @property
+    def provider_test_mode(self) -> bool:
+        """Whether the flight provider issues no real tickets: the demo fares, or Duffel with a
+        ``duffel_test_`` token (its test mode). Kiwi has no test mode of its own."""
+        if self.flight_provider is FlightProvider.DEMO:
+            return True
+        if self.flight_provider is FlightProvider.DUFFEL:
+            token = self.duffel_access_token
+            return token is not None and token.get_secret_value().startswith(
+                DUFFEL_TEST_TOKEN_PREFIX
+            )
+        return False
 
     @property
     def base_url(self) -> str:

@@ -144,6 +144,12 @@ class FlightProvider(ABC):
         the booking's amount."""
         return None
 
+    async def check_hold(self, booking: Booking) -> HeldOrder | None:
+        """The held order as the provider has it now (price, hold deadline), before a new
+        payment link is made for it. None: nothing is held. Raises ``FareUnavailableError``
+        when the hold is gone, ``FareChangedError`` when its price moved."""
+        return None
+
     async def release(self, booking: Booking) -> None:  # noqa: B027 - optional hook
         """Give back the seats of a held order that will not be paid (link expired, abandoned)."""
 

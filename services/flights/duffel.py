@@ -305,6 +305,30 @@ class DuffelProvider(FlightProvider):
             raise FareChangedError(f"the price is now {price.format()}", price=price)
         return offer
 
+    async def check_hold(self, booking: Booking) -> HeldOrder | None:
+        order_id = booking.provider_order_id
+        if not order_id:
+            return None
+        try:
+            order = await self._read("GET", f"/air/orders/{order_id}")
+        except DuffelError as error:
+            raise FareUnavailableError(f"the held order could not be read: {error}") from error
+        payment = order.get("payment_status")
+        if order.get("cancelled_at") or not isinstance(payment, dict):
+            raise FareUnavailableError("the airline released the held order")
+        until = _instant(payment.get("payment_required_by"))
+        if until is not None and until <= self._now():
+            raise FareUnavailableError("the airline's hold on the seats ran out")
+        price = _money(order, "total_amount", "total_currency")
+        if price != booking.amount:
+            raise FareChangedError(f"the held order now costs {price.format()}", price=price)
+        return HeldOrder(
+            order_id=order_id,
+            price=price,
+            payment_required_by=until,
+            airline_reference=_text(order.get("booking_reference")),
+        )
+
     async def release(self, booking: Booking) -> None:
         if not booking.provider_order_id:
             return
