@@ -14,6 +14,7 @@ from telegram import Update
 
 from bot.bootstrap import Runtime
 from bot.web_payments import add_payment_routes
+from bot.web_providers import add_provider_routes
 from handlers.telegram import WEBHOOK_REPLY, WebhookReply
 from services.messages import esc
 
@@ -118,6 +119,7 @@ def init_app(runtime: Runtime, *, telegram_webhook_route: bool) -> web.Applicati
     if telegram_webhook_route:
         app.router.add_post("/telegram/webhook", telegram_webhook)
     add_payment_routes(app, runtime.bookings, runtime.adapters.gateway)
+    add_provider_routes(app, runtime.bookings, runtime.settings)
     return app
 
 

@@ -362,7 +362,10 @@ def fare_hold_note(booking: Booking) -> str:
 
 
 def fare_gone_at_pay(booking: Booking) -> str:
-    return "Sorry, this fare has just sold out or expired with the airline. /start to search again."
+    return (
+        "Sorry, this fare has just sold out or expired with the airline. Nothing was charged. "
+        "/start to search again."
+    )
 
 
 def fare_changed_at_pay(booking: Booking, price: Money | None) -> str:
