@@ -131,6 +131,7 @@ async def open_adapters(
             api_key=settings.kiwi_api_key.get_secret_value(),
             base_url=str(settings.kiwi_base_url),
             places=places,
+            deposit_email=settings.kiwi_deposit_email,
         )
     elif settings.flight_provider is ProviderChoice.DUFFEL:
         assert settings.duffel_access_token is not None

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     flight_provider: FlightProvider = FlightProvider.DEMO
     kiwi_api_key: SecretStr | None = None
     kiwi_base_url: AnyHttpUrl = AnyHttpUrl("https://api.tequila.kiwi.com")
+    # Deposit partners: the deposit account's email, which Kiwi wants on the booking.
+    kiwi_deposit_email: str | None = None
     duffel_access_token: SecretStr | None = None
     duffel_base_url: AnyHttpUrl = AnyHttpUrl("https://api.duffel.com")
     duffel_webhook_secret: SecretStr | None = None

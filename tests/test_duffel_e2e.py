@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from services.flights.duffel import DuffelProvider
-from services.models import BookingStatus
+from services.models import Booking, BookingStatus
 from tests.standins.duffel import TOKEN, WEBHOOK_SECRET, DuffelStandIn
 from tests.support.botkit import BotKit, future_day, running_bot
 from tests.test_cli import Console, _env, _free_port
@@ -87,7 +87,7 @@ async def reference_of(bot: BotKit) -> str:
     return reference
 
 
-async def booking(bot: BotKit, reference: str):  # type: ignore[no-untyped-def]
+async def booking(bot: BotKit, reference: str) -> Booking:
     found = await bot.runtime.adapters.storage.get_booking_by_reference(reference, user_id=USER)
     assert found is not None
     return found

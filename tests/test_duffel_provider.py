@@ -15,10 +15,10 @@ from services.flights.base import (
     ProviderError,
     ProviderUnavailableError,
 )
+from services.flights.contacts import e164
 from services.flights.duffel import (
     DuffelProvider,
     MalformedWebhookError,
-    e164,
     parse_event,
     sign,
     verify_signature,

@@ -37,7 +37,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiohttp
-import phonenumbers
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -61,6 +60,7 @@ from services.flights.base import (
     TicketingError,
 )
 from services.flights.breaker import CircuitBreaker
+from services.flights.contacts import e164
 from services.models import (
     Baggage,
     Booking,
@@ -909,20 +909,6 @@ def _order_passengers(
 def _is_age(passenger: Mapping[str, Any], low: int, high: int) -> bool:
     age = passenger.get("age")
     return isinstance(age, int) and low <= age <= high
-
-
-def e164(phone: str | None) -> str | None:
-    """A phone number as E.164 (+ and 8 to 15 digits), checked with ``phonenumbers``; None when
-    there is none or it is not a possible number."""
-    if not phone:
-        return None
-    try:
-        number = phonenumbers.parse(phone, None)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _offer_id(itinerary: Itinerary) -> str:

@@ -32,7 +32,10 @@ from tenacity import (
 )
 
 from services.flights.base import (
+    FareChangedError,
+    FareUnavailableError,
     FlightProvider,
+    HeldOrder,
     ProviderError,
     ProviderUnavailableError,
     Recheck,
@@ -40,6 +43,7 @@ from services.flights.base import (
     TicketingError,
 )
 from services.flights.breaker import CircuitBreaker
+from services.flights.contacts import e164
 from services.flights.places import PlaceIndex
 from services.models import (
     Baggage,
@@ -99,6 +103,8 @@ class KiwiProvider(FlightProvider):
         max_polls: int = 8,
         limit: int = 50,
         locale: str = "en",
+        deposit_email: str | None = None,
+        health_declaration_agreed: bool = False,
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -115,7 +121,13 @@ class KiwiProvider(FlightProvider):
         self._poll_interval = poll_interval
         self._max_polls = max(1, max_polls)
         self._limit = limit
-        self._locale = locale
+        # Search takes a language ("en"); booking takes a language and a locale ("en-US").
+        self._lang = locale.split("-", maxsplit=1)[0].lower() or "en"
+        self._search_locale = self._lang
+        self._locale = _booking_locale(locale)
+        # Deposit partners: Kiwi mails the booking to the deposit account, not the traveller.
+        self._deposit_email = deposit_email
+        self._health_declaration_agreed = health_declaration_agreed
         self._session = session
         self._owns_session = session is None
         self.breaker = CircuitBreaker(
@@ -160,7 +172,7 @@ class KiwiProvider(FlightProvider):
             "infants": str(query.passengers.infants),
             "selected_cabins": query.cabin.value,
             "curr": query.currency,
-            "locale": self._locale,
+            "locale": self._search_locale,
             "limit": str(self._limit),
             "sort": "price",
             "vehicle_type": "aircraft",
@@ -386,11 +398,41 @@ class KiwiProvider(FlightProvider):
             "The airline did not confirm the price in time: try again in a minute."
         )
 
-    # ticketing -------------------------------------------------------------------------------
+    # order before charge, then ticketing ----------------------------------------------------------
+    async def hold(self, booking: Booking) -> HeldOrder | None:
+        """``check_flights`` then ``save_booking`` when the traveller presses Pay: Kiwi freezes
+        the fare and answers a booking id and transaction id, paid after the charge by
+        ``confirm_payment`` (within Kiwi's 30 minutes). An account without booking access
+        holds nothing (the ticket is then issued by hand)."""
+        itinerary = booking.itinerary
+        if itinerary.provider != KIWI or not itinerary.booking_token:
+            return None
+        try:
+            checked = await self._check_flights(itinerary, _passengers_of(booking.travellers))
+        except _ExpiredError as exc:
+            raise FareUnavailableError("the offer expired") from exc
+        if checked.get("flights_invalid"):
+            raise FareUnavailableError("the flights are no longer available")
+        price = _checked_price(checked, itinerary.price)
+        if price != booking.amount:
+            raise FareChangedError(f"the price is now {price.format()}", price=price)
+        status, saved = await self._save(booking, checked)
+        if status in (401, 403):
+            log.warning("Kiwi save_booking not allowed for this account (HTTP %d)", status)
+            return None
+        if status != 200:
+            raise ProviderError(f"Kiwi refused the booking (HTTP {status}): {_message(saved)}")
+        booking_id, transaction_id = saved.get("booking_id"), saved.get("transaction_id")
+        if booking_id in (None, "") or not transaction_id:
+            raise ProviderError("Kiwi saved the booking without a booking id")
+        return HeldOrder(order_id=str(booking_id), price=price, token=str(transaction_id))
+
     async def ticket(self, booking: Booking) -> Ticket:
         itinerary = booking.itinerary
         if itinerary.provider != KIWI or not itinerary.booking_token:
             raise TicketingError("this booking is not for a Kiwi fare")
+        if booking.provider_order_id and booking.provider_order_token:
+            return await self._confirm(booking.provider_order_id, booking.provider_order_token)
         passengers = _passengers_of(booking.travellers)
         try:
             checked = await self._check_flights(itinerary, passengers)
@@ -400,18 +442,7 @@ class KiwiProvider(FlightProvider):
             raise TicketingError(f"the price check before ticketing failed: {exc}") from exc
         if checked.get("flights_invalid"):
             raise TicketingError("the flights are no longer available")
-        session_id = str(checked.get("session_id") or "")
-        body = {
-            "passengers": [_passenger(t, first=i == 0) for i, t in enumerate(booking.travellers)],
-            "booking_token": checked.get("booking_token") or itinerary.booking_token,
-            "session_id": session_id,
-            "baggage": _free_baggage(checked, booking.travellers),
-            "lang": self._locale,
-            "locale": self._locale,
-            "health_declaration_checked": True,
-            "payment_gateway": "payu",
-        }
-        status, saved = await self._post("/v2/booking/save_booking", body)
+        status, saved = await self._save(booking, checked)
         if status in (401, 403):
             log.warning("Kiwi save_booking not allowed for this account (HTTP %d)", status)
             return Ticket(provider_booking_id="", needs_manual_action=True)
@@ -421,14 +452,40 @@ class KiwiProvider(FlightProvider):
         transaction_id = saved.get("transaction_id")
         if booking_id in (None, "") or not transaction_id:
             raise TicketingError("Kiwi saved the booking without a booking id")
+        return await self._confirm(str(booking_id), str(transaction_id))
+
+    async def _save(self, booking: Booking, checked: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "passengers": [
+                _passenger(t, deposit_email=self._deposit_email if i == 0 else None)
+                for i, t in enumerate(booking.travellers)
+            ],
+            "booking_token": checked.get("booking_token") or booking.itinerary.booking_token,
+            "session_id": str(checked.get("session_id") or ""),
+            "baggage": _free_baggage(checked, booking.travellers),
+            "lang": self._lang,
+            "locale": self._locale,
+            # Only what the traveller agreed to; the bot asks no health declaration.
+            "health_declaration_checked": self._health_declaration_agreed,
+        }
+        # Deposit partners pay Kiwi from their deposit: no card gateway (no payment_gateway).
+        try:
+            return await self._post("/v2/booking/save_booking", body)
+        except TicketingError as exc:
+            raise ProviderUnavailableError(
+                "Kiwi did not answer the booking request: try again in a minute."
+            ) from exc
+
+    async def _confirm(self, booking_id: str, transaction_id: str) -> Ticket:
         # From here on an unanswered or failed request may still have paid Kiwi from our
         # deposit and issued the tickets: refunding the traveller then would lose the fare, so
         # a person checks the booking instead. Only a clear refusal means nothing was paid.
-        unknown = Ticket(provider_booking_id=str(booking_id), needs_manual_action=True)
+        unknown = Ticket(provider_booking_id=booking_id, needs_manual_action=True)
+        number: int | str = int(booking_id) if booking_id.isdigit() else booking_id
         try:
             status, confirmed = await self._post(
                 "/v2/booking/confirm_payment",
-                {"booking_id": booking_id, "transaction_id": transaction_id},
+                {"booking_id": number, "transaction_id": transaction_id},
             )
         except TicketingError:
             log.warning("Kiwi booking %s: payment confirmation unanswered", booking_id)
@@ -440,7 +497,7 @@ class KiwiProvider(FlightProvider):
             raise TicketingError(
                 f"Kiwi did not confirm the payment (HTTP {status}): {_message(confirmed)}"
             )
-        return Ticket(provider_booking_id=str(booking_id))
+        return Ticket(provider_booking_id=booking_id)
 
     # HTTP ------------------------------------------------------------------------------------
     async def _get(
@@ -616,22 +673,35 @@ def _passengers_of(travellers: Sequence[Traveller]) -> Passengers:
     )
 
 
-def _passenger(traveller: Traveller, *, first: bool) -> dict[str, Any]:
+def _passenger(traveller: Traveller, *, deposit_email: str | None = None) -> dict[str, Any]:
+    """One passenger as save_booking takes it: title in title case ("Mr"/"Ms"), the phone in
+    E.164 (+ and 8 to 15 digits), and on the lead passenger of a deposit partner the deposit
+    account's email, where Kiwi sends the booking."""
     passenger: dict[str, Any] = {
         "name": traveller.first_name,
         "surname": traveller.last_name,
         "birthday": traveller.birth_date.isoformat(),
         "nationality": traveller.nationality,
-        "title": "mr" if traveller.gender.value == "M" else "ms",
+        "title": "Mr" if traveller.gender.value == "M" else "Ms",
         "cardno": traveller.passport_number,
         "expiration": traveller.passport_expiry.isoformat(),
         "category": traveller.category.value,
     }
-    if traveller.email:
-        passenger["email"] = traveller.email
-    if traveller.phone:
-        passenger["phone"] = traveller.phone
+    email = deposit_email or traveller.email
+    if email:
+        passenger["email"] = email
+    phone = e164(traveller.phone)
+    if phone:
+        passenger["phone"] = phone
     return passenger
+
+
+def _booking_locale(locale: str) -> str:
+    """A language-region locale ("en-US") from a language or a locale."""
+    language, _, region = locale.replace("_", "-").partition("-")
+    language = language.lower() or "en"
+    region = region.upper() or {"en": "US"}.get(language, language.upper())
+    return f"{language}-{region}"
 
 
 def _free_baggage(checked: dict[str, Any], travellers: Sequence[Traveller]) -> list[dict[str, Any]]:
