@@ -10,6 +10,7 @@ import re
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -273,6 +274,59 @@ async def test_a_non_refundable_fare_says_so_before_the_confirm(
     assert (await booking(bot, reference)).status is BookingStatus.CANCELLED
     assert standin.only_order()["cancelled_at"] is not None
     assert "nothing is refunded" in chat_text(bot)
+
+
+async def test_an_admin_refund_cancels_with_the_airline_and_refunds_what_it_refunds(
+    bot: BotKit, standin: DuffelStandIn
+) -> None:
+    standin.refund_penalty = Decimal(30)
+    await to_review(bot, option="3")
+    await bot.press(USER, "Pay")
+    reference = await reference_of(bot)
+    await pay_on_sandbox_page(bot)
+    order = standin.only_order()
+
+    view = await bot.say(7999, f"/booking {reference}")
+    assert order["id"] in view.text
+    assert order["booking_reference"] in view.text
+    await bot.say(7999, f"/refund {reference} customer asked")
+    done = await bot.press(7999, "Refund")
+    await bot.sandbox.wait_idle(USER, quiet=0.3)
+
+    assert "cancelled with the airline" in done.text
+    assert order["cancelled_at"] is not None
+    refund = Decimal(order["total_amount"]) - 30
+    assert f"€{refund:,.2f}" in bot.sandbox.bot_messages(USER)[-1].text
+    assert (await booking(bot, reference)).status is BookingStatus.CANCELLED
+
+
+async def test_a_fare_that_cannot_be_held_keeps_the_link_within_the_offers_life(
+    bot: BotKit, standin: DuffelStandIn
+) -> None:
+    standin.holdable = False
+    standin.offer_ttl = timedelta(minutes=40)
+    await to_review(bot)
+    paying = await bot.press(USER, "Pay")
+    assert "confirmed only when the ticket is issued" in paying.text
+    assert standin.orders == {}  # Duffel cannot hold it: the order is bought after payment
+    held = await booking(bot, await reference_of(bot))
+    assert held.itinerary.fare_expires_at is not None
+    assert held.payment_deadline is not None
+    assert held.payment_deadline <= held.itinerary.fare_expires_at
+    await pay_on_sandbox_page(bot)
+    assert standin.only_order()["type"] == "instant"
+    assert (await booking(bot, held.reference)).status is BookingStatus.CONFIRMED
+
+
+async def test_a_fare_expiring_too_soon_to_pay_is_refused(
+    bot: BotKit, standin: DuffelStandIn
+) -> None:
+    standin.holdable = False
+    standin.offer_ttl = timedelta(minutes=12)
+    await to_review(bot)
+    reply = await bot.press(USER, "Pay")
+    assert "too soon to pay safely" in reply.text
+    assert not any(b.url for m in reply.messages for row in m.buttons for b in row)
 
 
 @pytest.mark.timeout(120)
