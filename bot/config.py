@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     kiwi_base_url: AnyHttpUrl = AnyHttpUrl("https://api.tequila.kiwi.com")
     # Deposit partners: the deposit account's email, which Kiwi wants on the booking.
     kiwi_deposit_email: str | None = None
+    # Kiwi does not sign its booking-status notices: their URL carries this secret instead.
+    kiwi_webhook_secret: SecretStr | None = None
     duffel_access_token: SecretStr | None = None
     duffel_base_url: AnyHttpUrl = AnyHttpUrl("https://api.duffel.com")
     duffel_webhook_secret: SecretStr | None = None

@@ -864,6 +864,8 @@ class BookingService:
                 await self._alert(texts.alert_schedule_changed(booking))
             elif event.kind == "airline_cancelled":
                 await self._on_airline_cancelled(booking, event)
+            elif event.kind == "ticketed" and booking.status is S.PAID:
+                await self._alert(texts.alert_provider_ticketed(booking))
 
     async def _on_airline_cancelled(self, booking: Booking, event: ProviderEvent) -> None:
         """The airline cancelled the flight: the traveller is owed the whole fare back."""

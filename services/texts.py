@@ -493,3 +493,11 @@ def alert_airline_cancel_failed(booking: Booking, error: str) -> str:
         f"⚠️ Booking {esc(booking.reference)}: the airline refused an automatic cancellation "
         f"({esc(error[:200])}). Cancel it with the provider by hand, then refund it."
     )
+
+
+def alert_provider_ticketed(booking: Booking) -> str:
+    return (
+        f"✅ The provider reports booking {esc(booking.reference)} ticketed "
+        f"(order {esc(booking.provider_order_id or '—')}) while it waits for a ticket here: "
+        f"check it, then /ticketed {esc(booking.reference)}."
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +38,8 @@ from services.flights.base import (
     FlightProvider,
     HeldOrder,
     ProviderError,
+    ProviderEvent,
+    ProviderEventKind,
     ProviderUnavailableError,
     Recheck,
     Ticket,
@@ -775,3 +778,52 @@ def _message(body: dict[str, Any] | None) -> str:
         if isinstance(value, str) and value:
             return value[:200]
     return "no details"
+
+
+# booking-status notifications (Kiwi's PUSH API, webhooks 2.0) --------------------------------
+# Kiwi POSTs a JSON notice per status change and repeats it every 5 minutes until it gets a
+# 200; it asks receivers not to validate strictly (new attributes, new triggers). It does not
+# sign them: the endpoint's URL carries a secret of ours instead (KIWI_WEBHOOK_SECRET).
+_KIWI_CANCELLED = frozenset({"cancelled", "sold_out", "technical_issue", "security_issue"})
+_KIWI_CHANGED = frozenset({"delayed", "flight_change_pricing_ready", "schedule_change"})
+_KIWI_TICKETED = frozenset({"confirmed", "bp_sent"})
+
+
+class MalformedNotificationError(ValueError):
+    """A Kiwi notification without a booking id or a status (answered 400)."""
+
+
+def parse_notification(body: bytes) -> ProviderEvent | None:
+    """A Kiwi booking-status notice as a ``ProviderEvent``, read leniently: the booking id
+    (``bid`` or ``booking_id``) and the ``status``; the notice has no id of its own, so the
+    same notice delivered again has the same digest as its id."""
+    try:
+        notice = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedNotificationError("not JSON") from exc
+    if not isinstance(notice, dict):
+        raise MalformedNotificationError("not a Kiwi notification")
+    data = notice.get("data") if isinstance(notice.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    booking_id = next(
+        (v for v in (notice.get("bid"), notice.get("booking_id"), data.get("bid")) if v), None
+    )
+    status = notice.get("status") or data.get("status")
+    if isinstance(booking_id, bool) or not isinstance(booking_id, int | str) or not booking_id:
+        raise MalformedNotificationError("a Kiwi notification without a booking id")
+    if not isinstance(status, str) or not status:
+        raise MalformedNotificationError("a Kiwi notification without a status")
+    status = status.strip().lower()
+    kind: ProviderEventKind
+    if status in _KIWI_CANCELLED:
+        kind, summary = "airline_cancelled", "Kiwi.com could not keep your booking."
+    elif status in _KIWI_CHANGED:
+        kind, summary = "schedule_changed", f"Kiwi.com reports a change to your flight ({status})."
+    elif status in _KIWI_TICKETED:
+        kind, summary = "ticketed", ""
+    else:
+        kind, summary = "other", ""
+    digest = hashlib.sha256(body).hexdigest()[:32]
+    return ProviderEvent(
+        id=digest, type=f"kiwi.{status[:40]}", kind=kind, order_id=str(booking_id), summary=summary
+    )
