@@ -864,6 +864,8 @@ class BookingService:
                 await self._alert(texts.alert_schedule_changed(booking))
             elif event.kind == "airline_cancelled":
                 await self._on_airline_cancelled(booking, event)
+            elif event.kind == "order_cancelled" and booking.status is S.CONFIRMED:
+                await self._alert(texts.alert_order_cancelled_at_provider(booking))
             elif event.kind == "ticketed" and booking.status is S.PAID:
                 await self._alert(texts.alert_provider_ticketed(booking))
 

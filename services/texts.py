@@ -501,3 +501,11 @@ def alert_provider_ticketed(booking: Booking) -> str:
         f"(order {esc(booking.provider_order_id or '—')}) while it waits for a ticket here: "
         f"check it, then /ticketed {esc(booking.reference)}."
     )
+
+
+def alert_order_cancelled_at_provider(booking: Booking) -> str:
+    return (
+        f"⚠️ The provider reports the order of confirmed booking {esc(booking.reference)} "
+        f"(order {esc(booking.provider_order_id or '—')}) cancelled, not by us. Check it with "
+        f"the provider; /refund {esc(booking.reference)} if the traveller is owed the fare."
+    )

@@ -10,7 +10,7 @@ import re
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -327,6 +327,37 @@ async def test_a_fare_expiring_too_soon_to_pay_is_refused(
     reply = await bot.press(USER, "Pay")
     assert "too soon to pay safely" in reply.text
     assert not any(b.url for m in reply.messages for row in m.buttons for b in row)
+
+
+async def test_the_link_never_outlives_the_airlines_hold(
+    tmp_path: Path, standin: DuffelStandIn
+) -> None:
+    # Links may last two hours here, but the airline holds the seats for only 40 minutes.
+    standin.hold_for = timedelta(minutes=40)
+    provider = DuffelProvider(TOKEN, base_url=standin.base_url)
+    async with running_bot(tmp_path, provider=provider, payment_window_minutes=120) as bot:
+        await to_review(bot)
+        await bot.press(USER, "Pay")
+        order = standin.only_order()
+        held = await booking(bot, await reference_of(bot))
+    hold_ends = datetime.fromisoformat(order["payment_status"]["payment_required_by"])
+    assert held.payment_deadline is not None
+    assert held.payment_deadline < hold_ends
+    assert held.payment_deadline - held.created_at < timedelta(minutes=45)
+
+
+async def test_abandoning_a_payment_gives_the_held_seats_back(
+    bot: BotKit, standin: DuffelStandIn
+) -> None:
+    await to_review(bot)
+    await bot.press(USER, "Pay")
+    reference = await reference_of(bot)
+    order = standin.only_order()
+    await bot.say(USER, "/mybookings")
+    await bot.press(USER, reference)
+    await bot.press(USER, "Abandon this booking")
+    assert order["cancelled_at"] is not None
+    assert (await booking(bot, reference)).status is BookingStatus.EXPIRED
 
 
 @pytest.mark.timeout(120)

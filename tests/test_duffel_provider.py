@@ -351,6 +351,12 @@ def test_an_airline_cancellation_and_a_schedule_change_are_told_apart() -> None:
     )
     assert changed is not None
     assert changed.kind == "schedule_changed"
+    cancelled_order = parse_event(
+        b'{"id":"wev_4","type":"order.updated",'
+        b'"data":{"object":{"id":"ord_1","cancelled_at":"2026-12-02T10:00:00Z"}}}'
+    )
+    assert cancelled_order is not None
+    assert cancelled_order.kind == "order_cancelled"  # maybe ours: never refunded by itself
     assert parse_event(b'{"id":"wev_3","type":"ping.triggered","data":{"object":{}}}') is None
     for bad in (b"[]", b"null", b"{", b'{"id":"x","type":"order.updated","data":{}}'):
         with pytest.raises(MalformedWebhookError):

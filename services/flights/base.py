@@ -97,7 +97,11 @@ class CancellationQuote(BaseModel):
         return self.refund.amount > 0
 
 
-ProviderEventKind = Literal["schedule_changed", "airline_cancelled", "ticketed", "other"]
+# order_cancelled: the provider reports the order cancelled without saying the airline did it
+# (it may be our own cancellation arriving late): a person looks, nothing is refunded by itself.
+ProviderEventKind = Literal[
+    "schedule_changed", "airline_cancelled", "order_cancelled", "ticketed", "other"
+]
 
 
 class ProviderEvent(BaseModel):

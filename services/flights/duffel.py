@@ -622,12 +622,12 @@ def parse_event(body: bytes) -> ProviderEvent | None:
             kind, summary = "airline_cancelled", "The airline cancelled your flight."
         else:
             kind, summary = "schedule_changed", _change_summary(added)
-    elif kind_name in ("order.updated", "order.cancelled"):
+    elif kind_name == "order.updated":
         order_id = subject.get("id")
-        if not subject.get("cancelled_at") and kind_name != "order.cancelled":
-            kind, summary = "other", ""
-        else:
-            kind, summary = "airline_cancelled", "Your order was cancelled with the airline."
+        # Our own cancellation also ends up here: only an airline-initiated change says the
+        # airline cancelled, so this one is for a person to look at.
+        kind = "order_cancelled" if subject.get("cancelled_at") else "other"
+        summary = ""
     elif kind_name.startswith("order."):
         order_id = subject.get("order_id") or subject.get("id")
         kind, summary = "other", ""
