@@ -278,7 +278,7 @@ class DuffelProvider(FlightProvider):
                 "metadata": {"booking_reference": booking.reference},
             }
         }
-        status, data = await self._write("/air/orders", body)
+        status, data = await self._write_or_unavailable("/air/orders", body)
         if status not in {201, 200}:
             raise self._refusal(status, data, "hold the fare")
         order = _data(data)
@@ -353,12 +353,7 @@ class DuffelProvider(FlightProvider):
             order = await self._read("GET", f"/air/orders/{order_id}")
         except DuffelError as error:
             raise TicketingError(f"the held order could not be read: {error}") from error
-        except ProviderUnavailableError as error:
-            raise ProviderUnavailableError(str(error)) from error
-        payment = (
-            order.get("payment_status") if isinstance(order.get("payment_status"), dict) else {}
-        )
-        assert isinstance(payment, dict)
+        payment = _object(order.get("payment_status"))
         if order.get("cancelled_at"):
             raise TicketingError("the airline released the held order")
         if not payment.get("awaiting_payment", True):
@@ -427,7 +422,7 @@ class DuffelProvider(FlightProvider):
     async def quote_cancellation(self, booking: Booking) -> CancellationQuote | None:
         if not booking.provider_order_id:
             return None
-        status, data = await self._write(
+        status, data = await self._write_or_unavailable(
             "/air/order_cancellations", {"data": {"order_id": booking.provider_order_id}}
         )
         if status not in (200, 201):
@@ -439,7 +434,7 @@ class DuffelProvider(FlightProvider):
         )
 
     async def confirm_cancellation(self, booking: Booking, quote: CancellationQuote) -> Money:
-        status, data = await self._write(
+        status, data = await self._write_or_unavailable(
             f"/air/order_cancellations/{quote.quote_id}/actions/confirm", {}
         )
         if status not in (200, 201):
@@ -559,6 +554,15 @@ class DuffelProvider(FlightProvider):
         log.info("Duffel %s answered HTTP %d", path.split("/actions", maxsplit=1)[0], status)
         return status, payload or {}
 
+    async def _write_or_unavailable(
+        self, path: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        """A write before any money moves: no answer means "try again", not a refusal."""
+        try:
+            return await self._write(path, body)
+        except TicketingError as exc:
+            raise ProviderUnavailableError("Duffel did not answer: try again in a minute.") from exc
+
     def _worth_retrying(self, exc: BaseException) -> bool:
         if not isinstance(exc, _RetryableError):
             return False
@@ -614,10 +618,8 @@ def parse_event(body: bytes) -> ProviderEvent | None:
     kind: ProviderEventKind
     if kind_name == "order.airline_initiated_change_detected":
         order_id = subject.get("order_id")
-        added = subject.get("added") if isinstance(subject.get("added"), list) else []
-        removed = subject.get("removed") if isinstance(subject.get("removed"), list) else []
-        assert isinstance(added, list)
-        assert isinstance(removed, list)
+        added = _list(subject.get("added"))
+        removed = _list(subject.get("removed"))
         if removed and not added:
             kind, summary = "airline_cancelled", "The airline cancelled your flight."
         else:
@@ -817,8 +819,7 @@ def _refund_in(booking: Booking, cancellation: Mapping[str, Any]) -> Money:
 
 
 def _ticket_of(order: Mapping[str, Any]) -> Ticket:
-    documents = order.get("documents") if isinstance(order.get("documents"), list) else []
-    assert isinstance(documents, list)
+    documents = _list(order.get("documents"))
     numbers = tuple(
         str(doc["unique_identifier"])
         for doc in documents
@@ -926,6 +927,14 @@ def _instant(value: Any) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _text(value: Any) -> str | None:

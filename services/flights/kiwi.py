@@ -803,8 +803,8 @@ def parse_notification(body: bytes) -> ProviderEvent | None:
         raise MalformedNotificationError("not JSON") from exc
     if not isinstance(notice, dict):
         raise MalformedNotificationError("not a Kiwi notification")
-    data = notice.get("data") if isinstance(notice.get("data"), dict) else {}
-    assert isinstance(data, dict)
+    raw_data = notice.get("data")
+    data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
     booking_id = next(
         (v for v in (notice.get("bid"), notice.get("booking_id"), data.get("bid")) if v), None
     )
