@@ -13,6 +13,7 @@ import pytest_asyncio
 
 from services.flights.base import (
     FareChangedError,
+    FareUnavailableError,
     ProviderError,
     ProviderUnavailableError,
     TicketingError,
@@ -497,3 +498,14 @@ def test_phone_numbers_go_to_kiwi_in_e164_or_not_at_all() -> None:
     assert e164("+1 202-555-0143") == "+12025550143"
     assert e164("+12") is None
     assert e164("not a phone") is None
+
+
+async def test_a_saved_booking_older_than_kiwis_window_gets_no_new_link(
+    kiwi: KiwiProvider, places: PlaceIndex
+) -> None:
+    offer = await _offer(kiwi, places)
+    saved = _booking(offer).model_copy(update={"provider_order_id": "4000001"})
+    assert await kiwi.check_hold(saved) is None  # just saved: still Kiwi's to confirm
+    stale = saved.model_copy(update={"created_at": saved.created_at - timedelta(minutes=31)})
+    with pytest.raises(FareUnavailableError):
+        await kiwi.check_hold(stale)

@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 KIWI = "kiwi"
 DEFAULT_BASE_URL = "https://api.tequila.kiwi.com"
 _UNAVAILABLE = "Flight search is unavailable right now: try again in a minute."
+# confirm_payment must follow save_booking within this (Tequila's booking flow).
+KIWI_CONFIRM_WINDOW = timedelta(minutes=30)
 _MAX_TERM = 64
 
 
@@ -429,6 +431,15 @@ class KiwiProvider(FlightProvider):
         if booking_id in (None, "") or not transaction_id:
             raise ProviderError("Kiwi saved the booking without a booking id")
         return HeldOrder(order_id=str(booking_id), price=price, token=str(transaction_id))
+
+    async def check_hold(self, booking: Booking) -> HeldOrder | None:
+        """Kiwi keeps a saved booking for its payment confirmation only 30 minutes: after that
+        a new payment link could only end in a refund, so the fare counts as gone."""
+        if not booking.provider_order_id:
+            return None
+        if datetime.now(UTC) - booking.created_at >= KIWI_CONFIRM_WINDOW:
+            raise FareUnavailableError("Kiwi no longer holds the saved booking")
+        return None
 
     async def ticket(self, booking: Booking) -> Ticket:
         itinerary = booking.itinerary
