@@ -222,13 +222,17 @@ class BookingService:
                 )
             )
             booking, deadline = await self._hold_order(booking, deadline)
-            session = await self._gateway.create_checkout(
-                booking,
-                success_url=self._success_url(booking),
-                cancel_url=self._cancel_url(booking),
-                expires_at=deadline,
-                idempotency_key=f"checkout:{booking.id}:1",
-            )
+            try:
+                session = await self._gateway.create_checkout(
+                    booking,
+                    success_url=self._success_url(booking),
+                    cancel_url=self._cancel_url(booking),
+                    expires_at=deadline,
+                    idempotency_key=f"checkout:{booking.id}:1",
+                )
+            except PaymentError:
+                await self._release_order(booking)  # no link, so nobody will pay this hold
+                raise
             await self._storage.attach_checkout(
                 booking.id, checkout_session_id=session.id, payment_deadline=session.expires_at
             )
@@ -728,7 +732,11 @@ class BookingService:
                 raise BookingError(texts.fare_changed_at_pay(booking, held.price))
             fare_until = held.payment_required_by
             log.info("booking %s held as provider order %s", booking.reference, held.order_id)
-        return booking, self._within_fare(booking, deadline, fare_until)
+        try:
+            return booking, self._within_fare(booking, deadline, fare_until)
+        except BookingError:
+            await self._release_order(booking)
+            raise
 
     def _within_fare(
         self, booking: Booking, deadline: datetime, until: datetime | None
