@@ -55,7 +55,9 @@ def _iso(moment: datetime) -> str:
 
 
 def _id(prefix: str, *parts: object) -> str:
-    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=11).hexdigest()
+    digest = hashlib.blake2b(
+        "|".join(map(str, (prefix, *parts))).encode(), digest_size=11
+    ).hexdigest()
     return f"{prefix}_0000{digest[:18]}"
 
 
