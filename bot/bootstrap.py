@@ -43,6 +43,7 @@ from services.broadcast import BroadcastWorker
 from services.cache import Cache, MemoryCache, RedisCache
 from services.flights.base import FlightProvider
 from services.flights.demo import DemoProvider
+from services.flights.duffel import DuffelProvider
 from services.flights.kiwi import KiwiProvider
 from services.flights.places import PlaceIndex
 from services.flights.search import FlightSearchService
@@ -139,6 +140,13 @@ async def open_adapters(
             api_key=settings.kiwi_api_key.get_secret_value(),
             base_url=str(settings.kiwi_base_url),
             places=places,
+            deposit_email=settings.kiwi_deposit_email,
+        )
+    elif settings.flight_provider is ProviderChoice.DUFFEL:
+        assert settings.duffel_access_token is not None
+        provider = DuffelProvider(
+            settings.duffel_access_token.get_secret_value(),
+            base_url=str(settings.duffel_base_url),
         )
     else:
         provider = DemoProvider(places=places)

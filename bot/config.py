@@ -35,6 +35,11 @@ _REDIS_PREFIX = re.compile(r"^[A-Za-z0-9_:-]{1,64}$")
 class FlightProvider(enum.StrEnum):
     DEMO = "demo"
     KIWI = "kiwi"
+    DUFFEL = "duffel"
+
+
+# Duffel's test-mode tokens: orders at the test airline, paid from an unlimited test balance.
+DUFFEL_TEST_TOKEN_PREFIX = "duffel_test_"  # noqa: S105 - a prefix, not a secret
 
 
 class SettingsError(Exception):
@@ -83,6 +88,14 @@ class Settings(BaseSettings):
     smtp_url: SecretStr | None = None
     email_from: str | None = None
     email_outbox_dir: Path | None = None
+
+    # Deposit partners: the deposit account's email, which Kiwi wants on the booking.
+    kiwi_deposit_email: str | None = None
+    # Kiwi does not sign its booking-status notices: their URL carries this secret instead.
+    kiwi_webhook_secret: SecretStr | None = None
+    duffel_access_token: SecretStr | None = None
+    duffel_base_url: AnyHttpUrl = AnyHttpUrl("https://api.duffel.com")
+    duffel_webhook_secret: SecretStr | None = None
 
     default_currency: str = "EUR"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -193,6 +206,12 @@ class Settings(BaseSettings):
             )
         if self.smtp_url and not self.email_from:
             raise _MissingError("email_from", "required when SMTP_URL is set")
+        if self.flight_provider is FlightProvider.DUFFEL and not self.duffel_access_token:
+            raise _MissingError(
+                "duffel_access_token",
+                "required when FLIGHT_PROVIDER=duffel (a duffel_test_ token "
+                "from the Duffel dashboard in test mode)",
+            )
         if self.telegram_webhook_url and not self.telegram_webhook_secret:
             raise _MissingError(
                 "telegram_webhook_secret", "required when TELEGRAM_WEBHOOK_URL is set"
@@ -217,12 +236,17 @@ class Settings(BaseSettings):
         """Whether a paid booking buys a real ticket: the one rule that decides if payments
         must be real (no ticket for money the sandbox checkout never took).
 
-        The demo provider never does; a real one does unless ``PROVIDER_TEST_MODE`` says its
-        key is the provider's test key. A provider whose keys tell their mode (Duffel's test
-        tokens start with ``duffel_test_``) adds that check here."""
-        if self.flight_provider is FlightProvider.DEMO:
+        The demo provider never does; Duffel does not with a ``duffel_test_`` token (its own
+        test mode); any other real one does unless ``PROVIDER_TEST_MODE`` says its key is the
+        provider's test key (Kiwi's keys do not tell)."""
+        if self.flight_provider is FlightProvider.DEMO or self.provider_test_mode:
             return False
-        return not self.provider_test_mode
+        if self.flight_provider is FlightProvider.DUFFEL:
+            token = self.duffel_access_token
+            return token is None or not token.get_secret_value().startswith(
+                DUFFEL_TEST_TOKEN_PREFIX
+            )
+        return True
 
     @property
     def retention(self) -> RetentionPolicy:

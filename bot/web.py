@@ -24,6 +24,7 @@ from bot.web_guard import (
     read_body,
 )
 from bot.web_payments import add_payment_routes
+from bot.web_providers import add_provider_routes
 from handlers.telegram import WEBHOOK_REPLY, WebhookReply
 from services.messages import esc
 
@@ -148,6 +149,7 @@ def init_app(
     if telegram_webhook_route:
         app.router.add_post("/telegram/webhook", telegram_webhook)
     add_payment_routes(app, runtime.bookings, runtime.adapters.gateway)
+    add_provider_routes(app, runtime.bookings, runtime.settings)
     return app
 
 

@@ -264,6 +264,8 @@ def booking_text(
         f"Payment deadline: {_when(booking.payment_deadline)}",
         f"Created {_when(booking.created_at)}, updated {_when(booking.updated_at)}",
         f"Provider: {esc(booking.itinerary.provider)}",
+        f"Provider order: <code>{esc(booking.provider_order_id or '—')}</code>",
+        *texts.airline_lines(booking),
         "",
         *texts.itinerary_lines(booking.itinerary),
         "",

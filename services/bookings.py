@@ -19,10 +19,15 @@ from pydantic import ValidationError
 
 from services import texts
 from services.flights.base import (
+    CancellationQuote,
+    FareChangedError,
+    FareUnavailableError,
     FlightProvider,
     ProviderError,
+    ProviderEvent,
     ProviderUnavailableError,
     Recheck,
+    Ticket,
 )
 from services.mail.receipts import NO_RECEIPTS, BookingReceipts
 from services.messages import Message
@@ -62,6 +67,12 @@ log = logging.getLogger(__name__)
 S = BookingStatus
 # A link with less time left than this is replaced rather than sent again.
 MIN_LINK_TIME_LEFT = timedelta(minutes=5)
+# A fare the airline keeps for less than this cannot be paid safely: a payment link lasts at
+# least 30 minutes (Stripe's minimum), and it must never outlive the fare.
+MIN_FARE_TIME_LEFT = timedelta(minutes=31)
+# The link closes this long before the airline's hold ends, so a payment made at the last
+# second still reaches the airline in time.
+FARE_HOLD_SLACK = timedelta(minutes=1)
 REFUND_RECORD_TYPE = "refund.created"  # how our own refunds appear in a booking's event history
 # Payment links are Checkout Sessions at Stripe; old buttons never expire, so these caps are
 # what stops one traveller making dozens a minute.
@@ -243,13 +254,18 @@ class BookingService:
                     payment_deadline=deadline,
                 )
             )
-            session = await self._gateway.create_checkout(
-                booking,
-                success_url=self._success_url(booking),
-                cancel_url=self._cancel_url(booking),
-                expires_at=deadline,
-                idempotency_key=f"checkout:{booking.id}:1",
-            )
+            booking, deadline = await self._hold_order(booking, deadline)
+            try:
+                session = await self._gateway.create_checkout(
+                    booking,
+                    success_url=self._success_url(booking),
+                    cancel_url=self._cancel_url(booking),
+                    expires_at=deadline,
+                    idempotency_key=f"checkout:{booking.id}:1",
+                )
+            except PaymentError:
+                await self._release_order(booking)  # no link, so nobody will pay this hold
+                raise
             await self._storage.attach_checkout(
                 booking.id, checkout_session_id=session.id, payment_deadline=session.expires_at
             )
@@ -329,12 +345,12 @@ class BookingService:
             renewal = await self._storage.claim_checkout_renewal(booking.id, self._max_renewals)
             if renewal is None:
                 raise TooManyLinksError(texts.too_many_links(booking, self._max_renewals + 1))
-            await self._check_fare(booking)
+            deadline = await self._check_held_fare(booking)
             session = await self._gateway.create_checkout(
                 booking,
                 success_url=self._success_url(booking),
                 cancel_url=self._cancel_url(booking),
-                expires_at=self._now() + self._payment_window,
+                expires_at=deadline,
                 # One key per claimed renewal: a Stripe failure stored under one key is not
                 # replayed to the traveller's next try.
                 idempotency_key=f"checkout:{booking.id}:renewal:{renewal}",
@@ -414,6 +430,7 @@ class BookingService:
                 await self._gateway.expire_checkout(booking.checkout_session_id)
             except PaymentError as error:  # already closed, or paid a moment ago (refunded)
                 log.info("could not close the link of %s: %s", booking.reference, error)
+        await self._release_order(booking)
         return True
 
     async def refund_if_ended(self, booking: Booking, session: CheckoutSession) -> bool:
@@ -626,7 +643,7 @@ class BookingService:
     async def _fulfil(self, booking: Booking) -> None:
         """Ticket a booking this worker just moved to paid."""
         try:
-            ticket = await self._provider.ticket(booking)
+            ticket = await self._pay_order(booking)
         except ProviderUnavailableError as error:
             await self._alert(texts.alert_ticketing_unavailable(booking, str(error)))
             await self._tell(booking.user_id, texts.payment_received_ticket_pending(booking))
@@ -639,9 +656,11 @@ class BookingService:
             await self._alert(texts.alert_fulfilment_crashed(booking, repr(error)))
             raise
         if ticket.needs_manual_action:
+            await self._record_ticket(booking, ticket)
             await self._alert(texts.alert_manual_ticketing(booking, ticket.provider_booking_id))
             await self._tell(booking.user_id, texts.payment_received_ticket_pending(booking))
             return
+        booking = await self._record_ticket(booking, ticket)
         if await self._storage.transition(booking.id, S.PAID, S.CONFIRMED):
             log.info(
                 "booking %s confirmed (provider booking %s)",
@@ -714,13 +733,19 @@ class BookingService:
                 raise CancellationRefusedError(texts.cannot_cancel(booking))
             if booking.itinerary.departure <= self._now():
                 raise CancellationRefusedError(texts.already_departed(booking))
+            airline_refund = await self._cancel_with_provider(booking)
             if not await self._storage.transition(booking.id, S.CONFIRMED, S.CANCELLED):
                 raise CancellationRefusedError(texts.cannot_cancel(await self._reload(booking)))
+            if airline_refund is not None and airline_refund.amount == 0:
+                log.info("booking %s cancelled with nothing to refund", booking.reference)
+                await self._tell(booking.user_id, texts.cancelled_not_refunded(booking))
+                return await self._reload(booking)
             try:
-                # What is left: an admin's partial refund may be on its way at this moment.
+                # What is left (or what the airline gives back): an admin's partial refund may
+                # be on its way at this moment.
                 refund = await self._send_refund(
                     booking,
-                    amount=None,
+                    amount=_part_or_all(booking, airline_refund),
                     reason="requested_by_customer",
                     key=f"refund:{booking.id}:cancel",
                 )
@@ -734,6 +759,8 @@ class BookingService:
                 current = await self._reload(booking)
                 await self._alert(texts.alert_refund_failed(current, str(error)))
                 raise RefundFailedError(texts.refund_failed_user(booking)) from None
+            if airline_refund is not None:
+                await self._tell(booking.user_id, texts.cancelled_refunded(booking, refund.amount))
             await self._storage.transition(booking.id, S.CANCELLED, S.REFUNDED)
             log.info("booking %s cancelled by the traveller and refunded", booking.reference)
             self._receipts.refunded(booking, refund.amount, full=True)
@@ -772,6 +799,9 @@ class BookingService:
                 raise NothingToRefundError(texts.nothing_to_refund(booking))
             left = booking.refundable
             wanted = left if amount is None else amount
+            if booking.status is S.CONFIRMED and wanted == booking.amount:
+                wanted = await self._admin_cancel_with_provider(booking, amount)
+                booking = await self._reload(booking)
             if wanted.currency != booking.amount.currency:
                 raise NothingToRefundError(
                     f"Booking {booking.reference} was paid in {booking.amount.currency}, "
@@ -892,6 +922,198 @@ class BookingService:
         log.info("booking %s refunded %s (%s)", booking.reference, refund.amount, refund.id)
         return refund
 
+    # the provider's order: hold before the charge, pay after it, cancel with the airline ----
+    async def _hold_order(self, booking: Booking, deadline: datetime) -> tuple[Booking, datetime]:
+        """Create the provider's order before the traveller is charged, and bound the payment
+        link by what the airline holds: the hold's ``payment_required_by``, or, for a fare that
+        cannot be held, the offer's own expiry. Raises ``BookingError`` with what to tell the
+        traveller when the fare cannot be had at the booking's amount."""
+        try:
+            held = await self._provider.hold(booking)
+        except FareUnavailableError:
+            raise BookingError(texts.fare_gone_at_pay(booking)) from None
+        except FareChangedError as error:
+            raise BookingError(texts.fare_changed_at_pay(booking, error.price)) from None
+        except ProviderUnavailableError:
+            raise BookingError(texts.hold_unavailable(booking)) from None
+        except ProviderError as error:
+            log.warning("booking %s: the provider refused the hold: %s", booking.reference, error)
+            raise BookingError(texts.hold_refused(booking, str(error))) from None
+        fare_until = booking.itinerary.fare_expires_at
+        if held is not None:
+            booking = await self._storage.attach_provider_order(
+                booking.id,
+                order_id=held.order_id,
+                token=held.token,
+                airline_reference=held.airline_reference,
+            )
+            if held.price != booking.amount:
+                await self._release_order(booking)
+                raise BookingError(texts.fare_changed_at_pay(booking, held.price))
+            fare_until = held.payment_required_by
+            log.info("booking %s held as provider order %s", booking.reference, held.order_id)
+        try:
+            return booking, self._within_fare(booking, deadline, fare_until)
+        except BookingError:
+            await self._release_order(booking)
+            raise
+
+    def _within_fare(
+        self, booking: Booking, deadline: datetime, until: datetime | None
+    ) -> datetime:
+        if until is None:
+            return deadline
+        if until - self._now() < MIN_FARE_TIME_LEFT:
+            raise BookingError(texts.fare_hold_too_short(booking, until))
+        return min(deadline, until - FARE_HOLD_SLACK)
+
+    async def _check_held_fare(self, booking: Booking) -> datetime:
+        """Before a new link: the held order (or, without one, the offer) is still to be had at
+        the booking's amount; returns the new link's deadline."""
+        deadline = self._now() + self._payment_window
+        if not booking.provider_order_id:
+            await self._check_fare(booking)
+            return self._within_fare(booking, deadline, booking.itinerary.fare_expires_at)
+        try:
+            held = await self._provider.check_hold(booking)
+        except FareUnavailableError:
+            raise RenewalRefusedError(texts.fare_gone(booking)) from None
+        except FareChangedError as error:
+            if error.price is None:
+                raise RenewalRefusedError(texts.fare_gone(booking)) from None
+            raise RenewalRefusedError(texts.fare_changed(booking, error.price)) from None
+        until = held.payment_required_by if held is not None else None
+        try:
+            return self._within_fare(booking, deadline, until)
+        except BookingError as error:
+            raise RenewalRefusedError(str(error)) from None
+
+    async def _release_order(self, booking: Booking) -> None:
+        """Give the seats of an unpaid hold back; failures only cost the airline's timer."""
+        if not booking.provider_order_id:
+            return
+        try:
+            await self._provider.release(booking)
+        except ProviderError as error:
+            log.info("booking %s: hold not released: %s", booking.reference, error)
+
+    async def _pay_order(self, booking: Booking) -> Ticket:
+        """Pay the provider's order now that the money is taken (or buy it at once when the
+        fare could not be held). A hold that can no longer be paid at the price is released."""
+        try:
+            return await self._provider.ticket(booking)
+        except (FareChangedError, FareUnavailableError):
+            await self._release_order(booking)
+            raise
+
+    async def _record_ticket(self, booking: Booking, ticket: Ticket) -> Booking:
+        """Keep the provider's order id, the airline's reference and the e-tickets on the
+        booking, for the confirmation, /mybookings and the admins."""
+        if not (ticket.provider_booking_id or ticket.airline_reference or ticket.ticket_numbers):
+            return booking
+        try:
+            return await self._storage.attach_provider_order(
+                booking.id,
+                order_id=None
+                if booking.provider_order_id or not ticket.provider_booking_id
+                else ticket.provider_booking_id,
+                airline_reference=ticket.airline_reference,
+                ticket_numbers=ticket.ticket_numbers or None,
+            )
+        except ValueError:
+            log.warning("booking %s: provider order already on another booking", booking.reference)
+            return booking
+
+    async def cancellation_preview(self, user_id: int, reference: str) -> CancellationQuote | None:
+        """What cancelling would refund, asked of the airline before the traveller confirms.
+        None: no airline order to ask about (the booking is refunded in full). Raises
+        ``CancellationRefusedError`` when the booking cannot be cancelled or the airline does
+        not answer."""
+        booking = await self.get(user_id, reference)
+        if booking.status is not S.CONFIRMED:
+            raise CancellationRefusedError(texts.cannot_cancel(booking))
+        try:
+            return await self._provider.quote_cancellation(booking)
+        except ProviderUnavailableError:
+            raise CancellationRefusedError(texts.airline_unreachable(booking)) from None
+        except ProviderError as error:
+            log.warning("booking %s: no cancellation quote: %s", booking.reference, error)
+            raise CancellationRefusedError(texts.airline_refused_cancel(booking)) from None
+
+    async def _cancel_with_provider(self, booking: Booking) -> Money | None:
+        """Cancel the ticketed order with the airline; returns what the airline refunds (in the
+        booking's currency), or None when there is no airline order (refund in full)."""
+        try:
+            quote = await self._provider.quote_cancellation(booking)
+            if quote is None:
+                return None
+            refunded = await self._provider.confirm_cancellation(booking, quote)
+        except ProviderUnavailableError:
+            raise CancellationRefusedError(texts.airline_unreachable(booking)) from None
+        except ProviderError as error:
+            log.warning("booking %s: airline cancellation failed: %s", booking.reference, error)
+            await self._alert(texts.alert_airline_cancel_failed(booking, str(error)))
+            raise CancellationRefusedError(texts.airline_refused_cancel(booking)) from None
+        log.info("booking %s cancelled with the airline, refund %s", booking.reference, refunded)
+        return refunded if refunded <= booking.amount else booking.amount
+
+    async def _admin_cancel_with_provider(self, booking: Booking, amount: Money | None) -> Money:
+        """An admin's full refund of a confirmed booking cancels the airline order first; with
+        no amount given, the refund is what the airline refunds."""
+        try:
+            airline_refund = await self._cancel_with_provider(booking)
+        except CancellationRefusedError as error:
+            raise NothingToRefundError(str(error)) from None
+        if airline_refund is None:
+            return booking.amount if amount is None else amount
+        await self._storage.transition(booking.id, S.CONFIRMED, S.CANCELLED)
+        if amount is not None:
+            return amount
+        if airline_refund.amount == 0:
+            raise NothingToRefundError(texts.airline_refunds_nothing(booking))
+        return airline_refund
+
+    async def handle_provider_event(self, event: ProviderEvent) -> None:
+        """Apply one verified provider notification (schedule change, airline cancellation),
+        once per event id; it is kept in the booking's history for /booking REF."""
+        booking = await self._storage.get_booking_by_provider_order(event.order_id)
+        if booking is None:
+            log.info("provider event %s is for no booking of ours", event.id)
+            return
+        async with self._booking_locks.hold(booking.id):
+            booking = await self._reload(booking)
+            if not await self._storage.record_payment_event(
+                f"{self._provider.name}:{event.id}", event.type, booking.id
+            ):
+                log.info("provider event %s already handled", event.id)
+                return
+            if event.kind == "schedule_changed":
+                await self._tell(booking.user_id, texts.schedule_changed(booking, event.summary))
+                await self._alert(texts.alert_schedule_changed(booking))
+            elif event.kind == "airline_cancelled":
+                await self._on_airline_cancelled(booking, event)
+            elif event.kind == "order_cancelled" and booking.status is S.CONFIRMED:
+                await self._alert(texts.alert_order_cancelled_at_provider(booking))
+            elif event.kind == "ticketed" and booking.status is S.PAID:
+                await self._alert(texts.alert_provider_ticketed(booking))
+
+    async def _on_airline_cancelled(self, booking: Booking, event: ProviderEvent) -> None:
+        """The airline cancelled the flight: the traveller is owed the whole fare back."""
+        if not await self._storage.transition(booking.id, S.CONFIRMED, S.CANCELLED):
+            current = await self._reload(booking)
+            if current.status is S.PAID:
+                await self._alert(texts.alert_airline_cancelled(current, refunded=False))
+            return
+        refund = await self._refund(
+            booking, amount=None, reason="airline cancelled", key=f"refund:{booking.id}:airline"
+        )
+        if refund is None:
+            await self._tell(booking.user_id, texts.airline_cancelled(booking, None))
+            return
+        await self._storage.transition(booking.id, S.CANCELLED, S.REFUNDED)
+        await self._tell(booking.user_id, texts.airline_cancelled(booking, refund.amount))
+        await self._alert(texts.alert_airline_cancelled(booking, refunded=True))
+
     # plumbing --------------------------------------------------------------------------------
     async def _reload(self, booking: Booking) -> Booking:
         fresh = await self._storage.get_booking(booking.id)
@@ -913,3 +1135,11 @@ class BookingService:
             await self._alert_admins(text)
         except Exception:  # alerting must never break the booking flow
             log.exception("could not alert the admins")
+
+
+def _part_or_all(booking: Booking, refund: Money | None) -> Money | None:
+    """The amount to refund through the gateway: None (all that is left) unless the airline
+    refunds less than that."""
+    if refund is None or refund >= booking.refundable:
+        return None
+    return refund

@@ -198,6 +198,20 @@ class Baggage(BaseModel):
     hand_kg: int | None = None
     hold_kg: int | None = None
     first_hold_bag: Money | None = None
+    # Bags included per traveller, where the provider counts pieces instead of weight (Duffel).
+    hand_pieces: int | None = None
+    hold_pieces: int | None = None
+
+
+class FareConditions(BaseModel):
+    """What the fare allows before departure, as the provider states it; None: not stated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    refundable: bool | None = None
+    refund_penalty: Money | None = None  # kept by the airline on a refund
+    changeable: bool | None = None
+    change_penalty: Money | None = None  # charged by the airline per change
 
 
 class Itinerary(BaseModel):
@@ -206,13 +220,18 @@ class Itinerary(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: str
-    provider: str  # "demo" | "kiwi"
+    provider: str  # "demo" | "kiwi" | "duffel"
     segments: tuple[Segment, ...] = Field(min_length=1)
     price: Money
     booking_token: str | None = None  # provider's handle for re-pricing and ticketing
     seats_left: int | None = None
     baggage: Baggage | None = None
     deep_link: str | None = None
+    conditions: FareConditions | None = None
+    # When the provider stops honouring this offer; a payment link never outlives it.
+    fare_expires_at: AwareDatetime | None = None
+    # Whether the airline can hold the seats unpaid (a hold order) while the traveller pays.
+    holdable: bool | None = None
 
     @property
     def is_demo(self) -> bool:
@@ -412,6 +431,13 @@ class Booking(NewBooking):
     def trip_end(self) -> datetime:
         """When the last flight of the trip lands (the return's, for a round trip)."""
         return max(segment.arrival for segment in self.itinerary.segments)
+
+    # The provider's order (Duffel order id, Kiwi booking id), made before the charge.
+    provider_order_id: str | None = None
+    # What the provider needs besides the id to pay the order (Kiwi's transaction id).
+    provider_order_token: str | None = Field(default=None, repr=False)
+    airline_reference: str | None = None  # the airline's booking reference (PNR)
+    ticket_numbers: tuple[str, ...] = ()  # e-ticket numbers, once issued
 
 
 class Profile(BaseModel):

@@ -96,6 +96,7 @@ def confirmation(booking: Booking) -> Message:
         "Travellers:",
         *(f"  {traveller_line(t)}" for t in booking.travellers),
         f"Paid: <b>{booking.amount.format()}</b>",
+        *airline_lines(booking),
     ]
     return Message(
         text="\n".join(lines) + _demo_note(booking),
@@ -248,6 +249,7 @@ def booking_detail(booking: Booking) -> str:
         "Travellers:",
         *(f"  {traveller_line(t)}" for t in booking.travellers),
         f"Total: <b>{booking.amount.format()}</b>",
+        *airline_lines(booking),
     ]
     if booking.payment_deadline is not None and booking.status.value == "awaiting_payment":
         lines.append(f"Pay by {deadline(booking.payment_deadline)}")
@@ -418,4 +420,177 @@ def alert_fulfilment_crashed(booking: Booking, error: str) -> str:
     return (
         f"🚨 Booking {esc(booking.reference)} is paid but fulfilment stopped with an "
         f"unexpected error: {esc(error)}. It stays 'paid'."
+    )
+
+
+# the airline's order (order before charge, cancelling with the airline, its notifications) ---
+def airline_lines(booking: Booking) -> list[str]:
+    """The airline's booking reference (PNR) and e-tickets, once the provider gave them."""
+    lines: list[str] = []
+    if booking.airline_reference:
+        lines.append(f"Airline booking reference: <b>{esc(booking.airline_reference)}</b>")
+    if booking.ticket_numbers:
+        lines.append("E-tickets: " + ", ".join(esc(n) for n in booking.ticket_numbers))
+    return lines
+
+
+def fare_hold_note(booking: Booking) -> str:
+    """What the airline holds while the traveller pays, said plainly on the payment message."""
+    if booking.provider_order_id:
+        return "\nThe airline is holding your seats at this price until then."
+    if booking.itinerary.holdable is not False:
+        return ""
+    return (
+        "\nThe airline cannot hold this fare: its price is confirmed only when the ticket is "
+        "issued, right after you pay. If it changes first, you get your money back in full."
+    )
+
+
+def fare_gone_at_pay(booking: Booking) -> str:
+    return (
+        "Sorry, this fare has just sold out or expired with the airline. Nothing was charged. "
+        "/start to search again."
+    )
+
+
+def fare_changed_at_pay(booking: Booking, price: Money | None) -> str:
+    now = f" it is now {price.format()}" if price is not None else " it has changed"
+    return (
+        f"The airline changed the price of this fare: it was {booking.amount.format()},"
+        f"{now}. Nothing was charged. /start to search again."
+    )
+
+
+def hold_unavailable(booking: Booking) -> str:
+    return "I couldn't reach the airline to hold this fare. Nothing was charged: tap Pay again in a minute."
+
+
+def hold_refused(booking: Booking, reason: str) -> str:
+    return (
+        "The airline did not accept the booking, so nothing was charged. Check the travellers' "
+        f"details (✏️ Edit) and tap Pay again. The airline said: {reason[:200]}"
+    )
+
+
+def fare_hold_too_short(booking: Booking, until: datetime) -> str:
+    return (
+        f"The airline keeps this fare only until {deadline(until)}, too soon to pay safely. "
+        "Nothing was charged. /start to search again for a fresh fare."
+    )
+
+
+def cancel_question(booking: Booking, refund: Money) -> str:
+    """The question before a traveller cancels, with what the airline gives back."""
+    if refund.amount == 0:
+        return (
+            f"Booking <b>{esc(booking.reference)}</b> has a <b>non-refundable</b> fare: if you "
+            "cancel, the airline refunds nothing and neither can we. Cancel anyway?"
+        )
+    if refund < booking.amount:
+        kept = booking.amount - refund
+        return (
+            f"Cancel booking <b>{esc(booking.reference)}</b>? The airline keeps "
+            f"{kept.format()} of the fare: <b>{refund.format()}</b> comes back to your card."
+        )
+    return (
+        f"Cancel booking <b>{esc(booking.reference)}</b> and refund {refund.format()} to your card?"
+    )
+
+
+def cancelled_not_refunded(booking: Booking) -> Message:
+    return Message(
+        text=(
+            f"Booking <b>{esc(booking.reference)}</b> ({route(booking)}, "
+            f"{day(booking.itinerary.departure)}) is cancelled with the airline. Its fare was "
+            "non-refundable, so nothing is refunded."
+        ),
+        buttons=((_open_button(booking),),),
+    )
+
+
+def airline_unreachable(booking: Booking) -> str:
+    return (
+        f"I couldn't reach the airline to cancel booking {booking.reference}. Nothing has "
+        "changed: try again in a few minutes."
+    )
+
+
+def airline_refused_cancel(booking: Booking) -> str:
+    return (
+        f"The airline would not cancel booking {booking.reference} automatically. Nothing has "
+        "changed; our team has been told and will help you here."
+    )
+
+
+def airline_refunds_nothing(booking: Booking) -> str:
+    return (
+        f"Booking {booking.reference} is cancelled with the airline, which refunds nothing for "
+        "this fare. To give money back anyway, refund an amount: /refund REF 20.00 reason."
+    )
+
+
+def schedule_changed(booking: Booking, summary: str) -> Message:
+    return Message(
+        text=(
+            f"🕑 <b>Schedule change</b> for booking <b>{esc(booking.reference)}</b> "
+            f"({route(booking)}, {day(booking.itinerary.departure)}).\n{esc(summary)}\n"
+            "If the new times don't work for you, reply here and we'll help."
+        ),
+        buttons=((_open_button(booking),),),
+    )
+
+
+def airline_cancelled(booking: Booking, refunded: Money | None) -> Message:
+    money = (
+        f"<b>{refunded.format()}</b> is on its way back to your card."
+        if refunded is not None
+        else "Your refund is being arranged; our team will confirm it here."
+    )
+    return Message(
+        text=(
+            f"❌ The airline cancelled the flight of booking <b>{esc(booking.reference)}</b> "
+            f"({route(booking)}, {day(booking.itinerary.departure)}). {money}\n"
+            "/start to search for another flight."
+        ),
+        buttons=((_open_button(booking),),),
+    )
+
+
+def alert_schedule_changed(booking: Booking) -> str:
+    return (
+        f"🕑 The airline changed the schedule of booking {esc(booking.reference)} "
+        f"(order {esc(booking.provider_order_id or '—')}); the traveller was told. /booking "
+        f"{esc(booking.reference)} shows it."
+    )
+
+
+def alert_airline_cancelled(booking: Booking, *, refunded: bool) -> str:
+    what = "the traveller was refunded in full" if refunded else "it still needs a refund"
+    return (
+        f"❌ The airline cancelled booking {esc(booking.reference)} "
+        f"(order {esc(booking.provider_order_id or '—')}): {what}. Claim the fare back from "
+        "the provider."
+    )
+
+
+def alert_airline_cancel_failed(booking: Booking, error: str) -> str:
+    return (
+        f"⚠️ Booking {esc(booking.reference)}: the airline refused an automatic cancellation "
+        f"({esc(error[:200])}). Cancel it with the provider by hand, then refund it."
+    )
+
+
+def alert_provider_ticketed(booking: Booking) -> str:
+    return (
+        f"✅ The provider reports booking {esc(booking.reference)} ticketed "
+        f"(order {esc(booking.provider_order_id or '—')}) while it waits for a ticket here: "
+        f"check it, then /ticketed {esc(booking.reference)}."
+    )
+
+
+def alert_order_cancelled_at_provider(booking: Booking) -> str:
+    return (
+        f"⚠️ The provider reports the order of confirmed booking {esc(booking.reference)} "
+        f"(order {esc(booking.provider_order_id or '—')}) cancelled, not by us. Check it with "
+        f"the provider; /refund {esc(booking.reference)} if the traveller is owed the fare."
     )

@@ -11,8 +11,15 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 import pytest_asyncio
 
-from services.flights.base import ProviderError, ProviderUnavailableError, TicketingError
+from services.flights.base import (
+    FareChangedError,
+    FareUnavailableError,
+    ProviderError,
+    ProviderUnavailableError,
+    TicketingError,
+)
 from services.flights.breaker import BreakerState
+from services.flights.contacts import e164
 from services.flights.kiwi import KiwiProvider
 from services.flights.places import PlaceIndex
 from services.models import (
@@ -435,3 +442,70 @@ async def test_a_payment_confirmation_without_a_clear_answer_asks_for_a_person(
     assert ticket.needs_manual_action
     assert ticket.provider_booking_id == "4000001"
     assert len(tequila.confirmed) == 1
+
+
+async def test_pay_saves_the_booking_and_payment_confirms_it(
+    kiwi: KiwiProvider, tequila: KiwiStandIn, places: PlaceIndex
+) -> None:
+    # Order before charge: save_booking when the traveller presses Pay, confirm_payment after
+    # the money is taken.
+    offer = await _offer(kiwi, places)
+    held = await kiwi.hold(_booking(offer))
+    assert held is not None
+    assert held.order_id == "4000001"
+    assert held.token
+    assert tequila.confirmed == []
+    paid = _booking(offer).model_copy(
+        update={"provider_order_id": held.order_id, "provider_order_token": held.token}
+    )
+    ticket = await kiwi.ticket(paid)
+    assert ticket.provider_booking_id == "4000001"
+    assert len(tequila.saved_bookings) == 1  # not saved a second time
+    assert tequila.confirmed == [{"booking_id": 4000001, "transaction_id": held.token}]
+
+
+async def test_a_price_change_at_pay_is_refused_before_anything_is_saved(
+    kiwi: KiwiProvider, tequila: KiwiStandIn, places: PlaceIndex
+) -> None:
+    offer = await _offer(kiwi, places)
+    tequila.check_mode = "price_change"
+    with pytest.raises(FareChangedError):
+        await kiwi.hold(_booking(offer))
+    assert tequila.saved_bookings == []
+
+
+async def test_save_booking_is_sent_as_tequila_documents_it_for_deposit_partners(
+    tequila: KiwiStandIn, places: PlaceIndex
+) -> None:
+    provider = make_provider(tequila, places, deposit_email="deposit@agency.example")
+    try:
+        offer = await _offer(provider, places)
+        await provider.hold(_booking(offer))
+    finally:
+        await provider.close()
+    saved = tequila.saved_bookings[0]
+    assert "payment_gateway" not in saved  # deposit partners pay from the deposit, not a card
+    assert saved["health_declaration_checked"] is False  # nobody agreed to one
+    assert (saved["lang"], saved["locale"]) == ("en", "en-US")
+    lead = saved["passengers"][0]
+    assert lead["title"] == "Ms"
+    assert lead["email"] == "deposit@agency.example"
+    assert lead["phone"] == "+351900000000"
+
+
+def test_phone_numbers_go_to_kiwi_in_e164_or_not_at_all() -> None:
+    assert e164("+351 900 000 000") == "+351900000000"
+    assert e164("+1 202-555-0143") == "+12025550143"
+    assert e164("+12") is None
+    assert e164("not a phone") is None
+
+
+async def test_a_saved_booking_older_than_kiwis_window_gets_no_new_link(
+    kiwi: KiwiProvider, places: PlaceIndex
+) -> None:
+    offer = await _offer(kiwi, places)
+    saved = _booking(offer).model_copy(update={"provider_order_id": "4000001"})
+    assert await kiwi.check_hold(saved) is None  # just saved: still Kiwi's to confirm
+    stale = saved.model_copy(update={"created_at": saved.created_at - timedelta(minutes=31)})
+    with pytest.raises(FareUnavailableError):
+        await kiwi.check_hold(stale)

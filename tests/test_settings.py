@@ -32,6 +32,11 @@ ALL_SETTINGS = [
     "RETENTION_DENIED_AUDIT_DAYS",
     "RETENTION_PAYMENT_EVENTS_DAYS",
     "RETENTION_SEARCHES_DAYS",
+    "KIWI_DEPOSIT_EMAIL",
+    "KIWI_WEBHOOK_SECRET",
+    "DUFFEL_ACCESS_TOKEN",
+    "DUFFEL_BASE_URL",
+    "DUFFEL_WEBHOOK_SECRET",
     "DEFAULT_CURRENCY",
     "PORT",
 ]
@@ -109,6 +114,11 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
         ({"FLIGHT_PROVIDER": "skyscanner"}, "FLIGHT_PROVIDER: "),
         ({"FLIGHT_PROVIDER": "kiwi"}, "KIWI_API_KEY: required when FLIGHT_PROVIDER=kiwi"),
         ({"KIWI_BASE_URL": "::"}, "KIWI_BASE_URL: "),
+        (
+            {"FLIGHT_PROVIDER": "duffel"},
+            "DUFFEL_ACCESS_TOKEN: required when FLIGHT_PROVIDER=duffel",
+        ),
+        ({"DUFFEL_BASE_URL": "nope"}, "DUFFEL_BASE_URL: "),
         ({"DEFAULT_CURRENCY": "EURO"}, "DEFAULT_CURRENCY: expected an ISO 4217 currency"),
         ({"CONVERSATION_TTL": "5"}, "CONVERSATION_TTL: "),
     ],
@@ -213,3 +223,31 @@ def test_env_example_lists_every_setting() -> None:
     example = (ROOT / ".env.example").read_text()
     for name in ALL_SETTINGS:
         assert f"\n{name}=" in example, name
+
+
+_REAL_PAYMENTS = {"STRIPE_SECRET_KEY": "sk_test_1", "STRIPE_WEBHOOK_SECRET": "whsec_1"}
+
+
+@pytest.mark.parametrize(
+    ("env", "test_mode"),
+    [
+        ({}, True),  # demo fares issue no ticket
+        ({"FLIGHT_PROVIDER": "duffel", "DUFFEL_ACCESS_TOKEN": "duffel_test_abc"}, True),
+        (
+            {"FLIGHT_PROVIDER": "duffel", "DUFFEL_ACCESS_TOKEN": "duffel_live_abc"}
+            | _REAL_PAYMENTS,
+            False,
+        ),
+        # Kiwi has no test mode of its own
+        ({"FLIGHT_PROVIDER": "kiwi", "KIWI_API_KEY": "k"} | _REAL_PAYMENTS, False),
+    ],
+)
+def test_the_providers_own_test_mode_is_known(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], test_mode: bool
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.issues_real_tickets is not test_mode
+    if env.get("FLIGHT_PROVIDER") == "duffel":
+        assert settings.flight_provider is FlightProvider.DUFFEL

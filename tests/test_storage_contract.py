@@ -280,6 +280,40 @@ async def test_checkout_session_is_attached_replaced_and_found(storage: Storage)
         )
 
 
+async def test_the_provider_order_and_airline_tickets_are_recorded_and_found(
+    storage: Storage,
+) -> None:
+    booking = await storage.create_booking(new_booking())
+    other = await storage.create_booking(new_booking())
+    assert booking.provider_order_id is None
+    assert booking.ticket_numbers == ()
+
+    held = await storage.attach_provider_order(
+        booking.id, order_id="ord_0000A1", token="tx-secret", airline_reference="RZPYWW"
+    )
+    assert (held.provider_order_id, held.airline_reference) == ("ord_0000A1", "RZPYWW")
+    assert "tx-secret" not in repr(held)
+    ticketed = await storage.attach_provider_order(
+        booking.id, airline_reference="RZPYWX", ticket_numbers=["1252135623001"]
+    )
+    assert ticketed.provider_order_id == "ord_0000A1"  # what is not given stays
+    assert ticketed.provider_order_token == "tx-secret"
+    assert ticketed.ticket_numbers == ("1252135623001",)
+    found = await storage.get_booking_by_provider_order("ord_0000A1")
+    assert found is not None
+    assert found.id == booking.id
+    assert found.airline_reference == "RZPYWX"
+    assert found.ticket_numbers == ("1252135623001",)
+    assert await storage.get_booking_by_provider_order("ord_unknown") is None
+
+    with pytest.raises(ValueError, match="another booking"):
+        await storage.attach_provider_order(other.id, order_id="ord_0000A1")
+    with pytest.raises(BookingNotFoundError):
+        await storage.attach_provider_order(
+            "00000000-0000-4000-8000-000000000000", order_id="ord_x"
+        )
+
+
 async def test_status_moves_only_along_allowed_paths(storage: Storage) -> None:
     booking = await storage.create_booking(new_booking())
 

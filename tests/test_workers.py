@@ -255,6 +255,9 @@ async def cluster(
 _VOLATILE = [
     (re.compile(r"http://127\.0\.0\.1:\d+"), "http://<worker>"),
     (re.compile(r"/checkout/sandbox/[\w-]+"), "/checkout/sandbox/<session>"),
+    # Each booking's own airline reference and e-tickets (the demo airline's too).
+    (re.compile(r"Airline booking reference: \w+"), "Airline booking reference: <pnr>"),
+    (re.compile(r"E-tickets: [\d, ]+"), "E-tickets: <tickets>"),
 ]
 
 

@@ -452,6 +452,10 @@ async def on_refund_yes(deps: FlowDeps, conv: Conversation, event: Event, presse
         f"Refunded {amount.format()} on booking <b>{esc(booking.reference)}</b>"
         if amount is not None
         else f"Booking <b>{esc(booking.reference)}</b> refunded in full"
+        if booking.status is BookingStatus.REFUNDED
+        # cancelled with the airline, which kept part of the fare: that part is not refunded
+        else f"Booking <b>{esc(booking.reference)}</b> cancelled with the airline and refunded "
+        "what the airline refunds"
     )
     return _leave(
         conv,

@@ -16,7 +16,7 @@ from conversations.engine import Event, Pressed, State, Step
 from conversations.flows import search as search_flow
 from services import texts
 from services import travellers as fields
-from services.bookings import TooManyLinksError
+from services.bookings import BookingError
 from services.flights.base import ProviderError, ProviderUnavailableError
 from services.messages import Button, Message, Notice, esc
 from services.models import PassengerCategory, Traveller, mask_document
@@ -117,6 +117,7 @@ async def on_book(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
         update={
             "price": check.price,
             "booking_token": check.booking_token or itinerary.booking_token,
+            "fare_expires_at": check.expires_at or itinerary.fare_expires_at,
         }
     )
     draft = BookingDraft(
@@ -508,8 +509,8 @@ async def on_pay(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pres
                 text="I couldn't create the payment link just now. Please tap Pay again in a minute."
             ),
         )
-    except TooManyLinksError as error:
-        return _step(REVIEW, conv, Message(text=esc(str(error))))
+    except BookingError as error:  # the airline would not hold the fare: nothing was charged
+        return await show_review(deps, conv, prefix=f"{esc(str(error))}\n\n")
     profile = await deps.storage.get_profile(event.user.id)
     earlier = profile.saved_travellers if profile else ()
     await deps.storage.save_travellers(event.user.id, merge_saved(travellers, earlier))
@@ -525,6 +526,7 @@ async def on_pay(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pres
             session.expires_at,
             booking.amount.format(),
             sandbox=deps.sandbox_payments,
+            note=texts.fare_hold_note(booking),
         ),
     )
 
@@ -544,12 +546,13 @@ def merge_saved(
 
 
 def payment_message(
-    reference: str, url: str, expires_at: Any, amount: str, *, sandbox: bool
+    reference: str, url: str, expires_at: Any, amount: str, *, sandbox: bool, note: str = ""
 ) -> Message:
     deadline = expires_at.strftime("%H:%M UTC")
     label = f"Pay {amount} (test payment)" if sandbox else f"💳 Pay {amount} securely"
     text = (
         f"Booking <b>{esc(reference)}</b> is held for you. Pay by <b>{deadline}</b> to keep this fare."
+        + note
         + ("\n<i>This is a sandbox: no real money is taken.</i>" if sandbox else "")
     )
     return Message(

@@ -280,6 +280,7 @@ async def btn_renew(
             session.expires_at,
             booking.amount.format(),
             sandbox=deps.sandbox_payments,
+            note=texts.fare_hold_note(booking),
         ),
     )
 
@@ -307,15 +308,22 @@ async def btn_cancel_ask(
         return _keep(
             conv, notice=Notice(text="Only a confirmed booking can be cancelled.", alert=True)
         )
+    try:  # the airline says what it gives back before the traveller confirms
+        quote = await deps.bookings.cancellation_preview(event.user.id, booking.reference)
+    except BookingError as error:
+        return _keep(conv, Message(text=esc(str(error))))
+    # Never more than is left: an admin may have refunded part of it already.
+    refund = booking.refundable if quote is None else min(quote.refund, booking.refundable)
     return _keep(
         conv,
         Message(
-            text=f"Cancel booking <b>{esc(booking.reference)}</b> and refund "
-            f"{booking.refundable.format()} to your card?",
+            text=texts.cancel_question(booking, refund),
             buttons=(
                 (
                     Button(
-                        label="Yes, cancel and refund", action="!cancelyes", arg=booking.reference
+                        label="Yes, cancel and refund" if refund.amount else "Yes, cancel anyway",
+                        action="!cancelyes",
+                        arg=booking.reference,
                     ),
                 ),
                 (Button(label="No, keep it", action="!booking", arg=booking.reference),),

@@ -31,7 +31,11 @@ from services.flights.airlines import (
     region_of,
 )
 from services.flights.base import (
+    CancellationQuote,
+    FareChangedError,
+    FareUnavailableError,
     FlightProvider,
+    HeldOrder,
     ProviderError,
     Recheck,
     Ticket,
@@ -171,7 +175,57 @@ class DemoProvider(FlightProvider):
         if booking.itinerary.provider != DEMO:
             raise ProviderError("this booking is not for a demo fare")
         digest = hashlib.blake2b(f"ticket|{booking.id}".encode(), digest_size=5).hexdigest()
-        return Ticket(provider_booking_id=f"DEMO-{digest.upper()}")
+        numbers = tuple(
+            f"999{stable_seed('eticket', booking.id, index) % 10**10:010d}"
+            for index in range(len(booking.travellers))
+        )
+        return Ticket(
+            provider_booking_id=booking.provider_order_id or f"DEMO-{digest.upper()}",
+            airline_reference=_demo_pnr(booking.id),
+            ticket_numbers=numbers,
+        )
+
+    # order life cycle, like a real provider's (hold, pay, cancel), so the console shows it ---
+    async def hold(self, booking: Booking) -> HeldOrder | None:
+        if booking.itinerary.provider != DEMO:
+            return None  # not ours to hold; ticketing refuses it
+        held = self._held_price(booking)
+        digest = hashlib.blake2b(f"order|{booking.id}".encode(), digest_size=6).hexdigest()
+        return HeldOrder(
+            order_id=f"DEMO-ORD-{digest.upper()}",
+            price=held,
+            payment_required_by=datetime.now(UTC) + DEMO_HOLD,
+            airline_reference=_demo_pnr(booking.id),
+        )
+
+    async def check_hold(self, booking: Booking) -> HeldOrder | None:
+        if not booking.provider_order_id:
+            return None
+        price = self._held_price(booking)
+        if price != booking.amount:
+            raise FareChangedError(f"the demo fare now costs {price.format()}", price=price)
+        return HeldOrder(
+            order_id=booking.provider_order_id,
+            price=price,
+            payment_required_by=datetime.now(UTC) + DEMO_HOLD,
+            airline_reference=_demo_pnr(booking.id),
+        )
+
+    def _held_price(self, booking: Booking) -> Money:
+        if booking.itinerary.id in self._sold_out:
+            raise FareUnavailableError("the demo fare sold out")
+        return self._price_changes.get(booking.itinerary.id, booking.amount)
+
+    async def quote_cancellation(self, booking: Booking) -> CancellationQuote | None:
+        """Demo fares are fully refundable."""
+        if not booking.provider_order_id:
+            return None
+        return CancellationQuote(
+            quote_id=f"{booking.provider_order_id}-cancel", refund=booking.amount
+        )
+
+    async def confirm_cancellation(self, booking: Booking, quote: CancellationQuote) -> Money:
+        return quote.refund
 
     # checks --------------------------------------------------------------------------------
     def _check(self, query: SearchQuery) -> None:
@@ -343,6 +397,17 @@ class _Generator:
 
 _AHEAD = ((3, 1.6), (7, 1.35), (14, 1.2), (30, 1.05), (90, 1.0), (10_000, 0.95))
 _WEEKDAY = (1.0, 0.9, 0.9, 1.0, 1.12, 0.97, 1.12)  # Monday first
+
+
+# How long the demo airline holds a booking's seats unpaid.
+DEMO_HOLD = timedelta(days=2)
+
+
+def _demo_pnr(booking_id: str) -> str:
+    """A six-character airline reference, the same for a booking every time."""
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    seed = stable_seed("pnr", booking_id)
+    return "".join(alphabet[(seed >> (5 * i)) % len(alphabet)] for i in range(6))
 
 
 def block_minutes(origin: Airport, destination: Airport) -> int:

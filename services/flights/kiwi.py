@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,14 +33,20 @@ from tenacity import (
 )
 
 from services.flights.base import (
+    FareChangedError,
+    FareUnavailableError,
     FlightProvider,
+    HeldOrder,
     ProviderError,
+    ProviderEvent,
+    ProviderEventKind,
     ProviderUnavailableError,
     Recheck,
     Ticket,
     TicketingError,
 )
 from services.flights.breaker import CircuitBreaker
+from services.flights.contacts import e164
 from services.flights.places import PlaceIndex
 from services.models import (
     Baggage,
@@ -60,6 +67,8 @@ log = logging.getLogger(__name__)
 KIWI = "kiwi"
 DEFAULT_BASE_URL = "https://api.tequila.kiwi.com"
 _UNAVAILABLE = "Flight search is unavailable right now: try again in a minute."
+# confirm_payment must follow save_booking within this (Tequila's booking flow).
+KIWI_CONFIRM_WINDOW = timedelta(minutes=30)
 _MAX_TERM = 64
 
 
@@ -99,6 +108,8 @@ class KiwiProvider(FlightProvider):
         max_polls: int = 8,
         limit: int = 50,
         locale: str = "en",
+        deposit_email: str | None = None,
+        health_declaration_agreed: bool = False,
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -115,7 +126,13 @@ class KiwiProvider(FlightProvider):
         self._poll_interval = poll_interval
         self._max_polls = max(1, max_polls)
         self._limit = limit
-        self._locale = locale
+        # Search takes a language ("en"); booking takes a language and a locale ("en-US").
+        self._lang = locale.split("-", maxsplit=1)[0].lower() or "en"
+        self._search_locale = self._lang
+        self._locale = _booking_locale(locale)
+        # Deposit partners: Kiwi mails the booking to the deposit account, not the traveller.
+        self._deposit_email = deposit_email
+        self._health_declaration_agreed = health_declaration_agreed
         self._session = session
         self._owns_session = session is None
         self.breaker = CircuitBreaker(
@@ -160,7 +177,7 @@ class KiwiProvider(FlightProvider):
             "infants": str(query.passengers.infants),
             "selected_cabins": query.cabin.value,
             "curr": query.currency,
-            "locale": self._locale,
+            "locale": self._search_locale,
             "limit": str(self._limit),
             "sort": "price",
             "vehicle_type": "aircraft",
@@ -386,11 +403,50 @@ class KiwiProvider(FlightProvider):
             "The airline did not confirm the price in time: try again in a minute."
         )
 
-    # ticketing -------------------------------------------------------------------------------
+    # order before charge, then ticketing ----------------------------------------------------------
+    async def hold(self, booking: Booking) -> HeldOrder | None:
+        """``check_flights`` then ``save_booking`` when the traveller presses Pay: Kiwi freezes
+        the fare and answers a booking id and transaction id, paid after the charge by
+        ``confirm_payment`` (within Kiwi's 30 minutes). An account without booking access
+        holds nothing (the ticket is then issued by hand)."""
+        itinerary = booking.itinerary
+        if itinerary.provider != KIWI or not itinerary.booking_token:
+            return None
+        try:
+            checked = await self._check_flights(itinerary, _passengers_of(booking.travellers))
+        except _ExpiredError as exc:
+            raise FareUnavailableError("the offer expired") from exc
+        if checked.get("flights_invalid"):
+            raise FareUnavailableError("the flights are no longer available")
+        price = _checked_price(checked, itinerary.price)
+        if price != booking.amount:
+            raise FareChangedError(f"the price is now {price.format()}", price=price)
+        status, saved = await self._save(booking, checked)
+        if status in (401, 403):
+            log.warning("Kiwi save_booking not allowed for this account (HTTP %d)", status)
+            return None
+        if status != 200:
+            raise ProviderError(f"Kiwi refused the booking (HTTP {status}): {_message(saved)}")
+        booking_id, transaction_id = saved.get("booking_id"), saved.get("transaction_id")
+        if booking_id in (None, "") or not transaction_id:
+            raise ProviderError("Kiwi saved the booking without a booking id")
+        return HeldOrder(order_id=str(booking_id), price=price, token=str(transaction_id))
+
+    async def check_hold(self, booking: Booking) -> HeldOrder | None:
+        """Kiwi keeps a saved booking for its payment confirmation only 30 minutes: after that
+        a new payment link could only end in a refund, so the fare counts as gone."""
+        if not booking.provider_order_id:
+            return None
+        if datetime.now(UTC) - booking.created_at >= KIWI_CONFIRM_WINDOW:
+            raise FareUnavailableError("Kiwi no longer holds the saved booking")
+        return None
+
     async def ticket(self, booking: Booking) -> Ticket:
         itinerary = booking.itinerary
         if itinerary.provider != KIWI or not itinerary.booking_token:
             raise TicketingError("this booking is not for a Kiwi fare")
+        if booking.provider_order_id and booking.provider_order_token:
+            return await self._confirm(booking.provider_order_id, booking.provider_order_token)
         passengers = _passengers_of(booking.travellers)
         try:
             checked = await self._check_flights(itinerary, passengers)
@@ -400,18 +456,7 @@ class KiwiProvider(FlightProvider):
             raise TicketingError(f"the price check before ticketing failed: {exc}") from exc
         if checked.get("flights_invalid"):
             raise TicketingError("the flights are no longer available")
-        session_id = str(checked.get("session_id") or "")
-        body = {
-            "passengers": [_passenger(t, first=i == 0) for i, t in enumerate(booking.travellers)],
-            "booking_token": checked.get("booking_token") or itinerary.booking_token,
-            "session_id": session_id,
-            "baggage": _free_baggage(checked, booking.travellers),
-            "lang": self._locale,
-            "locale": self._locale,
-            "health_declaration_checked": True,
-            "payment_gateway": "payu",
-        }
-        status, saved = await self._post("/v2/booking/save_booking", body)
+        status, saved = await self._save(booking, checked)
         if status in (401, 403):
             log.warning("Kiwi save_booking not allowed for this account (HTTP %d)", status)
             return Ticket(provider_booking_id="", needs_manual_action=True)
@@ -421,14 +466,40 @@ class KiwiProvider(FlightProvider):
         transaction_id = saved.get("transaction_id")
         if booking_id in (None, "") or not transaction_id:
             raise TicketingError("Kiwi saved the booking without a booking id")
+        return await self._confirm(str(booking_id), str(transaction_id))
+
+    async def _save(self, booking: Booking, checked: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "passengers": [
+                _passenger(t, deposit_email=self._deposit_email if i == 0 else None)
+                for i, t in enumerate(booking.travellers)
+            ],
+            "booking_token": checked.get("booking_token") or booking.itinerary.booking_token,
+            "session_id": str(checked.get("session_id") or ""),
+            "baggage": _free_baggage(checked, booking.travellers),
+            "lang": self._lang,
+            "locale": self._locale,
+            # Only what the traveller agreed to; the bot asks no health declaration.
+            "health_declaration_checked": self._health_declaration_agreed,
+        }
+        # Deposit partners pay Kiwi from their deposit: no card gateway (no payment_gateway).
+        try:
+            return await self._post("/v2/booking/save_booking", body)
+        except TicketingError as exc:
+            raise ProviderUnavailableError(
+                "Kiwi did not answer the booking request: try again in a minute."
+            ) from exc
+
+    async def _confirm(self, booking_id: str, transaction_id: str) -> Ticket:
         # From here on an unanswered or failed request may still have paid Kiwi from our
         # deposit and issued the tickets: refunding the traveller then would lose the fare, so
         # a person checks the booking instead. Only a clear refusal means nothing was paid.
-        unknown = Ticket(provider_booking_id=str(booking_id), needs_manual_action=True)
+        unknown = Ticket(provider_booking_id=booking_id, needs_manual_action=True)
+        number: int | str = int(booking_id) if booking_id.isdigit() else booking_id
         try:
             status, confirmed = await self._post(
                 "/v2/booking/confirm_payment",
-                {"booking_id": booking_id, "transaction_id": transaction_id},
+                {"booking_id": number, "transaction_id": transaction_id},
             )
         except TicketingError:
             log.warning("Kiwi booking %s: payment confirmation unanswered", booking_id)
@@ -440,7 +511,7 @@ class KiwiProvider(FlightProvider):
             raise TicketingError(
                 f"Kiwi did not confirm the payment (HTTP {status}): {_message(confirmed)}"
             )
-        return Ticket(provider_booking_id=str(booking_id))
+        return Ticket(provider_booking_id=booking_id)
 
     # HTTP ------------------------------------------------------------------------------------
     async def _get(
@@ -616,22 +687,35 @@ def _passengers_of(travellers: Sequence[Traveller]) -> Passengers:
     )
 
 
-def _passenger(traveller: Traveller, *, first: bool) -> dict[str, Any]:
+def _passenger(traveller: Traveller, *, deposit_email: str | None = None) -> dict[str, Any]:
+    """One passenger as save_booking takes it: title in title case ("Mr"/"Ms"), the phone in
+    E.164 (+ and 8 to 15 digits), and on the lead passenger of a deposit partner the deposit
+    account's email, where Kiwi sends the booking."""
     passenger: dict[str, Any] = {
         "name": traveller.first_name,
         "surname": traveller.last_name,
         "birthday": traveller.birth_date.isoformat(),
         "nationality": traveller.nationality,
-        "title": "mr" if traveller.gender.value == "M" else "ms",
+        "title": "Mr" if traveller.gender.value == "M" else "Ms",
         "cardno": traveller.passport_number,
         "expiration": traveller.passport_expiry.isoformat(),
         "category": traveller.category.value,
     }
-    if traveller.email:
-        passenger["email"] = traveller.email
-    if traveller.phone:
-        passenger["phone"] = traveller.phone
+    email = deposit_email or traveller.email
+    if email:
+        passenger["email"] = email
+    phone = e164(traveller.phone)
+    if phone:
+        passenger["phone"] = phone
     return passenger
+
+
+def _booking_locale(locale: str) -> str:
+    """A language-region locale ("en-US") from a language or a locale."""
+    language, _, region = locale.replace("_", "-").partition("-")
+    language = language.lower() or "en"
+    region = region.upper() or {"en": "US"}.get(language, language.upper())
+    return f"{language}-{region}"
 
 
 def _free_baggage(checked: dict[str, Any], travellers: Sequence[Traveller]) -> list[dict[str, Any]]:
@@ -705,3 +789,52 @@ def _message(body: dict[str, Any] | None) -> str:
         if isinstance(value, str) and value:
             return value[:200]
     return "no details"
+
+
+# booking-status notifications (Kiwi's PUSH API, webhooks 2.0) --------------------------------
+# Kiwi POSTs a JSON notice per status change and repeats it every 5 minutes until it gets a
+# 200; it asks receivers not to validate strictly (new attributes, new triggers). It does not
+# sign them: the endpoint's URL carries a secret of ours instead (KIWI_WEBHOOK_SECRET).
+_KIWI_CANCELLED = frozenset({"cancelled", "sold_out", "technical_issue", "security_issue"})
+_KIWI_CHANGED = frozenset({"delayed", "flight_change_pricing_ready", "schedule_change"})
+_KIWI_TICKETED = frozenset({"confirmed", "bp_sent"})
+
+
+class MalformedNotificationError(ValueError):
+    """A Kiwi notification without a booking id or a status (answered 400)."""
+
+
+def parse_notification(body: bytes) -> ProviderEvent | None:
+    """A Kiwi booking-status notice as a ``ProviderEvent``, read leniently: the booking id
+    (``bid`` or ``booking_id``) and the ``status``; the notice has no id of its own, so the
+    same notice delivered again has the same digest as its id."""
+    try:
+        notice = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedNotificationError("not JSON") from exc
+    if not isinstance(notice, dict):
+        raise MalformedNotificationError("not a Kiwi notification")
+    raw_data = notice.get("data")
+    data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
+    booking_id = next(
+        (v for v in (notice.get("bid"), notice.get("booking_id"), data.get("bid")) if v), None
+    )
+    status = notice.get("status") or data.get("status")
+    if isinstance(booking_id, bool) or not isinstance(booking_id, int | str) or not booking_id:
+        raise MalformedNotificationError("a Kiwi notification without a booking id")
+    if not isinstance(status, str) or not status:
+        raise MalformedNotificationError("a Kiwi notification without a status")
+    status = status.strip().lower()
+    kind: ProviderEventKind
+    if status in _KIWI_CANCELLED:
+        kind, summary = "airline_cancelled", "Kiwi.com could not keep your booking."
+    elif status in _KIWI_CHANGED:
+        kind, summary = "schedule_changed", f"Kiwi.com reports a change to your flight ({status})."
+    elif status in _KIWI_TICKETED:
+        kind, summary = "ticketed", ""
+    else:
+        kind, summary = "other", ""
+    digest = hashlib.sha256(body).hexdigest()[:32]
+    return ProviderEvent(
+        id=digest, type=f"kiwi.{status[:40]}", kind=kind, order_id=str(booking_id), summary=summary
+    )

@@ -176,6 +176,25 @@ class Storage(ABC):
         """Record the payment session (a new link replaces an old one) and its deadline."""
 
     @abstractmethod
+    async def attach_provider_order(
+        self,
+        booking_id: str,
+        *,
+        order_id: str | None = None,
+        token: str | None = None,
+        airline_reference: str | None = None,
+        ticket_numbers: Sequence[str] | None = None,
+    ) -> Booking:
+        """Record the flight provider's order on the booking: its id (and what pays it) when it
+        is made, the airline's reference and e-tickets once issued. Arguments left None keep
+        what is stored. Raises ``BookingNotFoundError``; ``ValueError`` when the order id is
+        another booking's."""
+
+    @abstractmethod
+    async def get_booking_by_provider_order(self, order_id: str) -> Booking | None:
+        """The booking a provider's order belongs to (provider webhooks name the order)."""
+
+    @abstractmethod
     async def transition(
         self,
         booking_id: str,

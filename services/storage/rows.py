@@ -155,8 +155,32 @@ def booking_from_row(row: Mapping[str, Any]) -> Booking:
             "refund_pending_minor": int(row.get("refund_pending_minor") or 0),
             "checkout_renewals": int(row.get("checkout_renewals") or 0),
             "erase_after": row.get("erase_after"),
+            "provider_order_id": row.get("provider_order_id"),
+            "provider_order_token": row.get("provider_order_token"),
+            "airline_reference": row.get("airline_reference"),
+            "ticket_numbers": tuple(json_value(row.get("ticket_numbers") or "[]")),
         }
     )
+
+
+def provider_order_update(
+    *,
+    order_id: str | None,
+    token: str | None,
+    airline_reference: str | None,
+    ticket_numbers: Sequence[str] | None,
+) -> dict[str, Any]:
+    """The provider-order columns to write: only those given (None leaves a column as it is)."""
+    update: dict[str, Any] = {}
+    if order_id is not None:
+        update["provider_order_id"] = order_id
+    if token is not None:
+        update["provider_order_token"] = token
+    if airline_reference is not None:
+        update["airline_reference"] = airline_reference
+    if ticket_numbers is not None:
+        update["ticket_numbers"] = [str(number) for number in ticket_numbers]
+    return update
 
 
 def profile_from_row(row: Mapping[str, Any]) -> Profile:

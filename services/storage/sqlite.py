@@ -196,6 +196,19 @@ SCHEMA_STEPS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX bookings_erase_after_idx ON bookings (erase_after) "
         "WHERE erase_after IS NOT NULL",
     ),
+    (  # supabase/migrations/20261202000800_provider_orders.sql
+        "ALTER TABLE bookings ADD COLUMN provider_order_id TEXT",
+        "ALTER TABLE bookings ADD COLUMN provider_order_token TEXT",
+        "ALTER TABLE bookings ADD COLUMN airline_reference TEXT",
+        """
+        ALTER TABLE bookings ADD COLUMN ticket_numbers TEXT NOT NULL DEFAULT '[]'
+            CHECK (json_valid(ticket_numbers) AND json_type(ticket_numbers) = 'array')
+        """,
+        """
+        CREATE UNIQUE INDEX bookings_provider_order_idx ON bookings (provider_order_id)
+            WHERE provider_order_id IS NOT NULL
+        """,
+    ),
 )
 SCHEMA_VERSION = len(SCHEMA_STEPS)
 
@@ -519,6 +532,42 @@ class SQLiteStorage(Storage):
         if row is None:
             raise BookingNotFoundError(booking_id)
         return rows.booking_from_row(row)
+
+    async def attach_provider_order(
+        self,
+        booking_id: str,
+        *,
+        order_id: str | None = None,
+        token: str | None = None,
+        airline_reference: str | None = None,
+        ticket_numbers: Sequence[str] | None = None,
+    ) -> Booking:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        update = rows.provider_order_update(
+            order_id=order_id,
+            token=token,
+            airline_reference=airline_reference,
+            ticket_numbers=ticket_numbers,
+        )
+        if "ticket_numbers" in update:
+            update["ticket_numbers"] = json.dumps(update["ticket_numbers"])
+        assignments = "".join(f"{column} = ?, " for column in update)
+        try:
+            row = await self._one(
+                f"UPDATE bookings SET {assignments}updated_at = ? WHERE id = ? RETURNING *",  # noqa: S608 - fixed column names
+                (*update.values(), _now(), canonical),
+            )
+        except ValueError as exc:
+            raise ValueError("that provider order belongs to another booking") from exc
+        if row is None:
+            raise BookingNotFoundError(booking_id)
+        return rows.booking_from_row(row)
+
+    async def get_booking_by_provider_order(self, order_id: str) -> Booking | None:
+        row = await self._one("SELECT * FROM bookings WHERE provider_order_id = ?", (order_id,))
+        return rows.booking_from_row(row) if row else None
 
     async def transition(
         self,

@@ -331,6 +331,43 @@ class SupabaseStorage(Storage):
             raise BookingNotFoundError(booking_id)
         return rows.booking_from_row(row)
 
+    async def attach_provider_order(
+        self,
+        booking_id: str,
+        *,
+        order_id: str | None = None,
+        token: str | None = None,
+        airline_reference: str | None = None,
+        ticket_numbers: Sequence[str] | None = None,
+    ) -> Booking:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        update = rows.provider_order_update(
+            order_id=order_id,
+            token=token,
+            airline_reference=airline_reference,
+            ticket_numbers=ticket_numbers,
+        )
+        if not update:
+            found = await self.get_booking(canonical)
+            if found is None:
+                raise BookingNotFoundError(booking_id)
+            return found
+        try:
+            row = await self._first(self._table("bookings").update(update).eq("id", canonical))
+        except ValueError as exc:
+            raise ValueError("that provider order belongs to another booking") from exc
+        if row is None:
+            raise BookingNotFoundError(booking_id)
+        return rows.booking_from_row(row)
+
+    async def get_booking_by_provider_order(self, order_id: str) -> Booking | None:
+        row = await self._first(
+            self._table("bookings").select("*").eq("provider_order_id", order_id).limit(1)
+        )
+        return rows.booking_from_row(row) if row else None
+
     async def transition(
         self,
         booking_id: str,
