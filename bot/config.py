@@ -197,6 +197,12 @@ class Settings(BaseSettings):
             raise _MissingError("stripe_webhook_secret", "required when STRIPE_SECRET_KEY is set")
         if self.flight_provider is FlightProvider.KIWI and not self.kiwi_api_key:
             raise _MissingError("kiwi_api_key", "required when FLIGHT_PROVIDER=kiwi")
+        if self.flight_provider is FlightProvider.DUFFEL and not self.duffel_access_token:
+            raise _MissingError(
+                "duffel_access_token",
+                "required when FLIGHT_PROVIDER=duffel (a duffel_test_ token "
+                "from the Duffel dashboard in test mode)",
+            )
         if self.issues_real_tickets and not self.uses_stripe:
             raise _MissingError(
                 "stripe_secret_key",
@@ -206,12 +212,6 @@ class Settings(BaseSettings):
             )
         if self.smtp_url and not self.email_from:
             raise _MissingError("email_from", "required when SMTP_URL is set")
-        if self.flight_provider is FlightProvider.DUFFEL and not self.duffel_access_token:
-            raise _MissingError(
-                "duffel_access_token",
-                "required when FLIGHT_PROVIDER=duffel (a duffel_test_ token "
-                "from the Duffel dashboard in test mode)",
-            )
         if self.telegram_webhook_url and not self.telegram_webhook_secret:
             raise _MissingError(
                 "telegram_webhook_secret", "required when TELEGRAM_WEBHOOK_URL is set"

@@ -357,7 +357,7 @@ async def test_abandoning_a_payment_gives_the_held_seats_back(
     await bot.press(USER, reference)
     await bot.press(USER, "Abandon this booking")
     assert order["cancelled_at"] is not None
-    assert (await booking(bot, reference)).status is BookingStatus.EXPIRED
+    assert (await booking(bot, reference)).status is BookingStatus.CANCELLED
 
 
 @pytest.mark.timeout(120)
