@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
@@ -35,6 +37,14 @@ class TicketingError(ProviderError):
     """The provider could not issue the ticket after payment (refund follows)."""
 
 
+class FareIncreasedError(TicketingError):
+    """The provider's final total is above ``max_total``: raised before anything is bought."""
+
+    def __init__(self, total: Money) -> None:
+        super().__init__(f"the fare rose to {total.format()} at ticketing")
+        self.total = total
+
+
 class Recheck(BaseModel):
     """The live state of an offer just before payment."""
 
@@ -50,6 +60,19 @@ class Ticket(BaseModel):
 
     provider_booking_id: str
     needs_manual_action: bool = False  # e.g. Kiwi account without booking access: admin alert
+    total: Money | None = None  # what the provider charged for it, when it says
+
+
+@dataclass(frozen=True, slots=True)
+class OrderJournal:
+    """Where ticketing notes what it placed with the provider before the step that spends
+    money, so that an attempt after a crash knows an earlier one may have bought.
+
+    ``previous`` is what an earlier attempt for the same booking recorded (None: no earlier
+    attempt got that far); ``record`` stores a note durably before it returns."""
+
+    previous: str | None
+    record: Callable[[str], Awaitable[None]]
 
 
 class FlightProvider(ABC):
@@ -65,7 +88,22 @@ class FlightProvider(ABC):
     async def recheck(self, itinerary: Itinerary, passengers: Passengers) -> Recheck: ...
 
     @abstractmethod
-    async def ticket(self, booking: Booking) -> Ticket: ...
+    async def ticket(
+        self,
+        booking: Booking,
+        *,
+        max_total: Money | None = None,
+        journal: OrderJournal | None = None,
+    ) -> Ticket:
+        """Issue the ticket for a paid booking. May be called again for the same booking after
+        a crash or an error at any point, and must never buy twice: an adapter either uses the
+        provider's own idempotency (an order id made earlier, an idempotency key) or writes
+        what it placed to ``journal`` before paying and, seeing ``journal.previous``, finishes
+        or hands that order to a person (``needs_manual_action``) instead of buying again.
+
+        ``max_total``: the most the traveller's payment covers; when the provider's final total
+        is above it, raise ``FareIncreasedError`` before buying. The result carries the
+        provider's final total where it gives one."""
 
     async def locations(self, term: str, *, limit: int = 8) -> list[Location]:
         """Provider-side place lookup; the demo adapter relies on the local airport index."""

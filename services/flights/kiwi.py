@@ -32,7 +32,9 @@ from tenacity import (
 )
 
 from services.flights.base import (
+    FareIncreasedError,
     FlightProvider,
+    OrderJournal,
     ProviderError,
     ProviderUnavailableError,
     Recheck,
@@ -387,10 +389,28 @@ class KiwiProvider(FlightProvider):
         )
 
     # ticketing -------------------------------------------------------------------------------
-    async def ticket(self, booking: Booking) -> Ticket:
+    async def ticket(
+        self,
+        booking: Booking,
+        *,
+        max_total: Money | None = None,
+        journal: OrderJournal | None = None,
+    ) -> Ticket:
+        """check_flights (the final total, compared with ``max_total`` before anything is
+        bought), save_booking, then confirm_payment, which pays Kiwi from our deposit.
+
+        Tequila has no idempotency key and no lookup we can rely on, so the saved booking is
+        written to ``journal`` before confirm_payment: an attempt that finds one there cannot
+        know whether that payment went through, and leaves the booking to a person instead of
+        buying a second ticket. An attempt that died before confirm_payment left only an
+        unpaid Kiwi booking, which Kiwi releases by itself."""
         itinerary = booking.itinerary
         if itinerary.provider != KIWI or not itinerary.booking_token:
             raise TicketingError("this booking is not for a Kiwi fare")
+        if journal is not None and journal.previous:
+            earlier = journal.previous.split(":", 1)[0]
+            log.warning("Kiwi booking %s: an earlier attempt may have paid it", earlier)
+            return Ticket(provider_booking_id=earlier, needs_manual_action=True)
         passengers = _passengers_of(booking.travellers)
         try:
             checked = await self._check_flights(itinerary, passengers)
@@ -400,6 +420,12 @@ class KiwiProvider(FlightProvider):
             raise TicketingError(f"the price check before ticketing failed: {exc}") from exc
         if checked.get("flights_invalid"):
             raise TicketingError("the flights are no longer available")
+        try:
+            total = _checked_price(checked, itinerary.price)
+        except ProviderError as exc:
+            raise TicketingError(str(exc)) from exc
+        if max_total is not None and total.currency == max_total.currency and total > max_total:
+            raise FareIncreasedError(total)
         session_id = str(checked.get("session_id") or "")
         body = {
             "passengers": [_passenger(t, first=i == 0) for i, t in enumerate(booking.travellers)],
@@ -424,7 +450,9 @@ class KiwiProvider(FlightProvider):
         # From here on an unanswered or failed request may still have paid Kiwi from our
         # deposit and issued the tickets: refunding the traveller then would lose the fare, so
         # a person checks the booking instead. Only a clear refusal means nothing was paid.
-        unknown = Ticket(provider_booking_id=str(booking_id), needs_manual_action=True)
+        if journal is not None:
+            await journal.record(f"{booking_id}:{transaction_id}")
+        unknown = Ticket(provider_booking_id=str(booking_id), needs_manual_action=True, total=total)
         try:
             status, confirmed = await self._post(
                 "/v2/booking/confirm_payment",
@@ -440,7 +468,7 @@ class KiwiProvider(FlightProvider):
             raise TicketingError(
                 f"Kiwi did not confirm the payment (HTTP {status}): {_message(confirmed)}"
             )
-        return Ticket(provider_booking_id=str(booking_id))
+        return Ticket(provider_booking_id=str(booking_id), total=total)
 
     # HTTP ------------------------------------------------------------------------------------
     async def _get(
