@@ -214,6 +214,9 @@ async def open_runtime(
             cancel_url=cancel_url,
             payment_window=timedelta(minutes=settings.payment_window_minutes),
             alert_admins=alert,
+            stuck_after=timedelta(seconds=settings.reconcile_after_seconds),
+            fare_tolerance_percent=settings.fare_increase_tolerance_percent,
+            fare_increase_action=settings.fare_increase_action.value,
         )
         search = FlightSearchService(adapters.provider, adapters.cache, adapters.storage)
         broadcasts = BroadcastWorker(adapters.storage, notifier, sole_worker=sole_worker)
@@ -250,7 +253,10 @@ async def open_runtime(
         # hand before the Application shuts down (the stack unwinds last-in, first-out).
         await broadcasts.start()
         stack.push_async_callback(broadcasts.stop)
-        sweeper = asyncio.create_task(_sweep(bookings, broadcasts), name="sweeper")
+        sweeper = asyncio.create_task(
+            _sweep(bookings, broadcasts, interval=settings.sweep_interval_seconds),
+            name="sweeper",
+        )
         stack.callback(sweeper.cancel)
         yield Runtime(
             settings=settings,
@@ -286,16 +292,24 @@ def _typing_sender(
 SWEEP_INTERVAL = 60.0
 
 
-async def _sweep(bookings: BookingService, broadcasts: BroadcastWorker) -> None:
-    """Every minute: expire unpaid bookings whose deadline passed without a webhook (and the
-    sandbox's, which has no timer of its own), and carry on broadcasts whose worker died.
-    Safe on every worker: transitions are conditional and a broadcast has one lease."""
+async def _sweep(
+    bookings: BookingService, broadcasts: BroadcastWorker, *, interval: float = SWEEP_INTERVAL
+) -> None:
+    """Every minute (SWEEP_INTERVAL_SECONDS): expire unpaid bookings whose deadline passed
+    without a webhook (and the sandbox's, which has no timer of its own), finish payments that
+    were taken but never ticketed (reconciliation), and carry on broadcasts whose worker died.
+    Safe on every worker: transitions are conditional, and a booking's ticketing and a
+    broadcast each have one lease."""
     while True:
-        await asyncio.sleep(SWEEP_INTERVAL)
+        await asyncio.sleep(interval)
         try:
             await bookings.expire_overdue()
         except Exception:  # a background sweep must survive a bad minute
             log.warning("expiring overdue bookings failed; retrying next minute", exc_info=True)
+        try:
+            await bookings.reconcile()
+        except Exception:
+            log.warning("reconciling payments failed; retrying next minute", exc_info=True)
         try:
             await broadcasts.adopt()
         except Exception:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -31,6 +32,11 @@ _REDIS_PREFIX = re.compile(r"^[A-Za-z0-9_:-]{1,64}$")
 class FlightProvider(enum.StrEnum):
     DEMO = "demo"
     KIWI = "kiwi"
+
+
+class FareIncreaseAction(enum.StrEnum):
+    REFUND = "refund"
+    ASK_ADMIN = "ask_admin"
 
 
 class SettingsError(Exception):
@@ -77,6 +83,17 @@ class Settings(BaseSettings):
     conversation_ttl: int = Field(default=24 * 3600, ge=60)
     payment_window_minutes: int = Field(default=30, ge=30, le=24 * 60)
     log_level: str = "INFO"
+
+    # Payment reconciliation (services/bookings.py: BookingService.reconcile).
+    # How often each worker's background sweep runs (expiry, reconciliation, broadcasts).
+    sweep_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # A paid booking nobody has ticketed for this long is taken over by reconciliation; also
+    # the ticketing lease a worker renews while the provider works.
+    reconcile_after_seconds: float = Field(default=180.0, gt=0, le=24 * 3600)
+    # How far (percent) the provider's final total may exceed what was paid and still be
+    # bought (we absorb the difference); above it, FARE_INCREASE_ACTION.
+    fare_increase_tolerance_percent: Decimal = Field(default=Decimal(0), ge=0, le=100)
+    fare_increase_action: FareIncreaseAction = FareIncreaseAction.REFUND
 
     @field_validator("admin_user_ids", mode="before")
     @classmethod
