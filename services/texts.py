@@ -308,13 +308,6 @@ def alert_refund_failed(booking: Booking, error: str) -> str:
     )
 
 
-def alert_amount_mismatch(booking: Booking, paid: Money) -> str:
-    return (
-        f"🚨 Booking {esc(booking.reference)} expects {booking.amount.format()} but Stripe "
-        f"reports {paid.format()} paid. Not ticketed; check it."
-    )
-
-
 def alert_duplicate_payment(booking: Booking, payment_intent: str, refunded: bool) -> str:
     outcome = "refunded automatically" if refunded else "NOT refunded: refund it by hand"
     return (
