@@ -524,11 +524,15 @@ class BookingService:
                     reason="another amount than the fare was paid",
                     idempotency_key=f"refund:other-amount:{session.id}",
                 )
-            except PaymentUnavailableError:
-                raise  # not settled: the webhook answers 5xx, the sweep tries again
             except PaymentError as error:
+                # Not settled: raised, so the webhook answers 5xx and Stripe (or the sweep)
+                # tries again; the admins hear of it once meanwhile.
                 log.warning("other-amount payment on %s not refunded: %s", booking.reference, error)
-        if refund is not None:
+                if await self._once(f"other-amount-refund-failed:{session.id}", booking.id):
+                    await self._alert(
+                        texts.alert_other_amount(booking, session.amount, session.id, False)
+                    )
+                raise
             await self._storage.record_payment_event(refund.id, REFUND_RECORD_TYPE, booking.id)
         log.warning("booking %s: session %s paid another amount", booking.reference, session.id)
         if booking.status is S.AWAITING_PAYMENT and session.id == booking.checkout_session_id:
@@ -536,7 +540,7 @@ class BookingService:
         if await self._once(done, booking.id):
             if refund is not None:
                 message = texts.other_amount_refunded(booking, refund.amount)
-            else:
+            else:  # nothing was charged to give back (no payment on the session)
                 message = texts.other_amount_refund_pending(booking, session.amount)
             await self._tell(booking.user_id, message)
             await self._alert(

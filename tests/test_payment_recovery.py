@@ -266,6 +266,31 @@ async def test_another_amount_is_refunded_told_and_alerted_once_across_workers_a
     assert len(world.alerts) == 1
 
 
+async def test_another_amount_that_cannot_be_refunded_yet_is_retried_until_it_is(
+    world: World, itinerary: Itinerary
+) -> None:
+    _, session = await world.service.start_checkout(USER, itinerary, (traveller(),))
+    world.stripe.sessions[session.id]["amount_total"] = 100
+    event = world.stripe.complete_session(session.id)
+    world.stripe.outages["POST /v1/refunds"] = 10  # Stripe's refunds are down
+
+    [status] = await world.stripe.deliver(world.webhook, event)
+    assert status >= 500  # not settled: Stripe will deliver it again
+    assert world.stripe.refunds == {}
+    assert world.notifier.sent == []
+    [alert] = world.alerts
+    assert "NOT refunded yet" in alert
+
+    world.stripe.outages.clear()
+    assert await world.stripe.deliver(world.webhook, event) == [200]
+    [refund] = world.stripe.refunds.values()
+    assert refund["amount"] == 100
+    [told] = world.notifier.to(USER)
+    assert "refunded" in told.text
+    assert len(world.alerts) == 2
+    assert "refunded in full" in world.alerts[1]
+
+
 # the fare rose at ticketing ------------------------------------------------------------------
 def dearer(itinerary: Itinerary, percent: int) -> Money:
     return Money(

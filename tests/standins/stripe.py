@@ -20,6 +20,7 @@ import json
 import re
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -240,6 +241,9 @@ class StripeStandin:
         self.refunds: dict[str, dict[str, Any]] = {}
         self.requests: list[RecordedRequest] = []
         self.events: list[dict[str, Any]] = []  # every event Stripe would have sent, in order
+        # "POST /v1/refunds": how many of the next such calls Stripe answers 500 (an outage
+        # in front of the API: nothing is done and nothing is stored under the key).
+        self.outages: Counter[str] = Counter()
         self.clock_offset = 0.0  # seconds; ``advance`` moves the stand-in's clock forward
         self._idempotency: dict[str, tuple[str, int, dict[str, Any]]] = {}
         # Not part of Stripe's session object: what a session's PaymentIntent will carry.
@@ -295,6 +299,7 @@ class StripeStandin:
         body: dict[str, Any] = {}
         try:
             self._authenticate(request)
+            self._outage(request)
             if request.method == "POST":
                 form = await request.post()
                 params = parse_form([(k, str(v)) for k, v in form.items()])
@@ -320,6 +325,14 @@ class StripeStandin:
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         return web.json_response(body, status=status, headers=headers)
+
+    def _outage(self, request: web.Request) -> None:
+        route = f"{request.method} {request.path}"
+        if self.outages[route] > 0:
+            self.outages[route] -= 1
+            raise StripeRequestError(
+                "An unknown error occurred", status=500, error_type="api_error"
+            )
 
     def _idempotent(
         self, request: web.Request, params: dict[str, Any], key: str, action: _Action
