@@ -296,8 +296,9 @@ def alert_manual_ticketing(booking: Booking, provider_booking_id: str) -> str:
 def alert_ticketing_unavailable(booking: Booking, error: str) -> str:
     return (
         f"⚠️ Booking {esc(booking.reference)} is paid ({booking.amount.format()}) but the "
-        f"provider did not answer while ticketing: {esc(error)}. It stays 'paid'; check with "
-        "the provider before refunding (the ticket may exist)."
+        f"provider did not answer while ticketing: {esc(error)}. It stays 'paid' and ticketing "
+        "is tried again every few minutes; check with the provider before refunding (the "
+        "ticket may exist)."
     )
 
 
