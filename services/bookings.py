@@ -302,7 +302,10 @@ class BookingService:
                 current = await self._close_session(current)
             if current is not None and current.payment_status == "paid":
                 await self._apply_payment(booking, current)
-                raise RenewalRefusedError(texts.already_paid(booking))
+                booking = await self._reload(booking)
+                if booking.status not in (S.AWAITING_PAYMENT, S.EXPIRED, S.DRAFT):
+                    raise RenewalRefusedError(texts.already_paid(booking))
+                # another amount was paid and refunded: the traveller may pay the fare anew
             await self._check_fare(booking)
             previous = booking.checkout_session_id or "none"
             session = await self._gateway.create_checkout(
@@ -814,6 +817,9 @@ class BookingService:
     async def _on_charge_refunded(self, booking: Booking, event: PaymentEvent) -> None:
         if event.data.get("refunded") is not True:
             return  # partial: the booking stands
+        current = await self._reload(booking)
+        if event.payment_intent and current.payment_intent_id not in (None, event.payment_intent):
+            return  # another payment of the booking (a duplicate, another amount) went back
         for expected in (S.CANCELLED, S.FAILED):
             if await self._storage.transition(booking.id, expected, S.REFUNDED):
                 log.info("booking %s refunded (from %s)", booking.reference, expected)
