@@ -239,6 +239,46 @@ async def test_a_worker_gone_mid_ticketing_is_ticketed_once_by_two_sweeping_work
     assert world.stripe.refunds == {}
 
 
+async def test_a_slow_ticketing_keeps_its_lease_and_is_not_taken_over(
+    world: World, storage_factory: StorageFactory, places: PlaceIndex
+) -> None:
+    """The worker renews its lease while the provider works: another worker's sweep, which
+    would take a lapsed lease over, never buys a second ticket for a live one."""
+    lease = timedelta(seconds=3)
+    tequila = KiwiStandIn()
+    await tequila.start()
+    kiwis = [KiwiProvider(tequila.api_key, base_url=tequila.base_url, places=places) for _ in "ab"]
+    try:
+        [offer, *_] = await kiwis[0].search(
+            SearchQuery(
+                origin=places.airport_location("LIS"),
+                destination=places.airport_location("FRA"),
+                departure=next_winter_day(today_anywhere()),
+            )
+        )
+        slow = world.make_service(provider=kiwis[0], stuck_after=lease)
+        booking, session = await slow.start_checkout(USER, offer, (traveller(),))
+        tequila.hold = {"/v2/booking/save_booking"}
+        event = event_from_stripe(world.stripe.complete_session(session.id))
+        applying = asyncio.create_task(slow.handle_event(event))
+        await asyncio.wait_for(tequila.held.wait(), 10)
+        sweeper = another_worker(world, await storage_factory.open(), kiwis[1], stuck_after=lease)
+        for _ in range(8):  # sweeps over more than two lease periods
+            assert await sweeper.reconcile() == 0
+            await asyncio.sleep(lease.total_seconds() / 3)
+        tequila.release()
+        await asyncio.wait_for(applying, 30)
+    finally:
+        for kiwi in kiwis:
+            await kiwi.close()
+        await tequila.close()
+
+    assert (await world.booking(booking.reference)).status is S.CONFIRMED
+    assert len(tequila.saved_bookings) == 1
+    assert len(tequila.confirmed) == 1
+    assert len(confirmations(world)) == 1
+
+
 # another amount paid -------------------------------------------------------------------------
 async def test_another_amount_is_refunded_told_and_alerted_once_across_workers_and_sweeps(
     world: World, itinerary: Itinerary, storage_factory: StorageFactory
