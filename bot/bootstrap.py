@@ -257,6 +257,9 @@ async def open_runtime(
             payment_window=timedelta(minutes=settings.payment_window_minutes),
             alert_admins=alert,
             receipts=receipts,
+            stuck_after=timedelta(seconds=settings.reconcile_after_seconds),
+            fare_tolerance_percent=settings.fare_increase_tolerance_percent,
+            fare_increase_action=settings.fare_increase_action.value,
         )
         search = FlightSearchService(adapters.provider, adapters.cache, adapters.storage)
         broadcasts = BroadcastWorker(adapters.storage, notifier, sole_worker=sole_worker)
@@ -297,7 +300,10 @@ async def open_runtime(
         # Before the Application and the adapters close: emails in flight get a moment.
         stack.push_async_callback(receipts.close)
         retention = RetentionJob(adapters.storage, settings.retention)
-        sweeper = asyncio.create_task(_sweep(bookings, broadcasts, retention), name="sweeper")
+        sweeper = asyncio.create_task(
+            _sweep(bookings, broadcasts, retention, interval=settings.sweep_interval_seconds),
+            name="sweeper",
+        )
         stack.callback(sweeper.cancel)
         yield Runtime(
             settings=settings,
@@ -335,18 +341,28 @@ SWEEP_INTERVAL = 60.0
 
 
 async def _sweep(
-    bookings: BookingService, broadcasts: BroadcastWorker, retention: RetentionJob
+    bookings: BookingService,
+    broadcasts: BroadcastWorker,
+    retention: RetentionJob,
+    *,
+    interval: float = SWEEP_INTERVAL,
 ) -> None:
-    """Every minute: expire unpaid bookings whose deadline passed without a webhook (and the
-    sandbox's, which has no timer of its own), erase the travellers /deletedata kept for a
-    trip that is now over, and carry on broadcasts whose worker died.
-    Safe on every worker: transitions are conditional and a broadcast has one lease."""
+    """Every minute (SWEEP_INTERVAL_SECONDS): expire unpaid bookings whose deadline passed
+    without a webhook (and the sandbox's, which has no timer of its own), finish payments that
+    were taken but never ticketed (reconciliation), erase the travellers /deletedata kept for a
+    trip that is now over, carry on broadcasts whose worker died, and (hourly) delete expired
+    records. Safe on every worker: transitions are conditional, and a booking's ticketing and
+    a broadcast each have one lease."""
     while True:
-        await asyncio.sleep(SWEEP_INTERVAL)
+        await asyncio.sleep(interval)
         try:
             await bookings.expire_overdue()
         except Exception:  # a background sweep must survive a bad minute
             log.warning("expiring overdue bookings failed; retrying next minute", exc_info=True)
+        try:
+            await bookings.reconcile()
+        except Exception:
+            log.warning("reconciling payments failed; retrying next minute", exc_info=True)
         try:
             await bookings.erase_held_data()  # /deletedata's trips that are now over
         except Exception:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import re
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -40,6 +41,11 @@ class FlightProvider(enum.StrEnum):
 
 # Duffel's test-mode tokens: orders at the test airline, paid from an unlimited test balance.
 DUFFEL_TEST_TOKEN_PREFIX = "duffel_test_"  # noqa: S105 - a prefix, not a secret
+
+
+class FareIncreaseAction(enum.StrEnum):
+    REFUND = "refund"
+    ASK_ADMIN = "ask_admin"
 
 
 class SettingsError(Exception):
@@ -110,6 +116,16 @@ class Settings(BaseSettings):
     retention_denied_audit_days: int = Field(default=30, ge=1)
     retention_payment_events_days: int = Field(default=90, ge=31)
     retention_searches_days: int = Field(default=90, ge=31)
+    # Payment reconciliation (services/bookings.py: BookingService.reconcile).
+    # How often each worker's background sweep runs (expiry, reconciliation, broadcasts).
+    sweep_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # A paid booking nobody has ticketed for this long is taken over by reconciliation; also
+    # the ticketing lease a worker renews while the provider works.
+    reconcile_after_seconds: float = Field(default=180.0, gt=0, le=24 * 3600)
+    # How far (percent) the provider's final total may exceed what was paid and still be
+    # bought (we absorb the difference); above it, FARE_INCREASE_ACTION.
+    fare_increase_tolerance_percent: Decimal = Field(default=Decimal(0), ge=0, le=100)
+    fare_increase_action: FareIncreaseAction = FareIncreaseAction.REFUND
 
     @field_validator("admin_user_ids", mode="before")
     @classmethod

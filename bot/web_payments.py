@@ -1,9 +1,10 @@
 """Payment routes on the bot's web server: Stripe's webhook and the sandbox checkout page.
 
 The webhook verifies the signature before anything else and answers 400 for anything it cannot
-verify or read, 200 once the event is applied (or was already). The sandbox page's Pay
-builds the event Stripe would send and hands it to the same ``handle_event``; Cancel is the
-traveller leaving the page (Stripe's cancel_url): the booking is cancelled.
+verify or read, 200 once the event is applied (or was already), and 5xx when applying it failed
+for any reason, so that Stripe delivers it again. The sandbox page's Pay builds the event
+Stripe would send and hands it to the same ``handle_event``; Cancel is the traveller leaving
+the page (Stripe's cancel_url): the booking is cancelled.
 """
 
 from __future__ import annotations
@@ -66,9 +67,14 @@ class _PaymentRoutes:
         try:
             await self._bookings.handle_event(event)
         except StorageUnavailableError:
-            # Not recorded: Stripe retries, and the next delivery is applied.
+            # Not applied: Stripe retries, and the next delivery finishes what this one began.
             log.warning("stripe event %s deferred: storage unavailable", event.id)
             return web.json_response({"error": "try again"}, status=503)
+        except Exception:
+            # Whatever stopped it, the event is not marked applied: a 200 here would lose the
+            # payment, a 5xx makes Stripe deliver it again.
+            log.exception("stripe event %s failed; Stripe will retry it", event.id)
+            return web.json_response({"error": "try again"}, status=500)
         return web.json_response({"received": True})
 
 
@@ -155,7 +161,11 @@ class _SandboxPages:
             event = await self._gateway.pay(session_id)
         except PaymentError as error:
             return await self._refused(session_id, str(error))
-        await self._bookings.handle_event(event)
+        try:
+            await self._bookings.handle_event(event)
+        except Exception:
+            # The payment stands; the sweep's reconciliation finishes what this did not.
+            log.exception("sandbox payment for %s not applied yet", session_id)
         booking = await self._bookings.booking_for_session(session_id)
         if booking is None:
             return _not_found()

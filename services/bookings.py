@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from pydantic import ValidationError
 
@@ -21,8 +25,10 @@ from services import texts
 from services.flights.base import (
     CancellationQuote,
     FareChangedError,
+    FareIncreasedError,
     FareUnavailableError,
     FlightProvider,
+    OrderJournal,
     ProviderError,
     ProviderEvent,
     ProviderUnavailableError,
@@ -35,6 +41,7 @@ from services.models import (
     AuditEntry,
     Booking,
     BookingStatus,
+    Fulfilment,
     Itinerary,
     NewBooking,
     PassengerCategory,
@@ -118,6 +125,14 @@ UNPAID = (S.DRAFT, S.AWAITING_PAYMENT, S.EXPIRED)
 
 # Bookings settled per sweep; the rest wait for the next minute.
 OVERDUE_BATCH = 200
+# How long after its deadline an expired booking's session is still asked about (a payment
+# completed at the deadline whose event never came).
+EXPIRED_LOOKBACK = timedelta(hours=2)
+# A fulfilment lease kept for good: the booking waits for a person.
+PARKED = timedelta(days=3650)
+FARE_INCREASE_ACTIONS = ("refund", "ask_admin")
+# Ledger rows that remember a one-time notice or check (see BookingService._once).
+NOTICE_PREFIX = "notice:"
 
 
 class _KeyedLocks:
@@ -184,7 +199,15 @@ class BookingService:
         receipts: BookingReceipts = NO_RECEIPTS,
         max_open_links: int = MAX_OPEN_LINKS_PER_USER,
         max_renewals: int = MAX_RENEWALS_PER_BOOKING,
+        stuck_after: timedelta = timedelta(minutes=3),
+        fare_tolerance_percent: Decimal = Decimal(0),
+        fare_increase_action: str = "refund",
+        worker_id: str | None = None,
     ) -> None:
+        """``stuck_after``: how long a paid booking may sit before reconciliation takes it
+        over, and the ticketing lease. ``fare_tolerance_percent``: how far above the payment
+        a provider's final total may be and still be bought; above it,
+        ``fare_increase_action`` "refund" refunds, "ask_admin" leaves it to an admin."""
         self._storage = storage
         self._max_open_links = max_open_links
         self._max_renewals = max_renewals
@@ -198,6 +221,15 @@ class BookingService:
         self._now = clock
         self._receipts = receipts  # emails the lead traveller; never waits for the server
         self._booking_locks = _KeyedLocks()
+        self._stuck_after = stuck_after
+        self._lease = stuck_after
+        self._fare_tolerance = fare_tolerance_percent
+        if fare_increase_action not in FARE_INCREASE_ACTIONS:
+            raise ValueError(f"fare_increase_action must be one of {FARE_INCREASE_ACTIONS}")
+        self._fare_increase_action = fare_increase_action
+        self._worker_id = worker_id or (
+            f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        )
         self._user_locks = _KeyedLocks()
 
     @property
@@ -340,7 +372,10 @@ class BookingService:
                 current = await self._close_session(current)
             if current is not None and current.payment_status == "paid":
                 await self._apply_payment(booking, current)
-                raise RenewalRefusedError(texts.already_paid(booking))
+                booking = await self._reload(booking)
+                if booking.status not in (S.AWAITING_PAYMENT, S.EXPIRED, S.DRAFT):
+                    raise RenewalRefusedError(texts.already_paid(booking))
+                # another amount was paid and refunded: the traveller may pay the fare anew
             await self._check_open_links(booking.user_id, besides=booking.id)
             renewal = await self._storage.claim_checkout_renewal(booking.id, self._max_renewals)
             if renewal is None:
@@ -483,9 +518,13 @@ class BookingService:
         expired = 0
         now = self._now()
         for booking in await self._storage.list_overdue(now, limit=OVERDUE_BATCH):
-            session = await self._current_session(booking)
-            if session is not None and session.payment_status == "paid":
-                await self._apply_payment(booking, session)
+            try:
+                session = await self._current_session(booking)
+                if session is not None and session.payment_status == "paid":
+                    await self._apply_payment(booking, session)
+                    continue
+            except Exception:  # one booking's trouble must not stop the others
+                log.warning("settling overdue %s failed", booking.reference, exc_info=True)
                 continue
             if session is not None and session.status == "open":
                 continue  # the gateway still takes payment; its own expiry event will come
@@ -550,18 +589,30 @@ class BookingService:
 
     # payment events --------------------------------------------------------------------------
     async def handle_event(self, event: PaymentEvent) -> None:
-        """Apply one verified gateway event, at most once per event id."""
+        """Apply one verified gateway event until all its effects are done.
+
+        The ledger notes the event when it arrives and marks it applied only once its effects
+        are done. Any exception leaves it unapplied (the webhook answers 5xx, so Stripe
+        retries), and the retry runs the effects again: each is a conditional step (a status
+        transition, the fulfilment lease, an idempotency key), so what already happened does
+        not happen twice and what did not happen is finished."""
+        # Copies delivered to this worker at once take turns, so the second finds the first
+        # done; across workers, the effects' own conditions make one outcome.
+        async with self._booking_locks.hold(f"event:{event.id}"):
+            await self._apply_event(event)
+
+    async def _apply_event(self, event: PaymentEvent) -> None:
         booking = await self._booking_for_event(event)
-        first = await self._storage.record_payment_event(
+        if not await self._storage.receive_payment_event(
             event.id, event.type, booking.id if booking else None
-        )
-        if not first:
+        ):
             log.info("event %s (%s) already handled", event.id, event.type)
             return
         if booking is None:
             log.warning("event %s (%s) is for no booking of ours", event.id, event.type)
-            return
-        if event.type in (CHECKOUT_COMPLETED, ASYNC_PAYMENT_SUCCEEDED):
+        elif not await self._session_belongs(booking, event):
+            pass  # refused and alerted
+        elif event.type in (CHECKOUT_COMPLETED, ASYNC_PAYMENT_SUCCEEDED):
             await self._on_payment_event(booking, event)
         elif event.type == CHECKOUT_EXPIRED:
             await self._on_expired(booking, event)
@@ -571,6 +622,7 @@ class BookingService:
             await self._on_charge_refunded(booking, event)
         else:
             log.info("event %s (%s) needs nothing", event.id, event.type)
+        await self._storage.mark_payment_event_applied(event.id)
 
     async def _booking_for_event(self, event: PaymentEvent) -> Booking | None:
         booking_id = event_booking_id(event)
@@ -581,6 +633,28 @@ class BookingService:
         if event.session is not None:
             return await self._storage.get_booking_by_session(event.session.id)
         return None
+
+    async def _session_belongs(self, booking: Booking, event: PaymentEvent) -> bool:
+        """A session event must be about one of the booking's own sessions: the booking is
+        found from the session's metadata, which only says which booking it claims to be for.
+        An earlier session of the same booking (before a renewal) is its own, and paying it
+        too is the duplicate-payment case; any other session is refused and alerted once."""
+        session = event.session
+        if session is None or session.id == booking.checkout_session_id:
+            return True
+        if session.id in await self._storage.list_checkout_sessions(booking.id):
+            return True
+        log.warning(
+            "event %s: session %s was never booking %s's; refused",
+            event.id,
+            session.id,
+            booking.reference,
+        )
+        if await self._once(f"session-mismatch:{session.id}", booking.id):
+            await self._alert(
+                texts.alert_session_mismatch(booking, session.id, session.payment_intent)
+            )
+        return False
 
     async def _on_payment_event(self, booking: Booking, event: PaymentEvent) -> None:
         session = event.session
@@ -600,11 +674,15 @@ class BookingService:
         await self._apply_payment(booking, session)
 
     async def _apply_payment(self, booking: Booking, session: CheckoutSession) -> None:
-        """Money was taken: paid (from awaiting or expired: money taken wins), then ticket."""
+        """Money was taken: paid (from awaiting or expired: money taken wins), then ticket.
+
+        Safe to repeat: a booking already paid by this very payment whose ticketing did not
+        finish (a crash, a failed write) is ticketed now; one paid by another payment of the
+        same booking is the duplicate-payment case."""
         if await self.refund_if_ended(booking, session):
             return
         if session.amount != booking.amount:
-            await self._alert(texts.alert_amount_mismatch(booking, session.amount))
+            await self._other_amount_paid(booking, session)
             return
         intent = session.payment_intent
         if booking.status is S.DRAFT:  # paid before its link was even recorded as sent
@@ -613,10 +691,53 @@ class BookingService:
             booking.id, S.AWAITING_PAYMENT, S.PAID, payment_intent_id=intent
         ) or await self._storage.transition(booking.id, S.EXPIRED, S.PAID, payment_intent_id=intent)
         if not won:
+            current = await self._reload(booking)
+            if current.status is S.PAID and current.payment_intent_id in (None, intent):
+                await self._fulfil(current)  # an earlier attempt stopped before the ticket
+                return
             await self._maybe_duplicate_payment(booking, intent)
             return
         log.info("booking %s paid", booking.reference)
         await self._fulfil(await self._reload(booking))
+
+    async def _other_amount_paid(self, booking: Booking, session: CheckoutSession) -> None:
+        """A session of this booking was paid another amount or currency than the booking's
+        (a discount code, an edited session): nothing is ticketed, the whole payment goes
+        back, the traveller and the admins are told once, and the link counts as used up."""
+        done = f"other-amount:{session.id}"
+        if await self._noted(booking.id, done):
+            return
+        refund: Refund | None = None
+        if session.payment_intent is not None:
+            try:
+                refund = await self._gateway.refund(
+                    session.payment_intent,
+                    amount=None,
+                    reason="another amount than the fare was paid",
+                    idempotency_key=f"refund:other-amount:{session.id}",
+                )
+            except PaymentError as error:
+                # Not settled: raised, so the webhook answers 5xx and Stripe (or the sweep)
+                # tries again; the admins hear of it once meanwhile.
+                log.warning("other-amount payment on %s not refunded: %s", booking.reference, error)
+                if await self._once(f"other-amount-refund-failed:{session.id}", booking.id):
+                    await self._alert(
+                        texts.alert_other_amount(booking, session.amount, session.id, False)
+                    )
+                raise
+            await self._storage.record_payment_event(refund.id, REFUND_RECORD_TYPE, booking.id)
+        log.warning("booking %s: session %s paid another amount", booking.reference, session.id)
+        if booking.status is S.AWAITING_PAYMENT and session.id == booking.checkout_session_id:
+            await self._storage.transition(booking.id, S.AWAITING_PAYMENT, S.EXPIRED)
+        if await self._once(done, booking.id):
+            if refund is not None:
+                message = texts.other_amount_refunded(booking, refund.amount)
+            else:  # nothing was charged to give back (no payment on the session)
+                message = texts.other_amount_refund_pending(booking, session.amount)
+            await self._tell(booking.user_id, message)
+            await self._alert(
+                texts.alert_other_amount(booking, session.amount, session.id, refund is not None)
+            )
 
     async def _maybe_duplicate_payment(self, booking: Booking, intent: str | None) -> None:
         """A second session of the same booking was paid too: give that money back."""
@@ -641,48 +762,228 @@ class BookingService:
         await self._alert(texts.alert_duplicate_payment(current, intent, refunded))
 
     async def _fulfil(self, booking: Booking) -> None:
-        """Ticket a booking this worker just moved to paid."""
-        try:
-            ticket = await self._pay_order(booking)
-        except ProviderUnavailableError as error:
-            await self._alert(texts.alert_ticketing_unavailable(booking, str(error)))
-            await self._tell(booking.user_id, texts.payment_received_ticket_pending(booking))
-            return
-        except ProviderError as error:
-            log.warning("ticketing failed for %s: %s", booking.reference, error)
-            await self._ticketing_failed(booking)
-            return
-        except Exception as error:
-            await self._alert(texts.alert_fulfilment_crashed(booking, repr(error)))
-            raise
-        if ticket.needs_manual_action:
-            await self._record_ticket(booking, ticket)
-            await self._alert(texts.alert_manual_ticketing(booking, ticket.provider_booking_id))
-            await self._tell(booking.user_id, texts.payment_received_ticket_pending(booking))
-            return
-        booking = await self._record_ticket(booking, ticket)
-        if await self._storage.transition(booking.id, S.PAID, S.CONFIRMED):
-            log.info(
-                "booking %s confirmed (provider booking %s)",
-                booking.reference,
-                ticket.provider_booking_id,
+        """Ticket a paid booking, once across workers and attempts.
+
+        Whoever holds the booking's fulfilment lease tickets it (renewing the lease while the
+        provider works); a worker that dies leaves the lease to run out, and reconciliation
+        takes the booking over. The journal carries what an earlier attempt got done: a ticket
+        already issued is not bought again, only confirmed."""
+        async with self._booking_locks.hold(f"fulfil:{booking.id}"):
+            now = self._now()
+            journal = await self._storage.claim_fulfilment(
+                booking.id, self._worker_id, now=now, until=now + self._lease
             )
+            if journal is None:
+                log.info("booking %s is being ticketed by another worker", booking.reference)
+                return
+            current = await self._reload(booking)
+            if current.status is not S.PAID:
+                await self._storage.release_fulfilment(booking.id, self._worker_id)
+                return
+            async with self._lease_renewed(booking.id):
+                release = await self._ticket_and_confirm(current, journal)
+            if release:
+                await self._storage.release_fulfilment(booking.id, self._worker_id)
+
+    async def _ticket_and_confirm(self, booking: Booking, journal: Fulfilment) -> bool:
+        """One ticketing attempt under the lease. Returns whether to give the lease up (False:
+        it is kept, parked for a person or until a retry is due)."""
+        ticket_id = journal.provider_booking_id
+        if ticket_id is None:
+            ceiling = self._fare_ceiling(booking.amount)
+
+            async def record(order: str) -> None:
+                await self._storage.note_fulfilment(booking.id, provider_order=order)
+
+            try:
+                ticket = await self._pay_order(
+                    booking,
+                    max_total=ceiling,
+                    journal=OrderJournal(previous=journal.provider_order, record=record),
+                )
+            except FareIncreasedError as error:
+                return await self._fare_rose(booking, error.total)
+            except FareChangedError as error:
+                # The held order's price moved between hold and payment (its hold is released).
+                if error.price is not None and error.price > ceiling:
+                    return await self._fare_rose(booking, error.price)
+                log.warning("ticketing failed for %s: %s", booking.reference, error)
+                await self._ticketing_failed(booking)
+                return True
+            except ProviderUnavailableError as error:
+                if await self._once(f"ticketing-unavailable:{booking.id}", booking.id):
+                    await self._alert(texts.alert_ticketing_unavailable(booking, str(error)))
+                    await self._tell(
+                        booking.user_id, texts.payment_received_ticket_pending(booking)
+                    )
+                return False  # reconciliation tries again once the lease runs out
+            except ProviderError as error:
+                log.warning("ticketing failed for %s: %s", booking.reference, error)
+                await self._ticketing_failed(booking)
+                return True
+            except Exception as error:
+                if await self._once(f"fulfilment-crashed:{booking.id}", booking.id):
+                    await self._alert(texts.alert_fulfilment_crashed(booking, repr(error)))
+                raise
+            if ticket.needs_manual_action:
+                await self._record_ticket(booking, ticket)
+                await self._park(booking.id)
+                if await self._once(f"manual-ticketing:{booking.id}", booking.id):
+                    if journal.provider_order:
+                        alert = texts.alert_ticketing_in_doubt(booking, ticket.provider_booking_id)
+                    else:
+                        alert = texts.alert_manual_ticketing(booking, ticket.provider_booking_id)
+                    await self._alert(alert)
+                    await self._tell(
+                        booking.user_id, texts.payment_received_ticket_pending(booking)
+                    )
+                return False
+            ticket_id = ticket.provider_booking_id
+            await self._storage.note_fulfilment(booking.id, provider_booking_id=ticket_id)
+            booking = await self._record_ticket(booking, ticket)
+            if ticket.total is not None and ticket.total > ceiling:
+                await self._alert(texts.alert_bought_above_payment(booking, ticket.total))
+        if await self._storage.transition(booking.id, S.PAID, S.CONFIRMED):
+            log.info("booking %s confirmed (provider booking %s)", booking.reference, ticket_id)
             confirmed = await self._reload(booking)
             await self._tell(booking.user_id, texts.confirmation(confirmed))
             self._receipts.confirmed(confirmed)
+        return True
 
-    async def _ticketing_failed(self, booking: Booking) -> None:
+    def _fare_ceiling(self, paid: Money) -> Money:
+        """The most a ticket may cost for what the traveller paid: the setting's tolerance on
+        top (in percent, rounded down to the minor unit)."""
+        extra = int(Decimal(paid.amount) * self._fare_tolerance / 100)
+        return Money(amount=paid.amount + extra, currency=paid.currency)
+
+    async def _fare_rose(self, booking: Booking, total: Money) -> bool:
+        """The provider's final total is above what was paid: nothing was bought. Refund, or
+        keep the booking paid for an admin to decide (FARE_INCREASE_ACTION)."""
+        log.warning("booking %s: fare rose to %s at ticketing", booking.reference, total)
+        if self._fare_increase_action == "ask_admin":
+            await self._park(booking.id)
+            if await self._once(f"fare-rose:{booking.id}", booking.id):
+                await self._alert(texts.alert_fare_rose(booking, total, refunded=None))
+                await self._tell(booking.user_id, texts.payment_received_ticket_pending(booking))
+            return False
+        refunded = await self._ticketing_failed(
+            booking,
+            refunded_text=texts.fare_rose_refunded,
+            pending_text=texts.fare_rose_refund_pending,
+        )
+        if refunded is not None and await self._once(f"fare-rose:{booking.id}", booking.id):
+            await self._alert(texts.alert_fare_rose(booking, total, refunded=refunded))
+        return True
+
+    async def _park(self, booking_id: str) -> None:
+        """Keep the fulfilment lease for good: a person takes the booking from here
+        (/ticketed or /refund), and reconciliation leaves it alone."""
+        now = self._now()
+        await self._storage.claim_fulfilment(
+            booking_id, self._worker_id, now=now, until=now + PARKED
+        )
+
+    @asynccontextmanager
+    async def _lease_renewed(self, booking_id: str) -> AsyncIterator[None]:
+        """Renew the fulfilment lease while the body runs, so a slow provider call is never
+        taken over by another worker (which could buy a second ticket)."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self._lease.total_seconds() / 3)
+                now = self._now()
+                try:
+                    held = await self._storage.claim_fulfilment(
+                        booking_id, self._worker_id, now=now, until=now + self._lease
+                    )
+                except Exception:  # a blip: the next renewal tries again, well in time
+                    log.warning("could not renew the ticketing lease", exc_info=True)
+                    continue
+                if held is None:
+                    log.warning("lost the ticketing lease of booking %s", booking_id)
+
+        task = asyncio.create_task(renew(), name=f"lease:{booking_id}")
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    async def _ticketing_failed(
+        self,
+        booking: Booking,
+        *,
+        refunded_text: Callable[[Booking, Money], Message] = texts.ticketing_failed_refunded,
+        pending_text: Callable[[Booking], Message] = texts.ticketing_failed_refund_pending,
+    ) -> bool | None:
+        """paid → failed → refunded, telling the traveller. Returns whether the refund went
+        through (None: another caller had already moved the booking on)."""
         if not await self._storage.transition(booking.id, S.PAID, S.FAILED):
-            return
+            return None
         refund = await self._refund(
             booking, amount=None, reason="ticketing failed", key=f"refund:{booking.id}:ticketing"
         )
         if refund is None:
-            await self._tell(booking.user_id, texts.ticketing_failed_refund_pending(booking))
-            return
+            await self._tell(booking.user_id, pending_text(booking))
+            return False
         await self._storage.transition(booking.id, S.FAILED, S.REFUNDED)
-        await self._tell(booking.user_id, texts.ticketing_failed_refunded(booking, refund.amount))
+        await self._tell(booking.user_id, refunded_text(booking, refund.amount))
         self._receipts.refunded(booking, refund.amount, full=True)
+        return True
+
+    # reconciliation --------------------------------------------------------------------------
+    async def reconcile(self) -> int:
+        """Finish payments whose event was lost or whose worker died: paid bookings nobody has
+        ticketed for ``stuck_after`` are ticketed (or refunded), and recently expired bookings
+        whose session was paid after all are applied. Safe on every worker at once (the
+        fulfilment lease and the status transitions decide). Returns how many it settled."""
+        settled = 0
+        now = self._now()
+        for booking in await self._storage.list_stuck_paid(
+            now - self._stuck_after, limit=OVERDUE_BATCH
+        ):
+            try:
+                await self._fulfil(booking)
+            except Exception:  # one booking's trouble must not stop the others
+                log.warning("reconciling %s failed", booking.reference, exc_info=True)
+                continue
+            if (await self._reload(booking)).status is not S.PAID:
+                settled += 1
+        expired = await self._storage.list_expired_between(
+            now - EXPIRED_LOOKBACK, now, limit=OVERDUE_BATCH
+        )
+        for booking in expired:
+            try:
+                if await self._settle_expired(booking):
+                    settled += 1
+            except Exception:
+                log.warning("reconciling %s failed", booking.reference, exc_info=True)
+        return settled
+
+    async def _settle_expired(self, booking: Booking) -> bool:
+        """Ask the gateway once about an expired booking's last session."""
+        session_id = booking.checkout_session_id
+        if session_id is None or await self._noted(booking.id, f"settled:{session_id}"):
+            return False
+        session = await self._current_session(booking)
+        if session is None:
+            return False
+        if session.payment_status == "paid":
+            await self._apply_payment(booking, session)
+            return (await self._reload(booking)).status is not S.EXPIRED
+        if session.status != "open":  # closed unpaid: never ask about it again
+            await self._once(f"settled:{session_id}", booking.id)
+        return False
+
+    async def _once(self, key: str, booking_id: str | None) -> bool:
+        """True for the first caller only, across workers: the ledger row is the memory."""
+        return await self._storage.record_payment_event(
+            f"{NOTICE_PREFIX}{key}", f"notice.{key.split(':', 1)[0]}", booking_id
+        )
+
+    async def _noted(self, booking_id: str, key: str) -> bool:
+        wanted = f"{NOTICE_PREFIX}{key}"
+        events = await self._storage.list_payment_events(booking_id)
+        return any(event_id == wanted for event_id, _, _ in events)
 
     async def _on_expired(self, booking: Booking, event: PaymentEvent) -> None:
         session = event.session
@@ -709,12 +1010,17 @@ class BookingService:
         if session is None or session.id != booking.checkout_session_id:
             return
         current = await self._reload(booking)
-        if current.status in (S.AWAITING_PAYMENT, S.EXPIRED):
+        if current.status in (S.AWAITING_PAYMENT, S.EXPIRED) and await self._once(
+            f"payment-failed:{event.id}", booking.id
+        ):
             await self._tell(current.user_id, texts.payment_failed(current))
 
     async def _on_charge_refunded(self, booking: Booking, event: PaymentEvent) -> None:
         if event.data.get("refunded") is not True:
             return  # partial: the booking stands
+        current = await self._reload(booking)
+        if event.payment_intent and current.payment_intent_id not in (None, event.payment_intent):
+            return  # another payment of the booking (a duplicate, another amount) went back
         for expected in (S.CANCELLED, S.FAILED):
             if await self._storage.transition(booking.id, expected, S.REFUNDED):
                 log.info("booking %s refunded (from %s)", booking.reference, expected)
@@ -997,11 +1303,13 @@ class BookingService:
         except ProviderError as error:
             log.info("booking %s: hold not released: %s", booking.reference, error)
 
-    async def _pay_order(self, booking: Booking) -> Ticket:
+    async def _pay_order(
+        self, booking: Booking, *, max_total: Money, journal: OrderJournal
+    ) -> Ticket:
         """Pay the provider's order now that the money is taken (or buy it at once when the
         fare could not be held). A hold that can no longer be paid at the price is released."""
         try:
-            return await self._provider.ticket(booking)
+            return await self._provider.ticket(booking, max_total=max_total, journal=journal)
         except (FareChangedError, FareUnavailableError):
             await self._release_order(booking)
             raise

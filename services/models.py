@@ -537,3 +537,16 @@ class Broadcast(BaseModel):
     total: int  # recipients, duplicates counted once
     created_at: AwareDatetime
     updated_at: AwareDatetime
+
+
+class Fulfilment(BaseModel):
+    """What ticketing a paid booking has got to, kept so a retry never buys twice.
+
+    ``provider_order``: what an attempt placed with the provider (opaque to us; the adapter
+    reads it back), in doubt until ``provider_booking_id`` says the ticket was issued."""
+
+    model_config = ConfigDict(frozen=True)
+
+    booking_id: str
+    provider_order: str | None = None
+    provider_booking_id: str | None = None

@@ -375,8 +375,9 @@ def alert_manual_ticketing(booking: Booking, provider_booking_id: str) -> str:
 def alert_ticketing_unavailable(booking: Booking, error: str) -> str:
     return (
         f"⚠️ Booking {esc(booking.reference)} is paid ({booking.amount.format()}) but the "
-        f"provider did not answer while ticketing: {esc(error)}. It stays 'paid'; check with "
-        "the provider before refunding (the ticket may exist)."
+        f"provider did not answer while ticketing: {esc(error)}. It stays 'paid' and ticketing "
+        "is tried again every few minutes; check with the provider before refunding (the "
+        "ticket may exist)."
     )
 
 
@@ -384,13 +385,6 @@ def alert_refund_failed(booking: Booking, error: str) -> str:
     return (
         f"🚨 Refund for booking {esc(booking.reference)} ({booking.amount.format()}) failed: "
         f"{esc(error)}. Status {booking.status.value}; refund it by hand or retry /refund."
-    )
-
-
-def alert_amount_mismatch(booking: Booking, paid: Money) -> str:
-    return (
-        f"🚨 Booking {esc(booking.reference)} expects {booking.amount.format()} but Stripe "
-        f"reports {paid.format()} paid. Not ticketed; check it."
     )
 
 
@@ -593,4 +587,105 @@ def alert_order_cancelled_at_provider(booking: Booking) -> str:
         f"⚠️ The provider reports the order of confirmed booking {esc(booking.reference)} "
         f"(order {esc(booking.provider_order_id or '—')}) cancelled, not by us. Check it with "
         f"the provider; /refund {esc(booking.reference)} if the traveller is owed the fare."
+    )
+
+
+# payment reconciliation (issue 12: money is never lost or given away) ------------------------
+def other_amount_refunded(booking: Booking, paid: Money) -> Message:
+    return Message(
+        text=(
+            f"↩️ The payment of <b>{paid.format()}</b> for booking "
+            f"<b>{esc(booking.reference)}</b> ({route(booking)}) did not match the fare of "
+            f"<b>{booking.amount.format()}</b>, so nothing was booked and it has been refunded "
+            "in full; banks usually show it within 5–10 days.\nTap below for a new payment "
+            "link at the fare's price."
+        ),
+        buttons=((_renew_button(booking),),),
+    )
+
+
+def other_amount_refund_pending(booking: Booking, paid: Money) -> Message:
+    return Message(
+        text=(
+            f"↩️ The payment of <b>{paid.format()}</b> for booking "
+            f"<b>{esc(booking.reference)}</b> did not match the fare of "
+            f"<b>{booking.amount.format()}</b>, so nothing was booked. It will be refunded in "
+            "full: our team has been alerted and will confirm it here."
+        ),
+        buttons=((_open_button(booking),),),
+    )
+
+
+def fare_rose_refunded(booking: Booking, refunded: Money) -> Message:
+    return Message(
+        text=(
+            f"😞 Sorry: the airline raised the fare for booking <b>{esc(booking.reference)}</b> "
+            f"({route(booking)}, {day(booking.itinerary.departure)}) before the ticket could be "
+            f"issued, so nothing was booked.\nYour payment of <b>{refunded.format()}</b> has "
+            "been refunded in full; banks usually show it within 5–10 days.\n/start to search "
+            "again."
+        ),
+        buttons=((_open_button(booking),),),
+    )
+
+
+def fare_rose_refund_pending(booking: Booking) -> Message:
+    return Message(
+        text=(
+            f"😞 Sorry: the airline raised the fare for booking <b>{esc(booking.reference)}</b> "
+            "before the ticket could be issued, so nothing was booked. Your payment of "
+            f"<b>{booking.amount.format()}</b> will be refunded in full: our team has been "
+            "alerted and will confirm it here."
+        ),
+        buttons=((_open_button(booking),),),
+    )
+
+
+def alert_other_amount(booking: Booking, paid: Money, session_id: str, refunded: bool) -> str:
+    outcome = "refunded in full" if refunded else "NOT refunded yet (retrying): check Stripe"
+    return (
+        f"🚨 Booking {esc(booking.reference)} costs {booking.amount.format()} but its "
+        f"Checkout Session {esc(session_id)} was paid {paid.format()}: not ticketed, "
+        f"{outcome}."
+    )
+
+
+def alert_session_mismatch(booking: Booking, session_id: str, payment_intent: str | None) -> str:
+    return (
+        f"🚨 A Stripe event names booking {esc(booking.reference)} in its metadata, but its "
+        f"Checkout Session {esc(session_id)} (payment {esc(payment_intent or 'none')}) was "
+        "never that booking's. Refused: nothing changed. Check it in Stripe."
+    )
+
+
+def alert_fare_rose(booking: Booking, total: Money, *, refunded: bool | None) -> str:
+    if refunded is None:  # the admin decides
+        outcome = (
+            "Nothing was bought; it stays 'paid'. Buy it at the provider and /ticketed "
+            f"{esc(booking.reference)}, or /refund {esc(booking.reference)}."
+        )
+    elif refunded:
+        outcome = "Nothing was bought; the traveller was refunded in full."
+    else:
+        outcome = "Nothing was bought; the refund FAILED: refund it by hand."
+    return (
+        f"⚠️ Booking {esc(booking.reference)}: the fare rose from {booking.amount.format()} to "
+        f"{total.format()} at ticketing ({esc(booking.itinerary.provider)}). {outcome}"
+    )
+
+
+def alert_bought_above_payment(booking: Booking, total: Money) -> str:
+    return (
+        f"⚠️ Booking {esc(booking.reference)} was ticketed for {total.format()} by "
+        f"{esc(booking.itinerary.provider)}, above the {booking.amount.format()} paid."
+    )
+
+
+def alert_ticketing_in_doubt(booking: Booking, provider_booking_id: str) -> str:
+    return (
+        f"⚠️ Booking {esc(booking.reference)} is paid ({booking.amount.format()}); an earlier "
+        f"ticketing attempt stopped after placing {esc(booking.itinerary.provider)} booking "
+        f"{esc(provider_booking_id)}, which may or may not be paid. Nothing was bought again. "
+        f"Check it with the provider, then /ticketed {esc(booking.reference)} or /refund "
+        f"{esc(booking.reference)}."
     )

@@ -23,6 +23,7 @@ from services.storage.supabase import SupabaseStorage
 from tests.support.supabase_stack import TABLES, SupabaseStack
 from tests.test_storage_contract import new_booking, traveller
 
+_NO_BOOKING = "00000000-0000-4000-8000-000000000000"
 # A row each table would accept (so a refusal is about permission, not shape).
 ROWS: dict[str, dict[str, Any]] = {
     "profiles": {"id": 2},
@@ -32,6 +33,8 @@ ROWS: dict[str, dict[str, Any]] = {
     "admin_audit": {"admin_id": 2, "action": "x"},
     "broadcasts": {"admin_id": 2, "text": "x"},
     "broadcast_deliveries": {"broadcast_id": 1, "user_id": 2},
+    "checkout_sessions": {"session_id": "cs_2", "booking_id": _NO_BOOKING},
+    "fulfilments": {"booking_id": _NO_BOOKING, "lease_owner": "x"},
 }
 FUNCTIONS: dict[str, dict[str, Any]] = {
     "find_profile_by_username": {"p_username": "ana_s"},
@@ -59,6 +62,12 @@ FUNCTIONS: dict[str, dict[str, Any]] = {
         "p_limit": 1,
     },
     "erase_held_bookings": {"p_now": "2000-01-01T00:00:00Z", "p_erased": {}},
+    "claim_fulfilment": {
+        "p_booking_id": _NO_BOOKING,
+        "p_owner": "x",
+        "p_now": "2000-01-01T00:00:00Z",
+        "p_until": "2000-01-01T00:00:00Z",
+    },
 }
 
 
@@ -73,6 +82,11 @@ async def seeded(supabase_stack: SupabaseStack) -> AsyncIterator[SupabaseStack]:
         booking = await store.create_booking(new_booking(user_id=1))
         await store.transition(booking.id, BookingStatus.DRAFT, BookingStatus.AWAITING_PAYMENT)
         await store.record_payment_event("evt_1", "checkout.session.completed", booking.id)
+        await store.attach_checkout(
+            booking.id, checkout_session_id="cs_1", payment_deadline=booking.created_at
+        )
+        now = booking.created_at
+        assert await store.claim_fulfilment(booking.id, "seed", now=now, until=now) is not None
         search = SearchLogEntry(
             user_id=1, origin="LIS", destination="BCN", departure=booking.departure_date
         )

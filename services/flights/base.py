@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -48,6 +50,14 @@ class FareChangedError(ProviderError):
         self.price = price  # None: the provider did not say the new price
 
 
+class FareIncreasedError(TicketingError):
+    """The provider's final total is above ``max_total``: raised before anything is bought."""
+
+    def __init__(self, total: Money) -> None:
+        super().__init__(f"the fare rose to {total.format()} at ticketing")
+        self.total = total
+
+
 class Recheck(BaseModel):
     """The live state of an offer just before payment."""
 
@@ -66,6 +76,7 @@ class Ticket(BaseModel):
     needs_manual_action: bool = False  # e.g. Kiwi account without booking access: admin alert
     airline_reference: str | None = None  # the airline's PNR, shown to the traveller
     ticket_numbers: tuple[str, ...] = ()
+    total: Money | None = None  # what the provider charged for it, when it says
 
 
 class HeldOrder(BaseModel):
@@ -116,6 +127,18 @@ class ProviderEvent(BaseModel):
     summary: str = ""  # plain text for the traveller: what changed (no personal data)
 
 
+@dataclass(frozen=True, slots=True)
+class OrderJournal:
+    """Where ticketing notes what it placed with the provider before the step that spends
+    money, so that an attempt after a crash knows an earlier one may have bought.
+
+    ``previous`` is what an earlier attempt for the same booking recorded (None: no earlier
+    attempt got that far); ``record`` stores a note durably before it returns."""
+
+    previous: str | None
+    record: Callable[[str], Awaitable[None]]
+
+
 class FlightProvider(ABC):
     """Finds, re-prices and tickets itineraries.
 
@@ -137,9 +160,23 @@ class FlightProvider(ABC):
     async def recheck(self, itinerary: Itinerary, passengers: Passengers) -> Recheck: ...
 
     @abstractmethod
-    async def ticket(self, booking: Booking) -> Ticket:
-        """Issue the tickets after the money is taken: pay the held order
-        (``booking.provider_order_id``) or, without one, create and pay an order at once."""
+    async def ticket(
+        self,
+        booking: Booking,
+        *,
+        max_total: Money | None = None,
+        journal: OrderJournal | None = None,
+    ) -> Ticket:
+        """Issue the ticket for a paid booking: pay the held order
+        (``booking.provider_order_id``) or, without one, create and pay an order at once. May be called again for the same booking after
+        a crash or an error at any point, and must never buy twice: an adapter either uses the
+        provider's own idempotency (an order id made earlier, an idempotency key) or writes
+        what it placed to ``journal`` before paying and, seeing ``journal.previous``, finishes
+        or hands that order to a person (``needs_manual_action``) instead of buying again.
+
+        ``max_total``: the most the traveller's payment covers; when the provider's final total
+        is above it, raise ``FareIncreasedError`` before buying. The result carries the
+        provider's final total where it gives one."""
 
     async def hold(self, booking: Booking) -> HeldOrder | None:
         """Create the order before the traveller is charged. None: this provider or offer

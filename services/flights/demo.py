@@ -33,9 +33,11 @@ from services.flights.airlines import (
 from services.flights.base import (
     CancellationQuote,
     FareChangedError,
+    FareIncreasedError,
     FareUnavailableError,
     FlightProvider,
     HeldOrder,
+    OrderJournal,
     ProviderError,
     Recheck,
     Ticket,
@@ -124,8 +126,10 @@ class DemoProvider(FlightProvider):
     """Deterministic demo fares. Every itinerary has ``provider="demo"`` and says so.
 
     Test switches, fixed at construction: ``price_changes`` maps an itinerary id to the price a
-    recheck reports, ``sold_out`` lists itinerary ids a recheck reports as gone. ``latency``
-    makes each search take that long, like a network call would.
+    recheck reports, ``sold_out`` lists itinerary ids a recheck reports as gone,
+    ``ticketing_prices`` maps an itinerary id to the final total ticketing finds (a fare that
+    rose after payment). ``latency`` makes each search take that long, like a network call
+    would.
     """
 
     name = DEMO
@@ -139,8 +143,11 @@ class DemoProvider(FlightProvider):
         price_changes: Mapping[str, Money] | None = None,
         sold_out: Iterable[str] = (),
         latency: float = 0.0,
+        ticketing_prices: Mapping[str, Money] | None = None,
     ) -> None:
         self._places = places
+        self._ticketing_prices = dict(ticketing_prices or {})
+        self.tickets_issued = 0  # ticket() calls that issued a ticket (for exactly-once checks)
         self._today = today
         self._price_changes = dict(price_changes or {})
         self._sold_out = frozenset(sold_out)
@@ -171,9 +178,21 @@ class DemoProvider(FlightProvider):
             return Recheck(available=True, price=changed, booking_token=itinerary.booking_token)
         return Recheck(available=True, price=itinerary.price, booking_token=itinerary.booking_token)
 
-    async def ticket(self, booking: Booking) -> Ticket:
+    async def ticket(
+        self,
+        booking: Booking,
+        *,
+        max_total: Money | None = None,
+        journal: OrderJournal | None = None,
+    ) -> Ticket:
+        """Idempotent by construction: the ticket id is derived from the booking id, and a
+        demo ticket costs nothing, so an attempt after a crash simply issues the same one."""
         if booking.itinerary.provider != DEMO:
             raise ProviderError("this booking is not for a demo fare")
+        total = self._ticketing_prices.get(booking.itinerary.id, booking.amount)
+        if max_total is not None and total > max_total:
+            raise FareIncreasedError(total)
+        self.tickets_issued += 1
         digest = hashlib.blake2b(f"ticket|{booking.id}".encode(), digest_size=5).hexdigest()
         numbers = tuple(
             f"999{stable_seed('eticket', booking.id, index) % 10**10:010d}"
@@ -183,6 +202,7 @@ class DemoProvider(FlightProvider):
             provider_booking_id=booking.provider_order_id or f"DEMO-{digest.upper()}",
             airline_reference=_demo_pnr(booking.id),
             ticket_numbers=numbers,
+            total=total,
         )
 
     # order life cycle, like a real provider's (hold, pay, cancel), so the console shows it ---

@@ -48,9 +48,11 @@ from tenacity import (
 from services.flights.base import (
     CancellationQuote,
     FareChangedError,
+    FareIncreasedError,
     FareUnavailableError,
     FlightProvider,
     HeldOrder,
+    OrderJournal,
     ProviderError,
     ProviderEvent,
     ProviderEventKind,
@@ -341,14 +343,29 @@ class DuffelProvider(FlightProvider):
             log.info("Duffel hold %s not released: %s", booking.provider_order_id, error)
 
     # ticketing -------------------------------------------------------------------------------
-    async def ticket(self, booking: Booking) -> Ticket:
+    async def ticket(
+        self,
+        booking: Booking,
+        *,
+        max_total: Money | None = None,
+        journal: OrderJournal | None = None,
+    ) -> Ticket:
+        """Pay the held order (idempotent: an order found paid is not paid again), or buy an
+        instant order, noted in ``journal`` first: an attempt that finds that note cannot know
+        whether the order was made, and leaves the booking to a person."""
         if booking.itinerary.provider != DUFFEL:
             raise TicketingError("this booking is not for a Duffel offer")
+        ceiling = max_total or booking.amount
         if booking.provider_order_id:
-            return await self._pay_held(booking, booking.provider_order_id)
-        return await self._buy_instant(booking)
+            return await self._pay_held(booking, booking.provider_order_id, ceiling)
+        if journal is not None and journal.previous:
+            log.warning("Duffel booking %s: an earlier attempt may have ordered", booking.reference)
+            return Ticket(provider_booking_id="", needs_manual_action=True)
+        if journal is not None:
+            await journal.record(f"instant:{booking.reference}")
+        return await self._buy_instant(booking, ceiling)
 
-    async def _pay_held(self, booking: Booking, order_id: str) -> Ticket:
+    async def _pay_held(self, booking: Booking, order_id: str, ceiling: Money) -> Ticket:
         try:
             order = await self._read("GET", f"/air/orders/{order_id}")
         except DuffelError as error:
@@ -362,10 +379,12 @@ class DuffelProvider(FlightProvider):
         if until is not None and until <= self._now():
             raise FareUnavailableError("the airline's hold on the seats ran out")
         price = _money(order, "total_amount", "total_currency")
-        if price != booking.amount:
+        if price.currency != ceiling.currency:
             raise FareChangedError(
-                f"the airline now asks {price.format()} for the held order", price=price
+                f"the airline now asks {price.format()} for the held order", price=None
             )
+        if price > ceiling:
+            raise FareIncreasedError(price)
         body = {
             "data": {
                 "order_id": order_id,
@@ -393,9 +412,11 @@ class DuffelProvider(FlightProvider):
             return Ticket(provider_booking_id=order_id)
         return _ticket_of(paid)
 
-    async def _buy_instant(self, booking: Booking) -> Ticket:
+    async def _buy_instant(self, booking: Booking, ceiling: Money) -> Ticket:
         offer = await self._bookable_offer(booking)
         price = _money(offer, "total_amount", "total_currency")
+        if price.currency == ceiling.currency and price > ceiling:
+            raise FareIncreasedError(price)
         body = {
             "data": {
                 "type": "instant",
@@ -827,10 +848,15 @@ def _ticket_of(order: Mapping[str, Any]) -> Ticket:
         and doc.get("type") == "electronic_ticket"
         and doc.get("unique_identifier")
     )
+    try:
+        total: Money | None = _money(order, "total_amount", "total_currency")
+    except _MalformedError:  # the ticket stands; only the figure for the admins is missing
+        total = None
     return Ticket(
         provider_booking_id=str(order.get("id") or ""),
         airline_reference=_text(order.get("booking_reference")),
         ticket_numbers=numbers,
+        total=total,
     )
 
 

@@ -34,9 +34,11 @@ from tenacity import (
 
 from services.flights.base import (
     FareChangedError,
+    FareIncreasedError,
     FareUnavailableError,
     FlightProvider,
     HeldOrder,
+    OrderJournal,
     ProviderError,
     ProviderEvent,
     ProviderEventKind,
@@ -441,12 +443,37 @@ class KiwiProvider(FlightProvider):
             raise FareUnavailableError("Kiwi no longer holds the saved booking")
         return None
 
-    async def ticket(self, booking: Booking) -> Ticket:
+    async def ticket(
+        self,
+        booking: Booking,
+        *,
+        max_total: Money | None = None,
+        journal: OrderJournal | None = None,
+    ) -> Ticket:
+        """confirm_payment of the booking saved at Pay (``hold``), which pays Kiwi from our
+        deposit; without one, check_flights (the final total, compared with ``max_total``
+        before anything is bought) and save_booking first.
+
+        Tequila has no idempotency key and no lookup we can rely on, so the saved booking is
+        written to ``journal`` before confirm_payment: an attempt that finds one there cannot
+        know whether that payment went through, and leaves the booking to a person instead of
+        buying a second ticket. An attempt that died before confirm_payment left only an
+        unpaid Kiwi booking, which Kiwi releases by itself."""
         itinerary = booking.itinerary
         if itinerary.provider != KIWI or not itinerary.booking_token:
             raise TicketingError("this booking is not for a Kiwi fare")
+        if journal is not None and journal.previous:
+            earlier = journal.previous.split(":", 1)[0]
+            log.warning("Kiwi booking %s: an earlier attempt may have paid it", earlier)
+            return Ticket(provider_booking_id=earlier, needs_manual_action=True)
         if booking.provider_order_id and booking.provider_order_token:
-            return await self._confirm(booking.provider_order_id, booking.provider_order_token)
+            # Saved at Pay, at the booking's amount (hold checked the price then).
+            return await self._confirm(
+                booking.provider_order_id,
+                booking.provider_order_token,
+                journal=journal,
+                total=booking.amount,
+            )
         passengers = _passengers_of(booking.travellers)
         try:
             checked = await self._check_flights(itinerary, passengers)
@@ -456,6 +483,12 @@ class KiwiProvider(FlightProvider):
             raise TicketingError(f"the price check before ticketing failed: {exc}") from exc
         if checked.get("flights_invalid"):
             raise TicketingError("the flights are no longer available")
+        try:
+            total = _checked_price(checked, itinerary.price)
+        except ProviderError as exc:
+            raise TicketingError(str(exc)) from exc
+        if max_total is not None and total.currency == max_total.currency and total > max_total:
+            raise FareIncreasedError(total)
         status, saved = await self._save(booking, checked)
         if status in (401, 403):
             log.warning("Kiwi save_booking not allowed for this account (HTTP %d)", status)
@@ -466,7 +499,9 @@ class KiwiProvider(FlightProvider):
         transaction_id = saved.get("transaction_id")
         if booking_id in (None, "") or not transaction_id:
             raise TicketingError("Kiwi saved the booking without a booking id")
-        return await self._confirm(str(booking_id), str(transaction_id))
+        return await self._confirm(
+            str(booking_id), str(transaction_id), journal=journal, total=total
+        )
 
     async def _save(self, booking: Booking, checked: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         body: dict[str, Any] = {
@@ -490,11 +525,20 @@ class KiwiProvider(FlightProvider):
                 "Kiwi did not answer the booking request: try again in a minute."
             ) from exc
 
-    async def _confirm(self, booking_id: str, transaction_id: str) -> Ticket:
+    async def _confirm(
+        self,
+        booking_id: str,
+        transaction_id: str,
+        *,
+        journal: OrderJournal | None,
+        total: Money | None,
+    ) -> Ticket:
         # From here on an unanswered or failed request may still have paid Kiwi from our
         # deposit and issued the tickets: refunding the traveller then would lose the fare, so
         # a person checks the booking instead. Only a clear refusal means nothing was paid.
-        unknown = Ticket(provider_booking_id=booking_id, needs_manual_action=True)
+        if journal is not None:
+            await journal.record(f"{booking_id}:{transaction_id}")
+        unknown = Ticket(provider_booking_id=booking_id, needs_manual_action=True, total=total)
         number: int | str = int(booking_id) if booking_id.isdigit() else booking_id
         try:
             status, confirmed = await self._post(
@@ -511,7 +555,7 @@ class KiwiProvider(FlightProvider):
             raise TicketingError(
                 f"Kiwi did not confirm the payment (HTTP {status}): {_message(confirmed)}"
             )
-        return Ticket(provider_booking_id=booking_id)
+        return Ticket(provider_booking_id=booking_id, total=total)
 
     # HTTP ------------------------------------------------------------------------------------
     async def _get(

@@ -18,6 +18,7 @@ from services.models import (
     Broadcast,
     BroadcastStatus,
     DeliveryStatus,
+    Fulfilment,
     IllegalTransitionError,
     NewBooking,
     Profile,
@@ -262,6 +263,61 @@ class Storage(ABC):
     @abstractmethod
     async def list_payment_events(self, booking_id: str) -> list[tuple[str, str, datetime]]:
         """(event id, type, received at) for one booking, oldest first."""
+
+    # Applying a gateway event: ``receive_payment_event`` before its effects run,
+    # ``mark_payment_event_applied`` once they are all done. A delivery whose effects failed
+    # half-way (storage error, worker killed) is therefore applied again by Stripe's retry;
+    # each effect is a conditional step, so running them twice changes nothing twice.
+    @abstractmethod
+    async def receive_payment_event(
+        self, event_id: str, event_type: str, booking_id: str | None = None
+    ) -> bool:
+        """Note an event as received (once per id). True unless it was already applied."""
+
+    @abstractmethod
+    async def mark_payment_event_applied(self, event_id: str) -> None:
+        """The event's effects are done: later deliveries are answered "already handled"."""
+
+    @abstractmethod
+    async def list_checkout_sessions(self, booking_id: str) -> list[str]:
+        """Every Checkout Session id ``attach_checkout`` ever gave the booking, oldest first
+        (a renewal replaces ``checkout_session_id``; the earlier ones stay here)."""
+
+    # fulfilment: ticketing a paid booking ----------------------------------------------------
+    @abstractmethod
+    async def claim_fulfilment(
+        self, booking_id: str, owner: str, *, now: datetime, until: datetime
+    ) -> Fulfilment | None:
+        """Take or renew the right to ticket the booking until ``until``: the booking's journal
+        when ``owner`` holds it now (it was free, already ``owner``'s, or ran out before
+        ``now``), else None. One conditional statement, so two claimers never both win."""
+
+    @abstractmethod
+    async def release_fulfilment(self, booking_id: str, owner: str) -> None:
+        """Give the right up (only if ``owner`` holds it)."""
+
+    @abstractmethod
+    async def note_fulfilment(
+        self,
+        booking_id: str,
+        *,
+        provider_order: str | None = None,
+        provider_booking_id: str | None = None,
+    ) -> None:
+        """Write the journal: the order an attempt placed, or the provider's booking once the
+        ticket is issued. A value left None keeps what is there."""
+
+    @abstractmethod
+    async def list_stuck_paid(self, updated_before: datetime, *, limit: int = 100) -> list[Booking]:
+        """Paid bookings whose status has not moved since before ``updated_before``, oldest
+        first: what reconciliation tickets (or refunds) when their worker is gone."""
+
+    @abstractmethod
+    async def list_expired_between(
+        self, since: datetime, until: datetime, *, limit: int = 100
+    ) -> list[Booking]:
+        """Expired bookings with a session whose payment deadline lies in [since, until):
+        reconciliation asks the gateway whether such a session was paid after all."""
 
     # search log, audit, statistics -----------------------------------------------------------
     @abstractmethod

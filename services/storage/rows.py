@@ -22,6 +22,7 @@ from services.models import (
     BookingStatus,
     Broadcast,
     DeliveryStatus,
+    Fulfilment,
     NewBooking,
     Profile,
     RouteCount,
@@ -210,6 +211,14 @@ def broadcast_from_row(row: Mapping[str, Any]) -> Broadcast:
     return Broadcast.model_validate(
         {key: row[key] for key in ("id", "admin_id", "text", "status", "total")}
         | {"created_at": row["created_at"], "updated_at": row["updated_at"]}
+    )
+
+
+def fulfilment_from_row(row: Mapping[str, Any]) -> Fulfilment:
+    return Fulfilment(
+        booking_id=str(row["booking_id"]),
+        provider_order=row["provider_order"],
+        provider_booking_id=row["provider_booking_id"],
     )
 
 

@@ -28,6 +28,7 @@ from services.models import (
     Broadcast,
     BroadcastStatus,
     DeliveryStatus,
+    Fulfilment,
     NewBooking,
     Profile,
     SearchLogEntry,
@@ -207,6 +208,41 @@ SCHEMA_STEPS: tuple[tuple[str, ...], ...] = (
         """
         CREATE UNIQUE INDEX bookings_provider_order_idx ON bookings (provider_order_id)
             WHERE provider_order_id IS NOT NULL
+        """,
+    ),
+    # supabase/migrations/20261202000100_payment_ledger.sql: events are applied only once their
+    # effects are done; every session a booking had; who tickets a paid booking, and its journal.
+    (
+        "ALTER TABLE payment_events ADD COLUMN applied_at TEXT",
+        "UPDATE payment_events SET applied_at = received_at",
+        """
+        CREATE TABLE checkout_sessions (
+            session_id TEXT PRIMARY KEY,
+            booking_id TEXT NOT NULL REFERENCES bookings (id) ON DELETE CASCADE,
+            created_at TEXT NOT NULL
+        ) STRICT
+        """,
+        "CREATE INDEX checkout_sessions_booking_idx ON checkout_sessions (booking_id)",
+        """
+        INSERT INTO checkout_sessions (session_id, booking_id, created_at)
+            SELECT checkout_session_id, id, updated_at FROM bookings
+            WHERE checkout_session_id IS NOT NULL
+        """,
+        """
+        CREATE TABLE fulfilments (
+            booking_id TEXT PRIMARY KEY REFERENCES bookings (id) ON DELETE CASCADE,
+            lease_owner TEXT,
+            lease_until TEXT,
+            provider_order TEXT,
+            provider_booking_id TEXT,
+            updated_at TEXT NOT NULL
+        ) STRICT
+        """,
+        # Paid bookings may be waiting for a person: reconciliation must not ticket them again.
+        """
+        INSERT INTO fulfilments (booking_id, lease_owner, lease_until, updated_at)
+            SELECT id, 'before-reconciliation', '9999-12-31T00:00:00.000000+00:00', updated_at
+            FROM bookings WHERE status = 'paid'
         """,
     ),
 )
@@ -522,11 +558,22 @@ class SQLiteStorage(Storage):
         if canonical is None:
             raise BookingNotFoundError(booking_id)
         try:
-            row = await self._one(
-                "UPDATE bookings SET checkout_session_id = ?, payment_deadline = ?, "
-                "updated_at = ? WHERE id = ? RETURNING *",
-                (checkout_session_id, _ts(payment_deadline), _now(), canonical),
-            )
+            async with self._transaction() as db:
+                found = list(
+                    await db.execute_fetchall(
+                        "UPDATE bookings SET checkout_session_id = ?, payment_deadline = ?, "
+                        "updated_at = ? WHERE id = ? RETURNING *",
+                        (checkout_session_id, _ts(payment_deadline), _now(), canonical),
+                    )
+                )
+                row = dict(found[0]) if found else None
+                if row is not None:
+                    # Every session the booking ever had: see list_checkout_sessions.
+                    await db.execute(
+                        "INSERT INTO checkout_sessions (session_id, booking_id, created_at) "
+                        "VALUES (?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
+                        (checkout_session_id, canonical, _now()),
+                    )
         except ValueError as exc:
             raise ValueError("that checkout session belongs to another booking") from exc
         if row is None:
@@ -684,12 +731,110 @@ class SQLiteStorage(Storage):
         self, event_id: str, event_type: str, booking_id: str | None = None
     ) -> bool:
         canonical = rows.event_booking_id(booking_id)
+        now = _now()
         changed = await self._changes(
+            "INSERT INTO payment_events (event_id, type, booking_id, received_at, applied_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+            (event_id, event_type, canonical, now, now),
+        )
+        return changed == 1
+
+    async def receive_payment_event(
+        self, event_id: str, event_type: str, booking_id: str | None = None
+    ) -> bool:
+        canonical = rows.event_booking_id(booking_id)
+        await self._changes(
             "INSERT INTO payment_events (event_id, type, booking_id, received_at) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
             (event_id, event_type, canonical, _now()),
         )
-        return changed == 1
+        row = await self._one(
+            "SELECT applied_at FROM payment_events WHERE event_id = ?", (event_id,)
+        )
+        return row is None or row["applied_at"] is None
+
+    async def mark_payment_event_applied(self, event_id: str) -> None:
+        await self._changes(
+            "UPDATE payment_events SET applied_at = ? WHERE event_id = ? AND applied_at IS NULL",
+            (_now(), event_id),
+        )
+
+    async def list_checkout_sessions(self, booking_id: str) -> list[str]:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            return []
+        found = await self._all(
+            "SELECT session_id FROM checkout_sessions WHERE booking_id = ? "
+            "ORDER BY created_at, rowid",
+            (canonical,),
+        )
+        return [str(row["session_id"]) for row in found]
+
+    # fulfilment ------------------------------------------------------------------------------
+    async def claim_fulfilment(
+        self, booking_id: str, owner: str, *, now: datetime, until: datetime
+    ) -> Fulfilment | None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        row = await self._one(
+            "INSERT INTO fulfilments AS f (booking_id, lease_owner, lease_until, updated_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (booking_id) DO UPDATE "
+            "SET lease_owner = excluded.lease_owner, lease_until = excluded.lease_until, "
+            "updated_at = excluded.updated_at "
+            "WHERE f.lease_owner IS NULL OR f.lease_owner = ? OR f.lease_until < ? "
+            "RETURNING booking_id, provider_order, provider_booking_id",
+            (canonical, owner, _ts(until), _now(), owner, _ts(now)),
+        )
+        return rows.fulfilment_from_row(row) if row else None
+
+    async def release_fulfilment(self, booking_id: str, owner: str) -> None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            return
+        await self._changes(
+            "UPDATE fulfilments SET lease_owner = NULL, lease_until = NULL, updated_at = ? "
+            "WHERE booking_id = ? AND lease_owner = ?",
+            (_now(), canonical, owner),
+        )
+
+    async def note_fulfilment(
+        self,
+        booking_id: str,
+        *,
+        provider_order: str | None = None,
+        provider_booking_id: str | None = None,
+    ) -> None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        await self._changes(
+            "INSERT INTO fulfilments (booking_id, provider_order, provider_booking_id, "
+            "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (booking_id) DO UPDATE SET "
+            "provider_order = coalesce(excluded.provider_order, provider_order), "
+            "provider_booking_id = coalesce(excluded.provider_booking_id, provider_booking_id), "
+            "updated_at = excluded.updated_at",
+            (canonical, provider_order, provider_booking_id, _now()),
+        )
+
+    async def list_stuck_paid(self, updated_before: datetime, *, limit: int = 100) -> list[Booking]:
+        found = await self._all(
+            "SELECT * FROM bookings WHERE status = ? AND updated_at < ? "
+            "ORDER BY updated_at, rowid LIMIT ?",
+            (BookingStatus.PAID.value, _ts(updated_before), limit),
+        )
+        return [rows.booking_from_row(row) for row in found]
+
+    async def list_expired_between(
+        self, since: datetime, until: datetime, *, limit: int = 100
+    ) -> list[Booking]:
+        found = await self._all(
+            "SELECT * FROM bookings WHERE status = ? AND checkout_session_id IS NOT NULL "
+            "AND payment_deadline >= ? AND payment_deadline < ? "
+            "ORDER BY payment_deadline, rowid LIMIT ?",
+            (BookingStatus.EXPIRED.value, _ts(since), _ts(until), limit),
+        )
+        return [rows.booking_from_row(row) for row in found]
 
     async def list_payment_events(self, booking_id: str) -> list[tuple[str, str, datetime]]:
         canonical = rows.normalise_booking_id(booking_id)

@@ -25,6 +25,7 @@ from services.models import (
     Broadcast,
     BroadcastStatus,
     DeliveryStatus,
+    Fulfilment,
     NewBooking,
     Profile,
     SearchLogEntry,
@@ -329,6 +330,16 @@ class SupabaseStorage(Storage):
             raise ValueError("that checkout session belongs to another booking") from exc
         if row is None:
             raise BookingNotFoundError(booking_id)
+        # Every session the booking ever had (list_checkout_sessions); after the booking's own
+        # update, so a session refused there is never recorded as this booking's.
+        await self._execute(
+            self._table("checkout_sessions").upsert(
+                {"session_id": checkout_session_id, "booking_id": canonical},
+                on_conflict="session_id",
+                ignore_duplicates=True,
+                returning="minimal",
+            )
+        )
         return rows.booking_from_row(row)
 
     async def attach_provider_order(
@@ -496,6 +507,128 @@ class SupabaseStorage(Storage):
             )
         )
         return [rows.payment_event_from_row(row) for row in found]
+
+    async def receive_payment_event(
+        self, event_id: str, event_type: str, booking_id: str | None = None
+    ) -> bool:
+        await self._execute(
+            self._table("payment_events").upsert(
+                {
+                    "event_id": event_id,
+                    "type": event_type,
+                    "booking_id": rows.event_booking_id(booking_id),
+                    "applied_at": None,
+                },
+                on_conflict="event_id",
+                ignore_duplicates=True,
+                returning="minimal",
+            )
+        )
+        row = await self._first(
+            self._table("payment_events").select("applied_at").eq("event_id", event_id).limit(1)
+        )
+        return row is None or row.get("applied_at") is None
+
+    async def mark_payment_event_applied(self, event_id: str) -> None:
+        await self._execute(
+            self._table("payment_events")
+            .update({"applied_at": _iso(utcnow())}, returning="minimal")
+            .eq("event_id", event_id)
+            .is_("applied_at", "null")
+        )
+
+    async def list_checkout_sessions(self, booking_id: str) -> list[str]:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            return []
+        found = await self._rows(
+            self._table("checkout_sessions")
+            .select("session_id")
+            .eq("booking_id", canonical)
+            .order("created_at")
+            .order("session_id")
+        )
+        return [str(row["session_id"]) for row in found]
+
+    # fulfilment ------------------------------------------------------------------------------
+    async def claim_fulfilment(
+        self, booking_id: str, owner: str, *, now: datetime, until: datetime
+    ) -> Fulfilment | None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        try:
+            row = await self._first(
+                self._rpc(
+                    "claim_fulfilment",
+                    {
+                        "p_booking_id": canonical,
+                        "p_owner": owner,
+                        "p_now": rows.aware(now).isoformat(),
+                        "p_until": rows.aware(until).isoformat(),
+                    },
+                )
+            )
+        except ValueError as exc:  # the foreign key: no such booking
+            raise BookingNotFoundError(booking_id) from exc
+        return rows.fulfilment_from_row(row) if row else None
+
+    async def release_fulfilment(self, booking_id: str, owner: str) -> None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            return
+        await self._execute(
+            self._table("fulfilments")
+            .update({"lease_owner": None, "lease_until": None}, returning="minimal")
+            .eq("booking_id", canonical)
+            .eq("lease_owner", owner)
+        )
+
+    async def note_fulfilment(
+        self,
+        booking_id: str,
+        *,
+        provider_order: str | None = None,
+        provider_booking_id: str | None = None,
+    ) -> None:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        values: dict[str, Any] = {"booking_id": canonical}
+        if provider_order is not None:
+            values["provider_order"] = provider_order
+        if provider_booking_id is not None:
+            values["provider_booking_id"] = provider_booking_id
+        # An upsert merges only the columns sent, so what is left out keeps its value.
+        await self._execute(
+            self._table("fulfilments").upsert(values, on_conflict="booking_id", returning="minimal")
+        )
+
+    async def list_stuck_paid(self, updated_before: datetime, *, limit: int = 100) -> list[Booking]:
+        found = await self._rows(
+            self._table("bookings")
+            .select("*")
+            .eq("status", BookingStatus.PAID.value)
+            .lt("updated_at", rows.aware(updated_before).isoformat())
+            .order("updated_at")
+            .limit(limit)
+        )
+        return [rows.booking_from_row(row) for row in found]
+
+    async def list_expired_between(
+        self, since: datetime, until: datetime, *, limit: int = 100
+    ) -> list[Booking]:
+        found = await self._rows(
+            self._table("bookings")
+            .select("*")
+            .eq("status", BookingStatus.EXPIRED.value)
+            .not_.is_("checkout_session_id", "null")
+            .gte("payment_deadline", rows.aware(since).isoformat())
+            .lt("payment_deadline", rows.aware(until).isoformat())
+            .order("payment_deadline")
+            .limit(limit)
+        )
+        return [rows.booking_from_row(row) for row in found]
 
     # search log, audit, statistics -----------------------------------------------------------
     async def log_search(self, entry: SearchLogEntry) -> int:

@@ -48,7 +48,10 @@ class KiwiStandIn:
     - ``confirm_outcome``: how confirm_payment answers: ``"ok"``, ``"declined"`` (HTTP 200 with
       a non-zero status: nothing was paid), ``"error"`` (HTTP 502 after the payment went
       through, as a proxy in front of Kiwi can answer) or ``"slow"`` (paid, then no answer
-      before the client gives up).
+      before the client gives up);
+    - ``price_change_factor``: how much higher the final ``total`` is in ``"price_change"``;
+    - ``hold``: paths whose requests are held (after their effect, before the answer) until
+      ``release()``; ``held`` is set when one arrives. A test kills the client meanwhile.
     """
 
     api_key: str = API_KEY
@@ -62,6 +65,10 @@ class KiwiStandIn:
     save_status: int = 200
     confirm_outcome: str = "ok"
     price_change_factor: float = 1.12
+
+    hold: set[str] = field(default_factory=set)
+    held: asyncio.Event = field(default_factory=asyncio.Event)
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
 
     requests: Counter[str] = field(default_factory=Counter)
     rejected_keys: int = 0
@@ -91,6 +98,7 @@ class KiwiStandIn:
         return self.base_url
 
     async def close(self) -> None:
+        self.release()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -117,7 +125,15 @@ class KiwiStandIn:
             body = {"message": _REASONS.get(status, "error"), "status": status}
             return web.json_response(body, status=status, headers=headers)
         response: web.StreamResponse = await handler(request)
+        if request.path in self.hold:
+            self.held.set()
+            await self._released.wait()
         return response
+
+    def release(self) -> None:
+        """Answer the held requests and hold no more."""
+        self.hold.clear()
+        self._released.set()
 
     # search ----------------------------------------------------------------------------------
     async def _search(self, request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ import json
 import re
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -244,6 +245,9 @@ class StripeStandin:
         self.refunds: dict[str, dict[str, Any]] = {}
         self.requests: list[RecordedRequest] = []
         self.events: list[dict[str, Any]] = []  # every event Stripe would have sent, in order
+        # "POST /v1/refunds": how many of the next such calls Stripe answers 500 (an outage
+        # in front of the API: nothing is done and nothing is stored under the key).
+        self.outages: Counter[str] = Counter()
         self.clock_offset = 0.0  # seconds; ``advance`` moves the stand-in's clock forward
         self._idempotency: dict[str, tuple[str, int, dict[str, Any]]] = {}
         self._in_flight: set[str] = set()
@@ -304,6 +308,7 @@ class StripeStandin:
         headers = {"Request-Id": _new_id("req"), "Stripe-Version": API_VERSION}
         try:
             self._authenticate(request)
+            self._outage(request)
             if request.method == "POST":
                 form = await request.post()
                 params = parse_form([(k, str(v)) for k, v in form.items()])
@@ -351,6 +356,14 @@ class StripeStandin:
                 executed=True,
             )
         return action(request, params)
+
+    def _outage(self, request: web.Request) -> None:
+        route = f"{request.method} {request.path}"
+        if self.outages[route] > 0:
+            self.outages[route] -= 1
+            raise StripeRequestError(
+                "An unknown error occurred", status=500, error_type="api_error"
+            )
 
     async def _idempotent(
         self, request: web.Request, params: dict[str, Any], key: str, action: _Action

@@ -61,6 +61,8 @@ TABLES = (
     "admin_audit",
     "broadcasts",
     "broadcast_deliveries",
+    "checkout_sessions",
+    "fulfilments",
 )
 
 _ROLES_LOCK_KEY = 0x5355_5042_5253  # any constant shared by every run on this cluster
