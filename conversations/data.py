@@ -56,6 +56,21 @@ class BookingDraft(_Data):
     editing: bool = False  # came from review: return there after one field
     reference: str | None = None  # set once Pay created the booking
 
+    def checked_out(self, reference: str) -> BookingDraft:
+        """The draft once Pay has created booking ``reference``: the travellers' details now live
+        (encrypted) on the booking, so the conversation keeps only who was travelling, not their
+        names, documents or contacts, which would otherwise sit in the state store until the
+        conversation expires."""
+        return self.model_copy(
+            update={
+                "reference": reference,
+                "travellers": [TravellerDraft(category=t.category) for t in self.travellers],
+                "current": 0,
+                "field": "first_name",
+                "editing": False,
+            }
+        )
+
 
 class PendingRefund(_Data):
     """A refund the admin asked for and has not confirmed yet (amount None: in full)."""

@@ -510,9 +510,7 @@ async def on_pay(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pres
     profile = await deps.storage.get_profile(event.user.id)
     earlier = profile.saved_travellers if profile else ()
     await deps.storage.save_travellers(event.user.id, merge_saved(travellers, earlier))
-    conv = conv.model_copy(
-        update={"booking": draft.model_copy(update={"reference": booking.reference})}
-    )
+    conv = conv.model_copy(update={"booking": draft.checked_out(booking.reference)})
     return _step(
         PAYMENT,
         conv,

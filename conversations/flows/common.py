@@ -184,9 +184,14 @@ async def btn_delete_yes(
     deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed
 ) -> Step:
     count = await deps.storage.delete_user_data(event.user.id)
-    return _keep(
-        conv,
-        Message(text=f"Done: your data is erased and {count} booking(s) anonymised.", edit=True),
+    # The conversation goes too: a booking in progress holds names, documents and contacts.
+    return Step(
+        state=None,
+        data=None,
+        replies=[
+            Message(text=f"Done: your data is erased and {count} booking(s) anonymised.", edit=True)
+        ],
+        forget=True,
     )
 
 
