@@ -162,6 +162,16 @@ async def run_doctor(settings: Settings) -> int:
     return 1 if failures else 0
 
 
+async def run_rekey(settings: Settings) -> None:
+    """Re-encrypt stored travellers under the first DATA_ENCRYPTION_KEYS key (key rotation)."""
+    from bot.bootstrap import open_storage
+
+    async with AsyncExitStack() as stack:
+        storage = await open_storage(settings, stack)
+        changed = await storage.reseal_travellers()
+    print(f"re-encrypted {changed} row(s) with the newest key; older keys can now be removed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="travelbot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -174,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("webhook", help="serve Telegram and Stripe webhooks on PORT")
     commands.add_parser("migrate", help="apply the schema to the configured database")
     commands.add_parser("doctor", help="show each port's adapter and check it answers")
+    commands.add_parser("newkey", help="print a new key for DATA_ENCRYPTION_KEYS")
+    commands.add_parser(
+        "rekey", help="re-encrypt stored travellers with the first DATA_ENCRYPTION_KEYS key"
+    )
     return parser
 
 
@@ -182,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     # deprecated); handlers/telegram.py accepts both.
     os.environ.setdefault("PTB_TIMEDELTA", "true")
     args = build_parser().parse_args(argv)
+    if args.command == "newkey":
+        from services.storage.sealing import new_key
+
+        print(new_key())
+        return 0
     try:
         settings = load_settings()
     except SettingsError as error:
@@ -201,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run_migrate(settings))
         elif args.command == "doctor":
             return asyncio.run(run_doctor(settings))
+        elif args.command == "rekey":
+            asyncio.run(run_rekey(settings))
     except SettingsError as error:
         print(f"travelbot: setting error: {error}", file=sys.stderr)
         return 2
