@@ -6,38 +6,26 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import signal
 import sys
 from contextlib import AsyncExitStack, suppress
 
 from bot.config import Settings, SettingsError, load_settings
+from bot.logs import protect_logging
 
 log = logging.getLogger("travelbot")
-
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
-
-
-class RedactingFilter(logging.Filter):
-    """Last line of defence: no email address reaches a log line, whatever logged it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "@" in message:
-            record.msg = _EMAIL.sub("<email>", message)
-            record.args = None
-        return True
 
 
 def setup_logging(level: str, *, quiet: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if quiet else level)
     for noisy in ("httpx", "httpcore", "aiohttp.access", "telegram.ext.Updater", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # No personal data in any record, whatever handler or format: see bot/logs.py.
+    protect_logging()
 
 
 async def _wait_for_stop() -> None:
@@ -206,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"travelbot: setting error: {error}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, quiet=args.command == "console")
+    # The console keeps its chat readable: warnings only, unless LOG_LEVEL asks for more.
+    quiet = args.command == "console" and "log_level" not in settings.model_fields_set
+    setup_logging(settings.log_level, quiet=quiet)
     try:
         if args.command == "console":
             from bot.console import run_console

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from services import redact
 from services.models import Cabin, Itinerary, Location, PassengerCategory, SearchQuery
 
 
@@ -109,4 +110,8 @@ class Conversation(_Data):
 def load_conversation(state: str | None, data: dict[str, Any]) -> Conversation:
     conversation = Conversation.model_validate(data)
     conversation._loaded_state = state
+    if conversation.booking is not None:
+        # Whatever this turn logs, it must not quote the form's answers (services/redact.py).
+        for traveller in conversation.booking.travellers:
+            redact.remember_traveller(traveller.values)
     return conversation

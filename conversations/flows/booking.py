@@ -14,7 +14,7 @@ from conversations.data import BookingDraft, Conversation, TravellerDraft
 from conversations.deps import FlowDeps
 from conversations.engine import Event, Pressed, State, Step
 from conversations.flows import search as search_flow
-from services import texts
+from services import redact, texts
 from services import travellers as fields
 from services.flights.base import ProviderError, ProviderUnavailableError
 from services.messages import Button, Message, Notice, esc
@@ -225,6 +225,8 @@ async def _store_value(deps: FlowDeps, conv: Conversation, user_id: int, value: 
     draft = conv.booking
     assert draft is not None
     traveller = draft.travellers[draft.current]
+    if draft.field in redact.PERSONAL_FIELDS:
+        redact.remember(value)
     values = {**traveller.values, draft.field: value}
     travellers = list(draft.travellers)
     travellers[draft.current] = traveller.model_copy(update={"values": values})

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter
 
 from services.models import (
     AuditEntry,
@@ -58,7 +58,7 @@ ERASED_TRAVELLER_FIELDS: Final[Mapping[str, Any]] = {
     "phone": None,
 }
 
-_TRAVELLERS = TypeAdapter(tuple[Traveller, ...])
+_TRAVELLERS = TypeAdapter(tuple[Traveller, ...], config=ConfigDict(hide_input_in_errors=True))
 _REFERENCE = re.compile(f"^[{REFERENCE_ALPHABET}]{{4,12}}$")
 _USERNAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 

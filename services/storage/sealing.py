@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from services import redact
 from services.storage.base import StorageUnavailableError
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class Sealer:
 
     def seal(self, traveller: Mapping[str, Any]) -> dict[str, Any]:
         """The stored form: clear members plus ``sealed``."""
+        redact.remember_traveller(traveller)
         secret = {name: traveller[name] for name in SEALED_FIELDS if name in traveller}
         stored = {k: v for k, v in traveller.items() if k not in SEALED_FIELDS and k != SEALED}
         plain = json.dumps(secret, separators=(",", ":"), ensure_ascii=False).encode()
@@ -99,6 +101,7 @@ class Sealer:
         token = stored.get(SEALED)
         clear = {k: v for k, v in stored.items() if k != SEALED}
         if token is None:  # stored before encryption, or erased
+            redact.remember_traveller(clear)
             return clear
         try:
             secret = json.loads(self._all.decrypt(str(token).encode()))
@@ -106,7 +109,9 @@ class Sealer:
             raise UnreadableTravellerError(
                 "a stored traveller is encrypted with a key that DATA_ENCRYPTION_KEYS lacks"
             ) from None
-        return {**clear, **secret}
+        opened = {**clear, **secret}
+        redact.remember_traveller(opened)
+        return opened
 
     def is_current(self, stored: Mapping[str, Any]) -> bool:
         """Whether ``stored`` needs no re-encryption: sealed under the first key, or erased."""
