@@ -13,13 +13,15 @@ Two layers, installed by ``protect_logging`` whatever handlers and formats are s
   traceback that needed cleaning is kept as text only (``exc_text``), so a formatter cannot
   format the exception again from the original.
 
-Exceptions nobody caught reach stderr through logging too, and so are cleaned as well.
+Exceptions nobody caught, in the main thread or another, reach stderr through logging too, and
+so are cleaned as well.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 from types import TracebackType
 from typing import Any, Final
 
@@ -60,6 +62,7 @@ def protect_logging() -> Redactor:
 
     logging.setLogRecordFactory(cleaned_record)
     sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     return redactor
 
 
@@ -89,3 +92,13 @@ def _log_uncaught(
         sys.__excepthook__(kind, error, traceback)
         return
     _log.critical("uncaught exception", exc_info=(kind, error, traceback))
+
+
+def _log_uncaught_in_thread(hook: threading.ExceptHookArgs) -> None:
+    if hook.exc_value is None:
+        return
+    _log.critical(
+        "uncaught exception in thread %s",
+        hook.thread.name if hook.thread else "?",
+        exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback),
+    )

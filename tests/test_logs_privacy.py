@@ -269,6 +269,10 @@ try:
 except ValueError:
     log.warning("bad traveller", exc_info=True)
 log.info("stack", stack_info=True)
+import threading
+thread = threading.Thread(target=lambda: {}["quiteria.v@example.org"], name="worker-thread")
+thread.start()
+thread.join()
 raise KeyError("XK7654321")
 """
 
@@ -290,5 +294,6 @@ async def test_tracebacks_and_uncaught_errors_are_cleaned_too(tmp_path: Path) ->
     assert "RuntimeError: provider refused passenger <redacted> <redacted>" in text
     assert "<email> <phone>" in text
     assert "CRITICAL travelbot: uncaught exception" in text
+    assert "uncaught exception in thread worker-thread" in text
     assert "KeyError" in text
     assert leaks(text) == []
