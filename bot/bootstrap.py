@@ -58,6 +58,7 @@ from services.payments.sandbox import SandboxGateway
 from services.payments.stripe import StripeGateway
 from services.retention import RetentionJob
 from services.storage import Storage
+from services.storage.sealing import Sealer
 from services.storage.sqlite import SQLiteStorage
 from services.storage.supabase import SupabaseStorage
 
@@ -99,6 +100,23 @@ class Runtime:
     receipts: EmailReceipts | None = None
 
 
+async def open_storage(settings: Settings, stack: AsyncExitStack) -> Storage:
+    """The storage adapter the settings choose, started; closed by ``stack``."""
+    storage: Storage
+    if settings.uses_supabase:
+        assert settings.supabase_service_role_key is not None
+        storage = await SupabaseStorage.create(
+            str(settings.supabase_url),
+            settings.supabase_service_role_key.get_secret_value(),
+            sealer=Sealer(settings.encryption_keys),
+        )
+    else:
+        storage = SQLiteStorage(settings.sqlite_path, encryption_keys=settings.encryption_keys)
+    await storage.start()
+    stack.push_async_callback(storage.close)
+    return storage
+
+
 async def open_adapters(
     settings: Settings,
     stack: AsyncExitStack,
@@ -110,16 +128,7 @@ async def open_adapters(
 
     ``provider`` replaces the configured flight provider (tests with a scripted demo fare)."""
     places = places or PlaceIndex.default()
-    storage: Storage
-    if settings.uses_supabase:
-        assert settings.supabase_service_role_key is not None
-        storage = await SupabaseStorage.create(
-            str(settings.supabase_url), settings.supabase_service_role_key.get_secret_value()
-        )
-    else:
-        storage = SQLiteStorage(settings.sqlite_path)
-    await storage.start()
-    stack.push_async_callback(storage.close)
+    storage = await open_storage(settings, stack)
 
     state: StateStore
     cache: Cache

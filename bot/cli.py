@@ -6,38 +6,26 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import signal
 import sys
 from contextlib import AsyncExitStack, suppress
 
 from bot.config import Settings, SettingsError, load_settings
+from bot.logs import protect_logging
 
 log = logging.getLogger("travelbot")
-
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
-
-
-class RedactingFilter(logging.Filter):
-    """Last line of defence: no email address reaches a log line, whatever logged it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "@" in message:
-            record.msg = _EMAIL.sub("<email>", message)
-            record.args = None
-        return True
 
 
 def setup_logging(level: str, *, quiet: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if quiet else level)
     for noisy in ("httpx", "httpcore", "aiohttp.access", "telegram.ext.Updater", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # No personal data in any record, whatever handler or format: see bot/logs.py.
+    protect_logging()
 
 
 async def _wait_for_stop() -> None:
@@ -163,6 +151,16 @@ async def run_doctor(settings: Settings) -> int:
     return 1 if failures else 0
 
 
+async def run_rekey(settings: Settings) -> None:
+    """Re-encrypt stored travellers under the first DATA_ENCRYPTION_KEYS key (key rotation)."""
+    from bot.bootstrap import open_storage
+
+    async with AsyncExitStack() as stack:
+        storage = await open_storage(settings, stack)
+        changed = await storage.reseal_travellers()
+    print(f"re-encrypted {changed} row(s) with the newest key; older keys can now be removed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="travelbot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("webhook", help="serve Telegram and Stripe webhooks on PORT")
     commands.add_parser("migrate", help="apply the schema to the configured database")
     commands.add_parser("doctor", help="show each port's adapter and check it answers")
+    commands.add_parser("newkey", help="print a new key for DATA_ENCRYPTION_KEYS")
+    commands.add_parser(
+        "rekey", help="re-encrypt stored travellers with the first DATA_ENCRYPTION_KEYS key"
+    )
     return parser
 
 
@@ -183,12 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     # deprecated); handlers/telegram.py accepts both.
     os.environ.setdefault("PTB_TIMEDELTA", "true")
     args = build_parser().parse_args(argv)
+    if args.command == "newkey":
+        from services.storage.sealing import new_key
+
+        print(new_key())
+        return 0
     try:
         settings = load_settings()
     except SettingsError as error:
         print(f"travelbot: setting error: {error}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, quiet=args.command == "console")
+    # The console keeps its chat readable: warnings only, unless LOG_LEVEL asks for more.
+    quiet = args.command == "console" and "log_level" not in settings.model_fields_set
+    setup_logging(settings.log_level, quiet=quiet)
     try:
         if args.command == "console":
             from bot.console import run_console
@@ -202,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run_migrate(settings))
         elif args.command == "doctor":
             return asyncio.run(run_doctor(settings))
+        elif args.command == "rekey":
+            asyncio.run(run_rekey(settings))
     except SettingsError as error:
         print(f"travelbot: setting error: {error}", file=sys.stderr)
         return 2

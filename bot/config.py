@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from services.mail.smtp import SmtpServer
 from services.money import is_currency
 from services.retention import RetentionPolicy
+from services.storage.sealing import check_key
 
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{20,}$")
 _WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
     supabase_service_role_key: SecretStr | None = None
     sqlite_path: Path = Path("data/travelbot.sqlite3")
     database_url: SecretStr | None = None  # Postgres connection string, for `travelbot migrate`
+    # Keys for travellers' documents and contacts, comma-separated, newest first (the first
+    # encrypts, all decrypt). Required with Supabase; SQLite without it uses a key file.
+    data_encryption_keys: SecretStr | None = None
 
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
@@ -190,6 +194,20 @@ class Settings(BaseSettings):
             ) from None
         return value
 
+    @field_validator("data_encryption_keys")
+    @classmethod
+    def _keys_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        try:
+            for key in _split_keys(value):
+                check_key(key)
+        except ValueError:
+            raise ValueError(
+                "expected comma-separated keys of 44 characters; make one with 'travelbot newkey'"
+            ) from None
+        return value
+
     @field_validator("default_currency")
     @classmethod
     def _currency(cls, value: str) -> str:
@@ -209,6 +227,11 @@ class Settings(BaseSettings):
         # Each pair is reported under the name of the setting that is missing.
         if self.supabase_url and not self.supabase_service_role_key:
             raise _MissingError("supabase_service_role_key", "required when SUPABASE_URL is set")
+        if self.supabase_url and not self.data_encryption_keys:
+            raise _MissingError(
+                "data_encryption_keys",
+                "required when SUPABASE_URL is set (make one with 'travelbot newkey')",
+            )
         if self.stripe_secret_key and not self.stripe_webhook_secret:
             raise _MissingError("stripe_webhook_secret", "required when STRIPE_SECRET_KEY is set")
         if self.flight_provider is FlightProvider.KIWI and not self.kiwi_api_key:
@@ -287,11 +310,20 @@ class Settings(BaseSettings):
         return self.email_outbox_dir or self.sqlite_path.parent / "outbox"
 
     @property
+    def encryption_keys(self) -> list[str]:
+        """``DATA_ENCRYPTION_KEYS`` as a list, newest first (empty when unset)."""
+        return _split_keys(self.data_encryption_keys) if self.data_encryption_keys else []
+
+    @property
     def base_url(self) -> str:
         """Where the bot's own web server is reachable from a traveller's browser."""
         if self.public_base_url is not None:
             return str(self.public_base_url).rstrip("/")
         return f"http://127.0.0.1:{self.port}"
+
+
+def _split_keys(value: SecretStr) -> list[str]:
+    return [key.strip() for key in value.get_secret_value().split(",") if key.strip()]
 
 
 class _MissingError(ValueError):

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from services import redact
 from services.models import Cabin, Itinerary, Location, PassengerCategory, SearchQuery
 
 
@@ -56,6 +57,21 @@ class BookingDraft(_Data):
     editing: bool = False  # came from review: return there after one field
     reference: str | None = None  # set once Pay created the booking
 
+    def checked_out(self, reference: str) -> BookingDraft:
+        """The draft once Pay has created booking ``reference``: the travellers' details now live
+        (encrypted) on the booking, so the conversation keeps only who was travelling, not their
+        names, documents or contacts, which would otherwise sit in the state store until the
+        conversation expires."""
+        return self.model_copy(
+            update={
+                "reference": reference,
+                "travellers": [TravellerDraft(category=t.category) for t in self.travellers],
+                "current": 0,
+                "field": "first_name",
+                "editing": False,
+            }
+        )
+
 
 class PendingRefund(_Data):
     """A refund the admin asked for and has not confirmed yet (amount None: in full)."""
@@ -94,4 +110,8 @@ class Conversation(_Data):
 def load_conversation(state: str | None, data: dict[str, Any]) -> Conversation:
     conversation = Conversation.model_validate(data)
     conversation._loaded_state = state
+    if conversation.booking is not None:
+        # Whatever this turn logs, it must not quote the form's answers (services/redact.py).
+        for traveller in conversation.booking.travellers:
+            redact.remember_traveller(traveller.values)
     return conversation

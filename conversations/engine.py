@@ -72,6 +72,9 @@ class Step:
     data: BaseModel | None
     replies: list[Message] = field(default_factory=list)
     notice: Notice | None = None
+    # Drop the chat's conversation record whatever ``state`` says: lets a global button (the
+    # /deletedata confirmation) erase what the conversation holds about the traveller.
+    forget: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,10 +408,13 @@ class Engine:
                 if global_handler is None:
                     return _notice_only(state, data, EXPIRED_BUTTON)
                 # Global buttons (from notifications, booking lists) never move the flow: the
-                # traveller stays where they were, whatever the handler returns.
+                # traveller stays where they were, whatever the handler returns, unless it
+                # asks for the conversation to be forgotten.
                 step = await global_handler(deps, data, event, pressed)
                 if step is None:
                     return None
+                if step.forget:
+                    return Step(state=None, data=None, replies=step.replies, notice=step.notice)
                 return Step(
                     state=state.name or None, data=data, replies=step.replies, notice=step.notice
                 )

@@ -289,19 +289,20 @@ class Gender(enum.StrEnum):
 class Traveller(BaseModel):
     """One person on the booking, as their passport says.
 
-    Passport number, email and phone stay out of ``repr`` so that no log line can carry them.
+    Names, birth date, document and contacts stay out of ``repr``, and a validation error never
+    quotes what was given, so that no log line or traceback can carry them.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     category: PassengerCategory
-    first_name: str
-    last_name: str
-    birth_date: date
+    first_name: str = Field(repr=False)
+    last_name: str = Field(repr=False)
+    birth_date: date = Field(repr=False)
     gender: Gender
     nationality: str  # ISO 3166-1 alpha-2
     passport_number: str = Field(repr=False)
-    passport_expiry: date
+    passport_expiry: date = Field(repr=False)
     email: str | None = Field(default=None, repr=False)
     phone: str | None = Field(default=None, repr=False)
 
@@ -376,7 +377,8 @@ def check_transition(current: BookingStatus, new: BookingStatus) -> None:
 class NewBooking(BaseModel):
     """What the bot knows when it creates a booking; storage adds id, reference and times."""
 
-    model_config = ConfigDict(frozen=True)
+    # Errors validating a booking would otherwise quote its travellers.
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     user_id: int
     itinerary: Itinerary
@@ -443,7 +445,7 @@ class Booking(NewBooking):
 class Profile(BaseModel):
     """One Telegram user as the bot knows them."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     user_id: int
     username: str | None = None

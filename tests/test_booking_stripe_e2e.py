@@ -34,6 +34,7 @@ async def bot(
         tmp_path,
         supabase_url=supabase_stack.url,
         supabase_service_role_key=supabase_stack.service_key,
+        data_encryption_keys=supabase_stack.data_key,
         stripe_secret_key=stripe_api.api_key,
         stripe_webhook_secret=stripe_api.webhook_secret,
         stripe_api_base=stripe_api.base_url,

@@ -27,6 +27,7 @@ from services.flights.places import PlaceIndex
 from services.models import Booking, BookingStatus, SearchQuery, today_anywhere
 from services.payments.stripe import StripeGateway
 from services.storage.base import Storage
+from services.storage.sealing import Sealer
 from services.storage.sqlite import SQLiteStorage
 from services.storage.supabase import SupabaseStorage
 from tests.standins.kiwi import KiwiStandIn
@@ -117,7 +118,9 @@ async def rig(
         if stack is None:
             storage = SQLiteStorage(tmp_path / "bot.sqlite3")
         else:
-            storage = await SupabaseStorage.create(stack.url, stack.service_key)
+            storage = await SupabaseStorage.create(
+                stack.url, stack.service_key, sealer=Sealer([stack.data_key])
+            )
         await storage.start()
         stack_exit.push_async_callback(storage.close)
         workers = [env.spawn("a"), env.spawn("b")]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import FlightProvider, SettingsError, load_settings
+from services.storage.sealing import new_key
 
 ALL_SETTINGS = [
     "TELEGRAM_BOT_TOKEN",
@@ -20,6 +21,7 @@ ALL_SETTINGS = [
     "REDIS_URL",
     "SUPABASE_URL",
     "SUPABASE_SERVICE_ROLE_KEY",
+    "DATA_ENCRYPTION_KEYS",
     "SQLITE_PATH",
     "STRIPE_SECRET_KEY",
     "STRIPE_WEBHOOK_SECRET",
@@ -42,6 +44,8 @@ ALL_SETTINGS = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
+KEY_NEW = new_key()
+KEY_OLD = new_key()
 
 
 @pytest.fixture(autouse=True)
@@ -67,6 +71,7 @@ def test_setting_services_switches_adapters(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
     monkeypatch.setenv("SUPABASE_URL", "https://project.supabase.co")
     monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", "service-key")
+    monkeypatch.setenv("DATA_ENCRYPTION_KEYS", f"{KEY_NEW}, {KEY_OLD}")
     monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_123")
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_123")
     monkeypatch.setenv("ADMIN_USER_IDS", "11, 22;33")
@@ -77,6 +82,8 @@ def test_setting_services_switches_adapters(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.admin_user_ids == frozenset({11, 22, 33})
     assert settings.stripe_secret_key is not None
     assert "sk_test_123" not in repr(settings)  # secrets never printed
+    assert settings.encryption_keys == [KEY_NEW, KEY_OLD]  # newest first: it encrypts
+    assert KEY_NEW not in repr(settings)
 
 
 def test_dotenv_file_is_read(tmp_path: Path) -> None:
@@ -104,6 +111,18 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
         (
             {"SUPABASE_URL": "https://p.supabase.co"},
             "SUPABASE_SERVICE_ROLE_KEY: required when SUPABASE_URL is set",
+        ),
+        (
+            {"SUPABASE_URL": "https://p.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "service"},
+            "DATA_ENCRYPTION_KEYS: required when SUPABASE_URL is set",
+        ),
+        (
+            {"DATA_ENCRYPTION_KEYS": "my-secret-passphrase"},
+            "DATA_ENCRYPTION_KEYS: expected comma-separated keys",
+        ),
+        (
+            {"DATA_ENCRYPTION_KEYS": "5aKsaQnDUg7cnwhpC8yzLTdUz8HZoUVeZn5Rh2rAbuY=,short"},
+            "DATA_ENCRYPTION_KEYS: expected comma-separated keys",
         ),
         (
             {"STRIPE_SECRET_KEY": "sk_test_1"},

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from services.storage.base import StorageUnavailableError
 from services.storage.migrate import MIGRATIONS_DIR, MigrationError, apply_migrations
+from services.storage.sealing import Sealer, new_key
 from services.storage.sqlite import SCHEMA_STEPS, SCHEMA_VERSION, SQLiteStorage
 from services.storage.supabase import SupabaseStorage
 from tests.support.supabase_stack import (
@@ -169,7 +170,7 @@ async def test_sqlite_that_cannot_open_its_file_is_unavailable(tmp_path: Path) -
 # Supabase ----------------------------------------------------------------------------------------
 async def test_supabase_that_does_not_answer_is_unavailable() -> None:
     store = await SupabaseStorage.create(
-        f"http://127.0.0.1:{free_port()}", "key", request_timeout=2
+        f"http://127.0.0.1:{free_port()}", "key", sealer=Sealer([new_key()]), request_timeout=2
     )
     try:
         with pytest.raises(StorageUnavailableError, match="did not answer"):
@@ -212,7 +213,9 @@ async def test_supabase_that_stalls_or_hangs_up_is_unavailable(
     """Within the request timeout, and as the storage's own error, whatever the transport
     underneath raised."""
     url, mode = misbehaving_gateway
-    store = await SupabaseStorage.create(url, "key", request_timeout=0.3)
+    store = await SupabaseStorage.create(
+        url, "key", sealer=Sealer([new_key()]), request_timeout=0.3
+    )
     try:
         with pytest.raises(StorageUnavailableError, match="did not answer"):
             await store.get_profile(1)

@@ -19,6 +19,7 @@ from postgrest import APIError
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from services.models import AuditEntry, BookingStatus, SearchLogEntry
+from services.storage.sealing import Sealer
 from services.storage.supabase import SupabaseStorage
 from tests.support.supabase_stack import TABLES, SupabaseStack
 from tests.test_storage_contract import new_booking, traveller
@@ -75,7 +76,9 @@ FUNCTIONS: dict[str, dict[str, Any]] = {
 async def seeded(supabase_stack: SupabaseStack) -> AsyncIterator[SupabaseStack]:
     """Every table holds at least one row, written with the service key."""
     await supabase_stack.reset()
-    store = await SupabaseStorage.create(supabase_stack.url, supabase_stack.service_key)
+    store = await SupabaseStorage.create(
+        supabase_stack.url, supabase_stack.service_key, sealer=Sealer([supabase_stack.data_key])
+    )
     try:
         await store.upsert_profile(1, username="ana_s", first_name="Ana")
         await store.save_travellers(1, (traveller(),))

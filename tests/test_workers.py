@@ -146,6 +146,7 @@ class WorkerEnv:
         if self.supabase is not None:
             env["SUPABASE_URL"] = self.supabase.url
             env["SUPABASE_SERVICE_ROLE_KEY"] = self.supabase.service_key
+            env["DATA_ENCRYPTION_KEYS"] = self.supabase.data_key
         return env
 
     def spawn(self, name: str) -> Worker:

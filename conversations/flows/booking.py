@@ -14,7 +14,7 @@ from conversations.data import BookingDraft, Conversation, TravellerDraft
 from conversations.deps import FlowDeps
 from conversations.engine import Event, Pressed, State, Step
 from conversations.flows import search as search_flow
-from services import texts
+from services import redact, texts
 from services import travellers as fields
 from services.bookings import BookingError
 from services.flights.base import ProviderError, ProviderUnavailableError
@@ -227,6 +227,8 @@ async def _store_value(deps: FlowDeps, conv: Conversation, user_id: int, value: 
     draft = conv.booking
     assert draft is not None
     traveller = draft.travellers[draft.current]
+    if draft.field in redact.PERSONAL_FIELDS:
+        redact.remember(value)
     values = {**traveller.values, draft.field: value}
     travellers = list(draft.travellers)
     travellers[draft.current] = traveller.model_copy(update={"values": values})
@@ -514,9 +516,7 @@ async def on_pay(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pres
     profile = await deps.storage.get_profile(event.user.id)
     earlier = profile.saved_travellers if profile else ()
     await deps.storage.save_travellers(event.user.id, merge_saved(travellers, earlier))
-    conv = conv.model_copy(
-        update={"booking": draft.model_copy(update={"reference": booking.reference})}
-    )
+    conv = conv.model_copy(update={"booking": draft.checked_out(booking.reference)})
     return _step(
         PAYMENT,
         conv,

@@ -235,7 +235,10 @@ async def btn_delete_yes(
     if erasure.kept:
         lines.append("Kept until the trip is over, then erased:")
         lines += [f"  {_trip_line(b)}" for b in erasure.kept]
-    return _keep(conv, Message(text="\n".join(lines), edit=True))
+    # The conversation goes too: a booking in progress holds names, documents and contacts.
+    return Step(
+        state=None, data=None, replies=[Message(text="\n".join(lines), edit=True)], forget=True
+    )
 
 
 async def btn_delete_no(

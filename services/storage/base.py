@@ -439,3 +439,10 @@ class Storage(ABC):
     @abstractmethod
     async def broadcast_counts(self, broadcast_id: int) -> dict[str, int]:
         """Deliveries per ``DeliveryStatus`` value, zeros included."""
+
+    @abstractmethod
+    async def reseal_travellers(self) -> int:
+        """Encrypt again, under the newest key, every stored traveller (bookings and saved
+        travellers) that is in clear text or under an older key, so old keys can be retired.
+        Each row is rewritten only if unchanged since it was read (a concurrent erasure wins).
+        Returns how many rows were rewritten; a second run returns 0."""

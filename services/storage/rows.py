@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter
 
 from services.models import (
     AuditEntry,
@@ -31,6 +31,7 @@ from services.models import (
 )
 from services.money import Money
 from services.storage.base import DELIVERY_OUTCOMES, REFERENCE_ALPHABET, SEARCH_STAGES
+from services.storage.sealing import SEALED, Sealer
 
 TOP_ROUTES = 5
 
@@ -46,7 +47,9 @@ PAID_STATUSES: Final = (
 
 # What an erased traveller keeps: passenger category, gender and nationality (fare rules and
 # statistics). Without names, birth date, document and contacts nobody can be identified.
+# The ciphertext goes too: its key would otherwise still open the erased details.
 ERASED_TRAVELLER_FIELDS: Final[Mapping[str, Any]] = {
+    SEALED: None,
     "first_name": "Erased",
     "last_name": "Erased",
     "birth_date": "1900-01-01",
@@ -56,7 +59,7 @@ ERASED_TRAVELLER_FIELDS: Final[Mapping[str, Any]] = {
     "phone": None,
 }
 
-_TRAVELLERS = TypeAdapter(tuple[Traveller, ...])
+_TRAVELLERS = TypeAdapter(tuple[Traveller, ...], config=ConfigDict(hide_input_in_errors=True))
 _REFERENCE = re.compile(f"^[{REFERENCE_ALPHABET}]{{4,12}}$")
 _USERNAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
@@ -68,15 +71,21 @@ def json_value(value: Any) -> Any:
     return value
 
 
-def travellers_to_json(travellers: tuple[Traveller, ...]) -> list[dict[str, Any]]:
+def travellers_to_json(
+    travellers: tuple[Traveller, ...], *, sealer: Sealer
+) -> list[dict[str, Any]]:
+    """The stored form: documents and contacts sealed (services/storage/sealing.py)."""
     dumped: list[dict[str, Any]] = _TRAVELLERS.dump_python(travellers, mode="json")
     for item in dumped:
         item.pop("passport_masked", None)  # derived; never stored
-    return dumped
+    return [sealer.seal(item) for item in dumped]
 
 
-def travellers_from_json(value: Any) -> tuple[Traveller, ...]:
-    return _TRAVELLERS.validate_python(json_value(value))
+def travellers_from_json(value: Any, *, sealer: Sealer) -> tuple[Traveller, ...]:
+    stored = json_value(value)
+    if isinstance(stored, list):
+        stored = [sealer.open(t) if isinstance(t, Mapping) else t for t in stored]
+    return _TRAVELLERS.validate_python(stored)
 
 
 def erase_traveller(traveller: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,7 +123,9 @@ def aware(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def booking_row(booking: NewBooking, *, booking_id: str, reference: str) -> dict[str, Any]:
+def booking_row(
+    booking: NewBooking, *, booking_id: str, reference: str, sealer: Sealer
+) -> dict[str, Any]:
     """The insertable columns of a new booking, as JSON-compatible values (no timestamps)."""
     if booking.amount.amount < 0:
         raise ValueError("a booking's amount cannot be negative")
@@ -127,7 +138,7 @@ def booking_row(booking: NewBooking, *, booking_id: str, reference: str) -> dict
         "destination": booking.destination,
         "departure_date": booking.departure_date.isoformat(),
         "return_date": booking.return_date.isoformat() if booking.return_date else None,
-        "travellers": travellers_to_json(booking.travellers),
+        "travellers": travellers_to_json(booking.travellers, sealer=sealer),
         "amount_minor": booking.amount.amount,
         "currency": booking.amount.currency,
         "status": booking.status.value,
@@ -137,14 +148,14 @@ def booking_row(booking: NewBooking, *, booking_id: str, reference: str) -> dict
     }
 
 
-def booking_from_row(row: Mapping[str, Any]) -> Booking:
+def booking_from_row(row: Mapping[str, Any], *, sealer: Sealer) -> Booking:
     return Booking.model_validate(
         {
             "id": str(row["id"]),
             "reference": row["reference"],
             "user_id": row["user_id"],
             "itinerary": json_value(row["itinerary"]),
-            "travellers": travellers_from_json(row["travellers"]),
+            "travellers": travellers_from_json(row["travellers"], sealer=sealer),
             "amount": Money(amount=int(row["amount_minor"]), currency=row["currency"].strip()),
             "status": row["status"],
             "checkout_session_id": row["checkout_session_id"],
@@ -184,7 +195,7 @@ def provider_order_update(
     return update
 
 
-def profile_from_row(row: Mapping[str, Any]) -> Profile:
+def profile_from_row(row: Mapping[str, Any], *, sealer: Sealer) -> Profile:
     return Profile(
         user_id=row["id"],
         username=row["username"],
@@ -192,7 +203,7 @@ def profile_from_row(row: Mapping[str, Any]) -> Profile:
         language=row["language"],
         blocked=bool(row["blocked"]),
         bot_blocked=bool(row["bot_blocked"]),
-        saved_travellers=travellers_from_json(row["saved_travellers"]),
+        saved_travellers=travellers_from_json(row["saved_travellers"], sealer=sealer),
         created_at=row["created_at"],
     )
 

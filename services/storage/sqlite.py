@@ -49,6 +49,7 @@ from services.storage.base import (
     check_broadcast_transition,
     new_reference,
 )
+from services.storage.sealing import Sealer
 
 log = logging.getLogger(__name__)
 
@@ -263,16 +264,32 @@ class SQLiteStorage(Storage):
 
     name = "sqlite"
 
-    def __init__(self, path: str | Path, *, references: Callable[[], str] = new_reference) -> None:
-        """``references`` draws booking references (replaceable to exercise collisions)."""
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        references: Callable[[], str] = new_reference,
+        encryption_keys: Sequence[str] = (),
+    ) -> None:
+        """``references`` draws booking references (replaceable to exercise collisions);
+        travellers' documents are encrypted with ``encryption_keys`` (``DATA_ENCRYPTION_KEYS``)
+        or, without them, the key file beside the database, made on first start."""
         self._path = Path(path)
         self._references = references
+        self._encryption_keys = tuple(encryption_keys)
+        self._opened_sealer: Sealer | None = None
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
 
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def _sealer(self) -> Sealer:
+        if self._opened_sealer is None:
+            raise StorageUnavailableError("SQLite storage is not started")
+        return self._opened_sealer
 
     # lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -288,12 +305,25 @@ class SQLiteStorage(Storage):
             raise StorageUnavailableError(f"cannot open SQLite file {self._path}: {exc}") from exc
         db.row_factory = sqlite3.Row
         try:
+            self._opened_sealer = Sealer.for_sqlite(self._path, self._encryption_keys)
+        except OSError as exc:
+            await db.close()
+            raise StorageUnavailableError(
+                f"cannot use the key file of {self._path}: {exc}"
+            ) from exc
+        except BaseException:
+            await db.close()
+            raise
+        try:
             await db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             if not in_memory:
                 cursor = await db.execute("PRAGMA journal_mode = WAL")
                 self._check_wal(await cursor.fetchone())
             await db.execute("PRAGMA synchronous = NORMAL")
             await db.execute("PRAGMA foreign_keys = ON")
+            # Deleted and overwritten content is zeroed, not left in free space: erased
+            # travellers must not be recoverable from the file.
+            await db.execute("PRAGMA secure_delete = ON")
             await self._migrate(db)
         except sqlite3.Error as exc:
             await db.close()
@@ -409,11 +439,11 @@ class SQLiteStorage(Storage):
             (user_id, username, first_name, language, now, now),
         )
         assert row is not None  # RETURNING always yields the row
-        return rows.profile_from_row(row)
+        return rows.profile_from_row(row, sealer=self._sealer)
 
     async def get_profile(self, user_id: int) -> Profile | None:
         row = await self._one("SELECT * FROM profiles WHERE id = ?", (user_id,))
-        return rows.profile_from_row(row) if row else None
+        return rows.profile_from_row(row, sealer=self._sealer) if row else None
 
     async def find_profile_by_username(self, username: str) -> Profile | None:
         name = rows.normalise_username(username)
@@ -424,7 +454,7 @@ class SQLiteStorage(Storage):
             "ORDER BY updated_at DESC LIMIT 1",
             (name,),
         )
-        return rows.profile_from_row(row) if row else None
+        return rows.profile_from_row(row, sealer=self._sealer) if row else None
 
     async def set_blocked(self, user_id: int, blocked: bool) -> bool:
         changed = await self._changes(
@@ -453,7 +483,12 @@ class SQLiteStorage(Storage):
             ON CONFLICT (id) DO UPDATE SET
                 saved_travellers = excluded.saved_travellers, updated_at = excluded.updated_at
             """,
-            (user_id, json.dumps(rows.travellers_to_json(travellers)), now, now),
+            (
+                user_id,
+                json.dumps(rows.travellers_to_json(travellers, sealer=self._sealer)),
+                now,
+                now,
+            ),
         )
 
     async def list_recipient_ids(self) -> list[int]:
@@ -486,7 +521,10 @@ class SQLiteStorage(Storage):
     async def create_booking(self, booking: NewBooking) -> Booking:
         for _ in range(REFERENCE_ATTEMPTS):
             row = rows.booking_row(
-                booking, booking_id=rows.new_booking_id(), reference=self._references()
+                booking,
+                booking_id=rows.new_booking_id(),
+                reference=self._references(),
+                sealer=self._sealer,
             )
             now = _now()
             values = {
@@ -511,7 +549,7 @@ class SQLiteStorage(Storage):
                     continue  # the rare collision: draw another reference
                 raise
             assert stored is not None
-            return rows.booking_from_row(stored)
+            return rows.booking_from_row(stored, sealer=self._sealer)
         raise StorageUnavailableError("no free booking reference found; try again")
 
     async def get_booking(self, booking_id: str) -> Booking | None:
@@ -519,7 +557,7 @@ class SQLiteStorage(Storage):
         if canonical is None:
             return None
         row = await self._one("SELECT * FROM bookings WHERE id = ?", (canonical,))
-        return rows.booking_from_row(row) if row else None
+        return rows.booking_from_row(row, sealer=self._sealer) if row else None
 
     async def get_booking_by_reference(
         self, reference: str, *, user_id: int | None
@@ -534,13 +572,13 @@ class SQLiteStorage(Storage):
                 "SELECT * FROM bookings WHERE reference = ? AND user_id = ?",
                 (normalised, user_id),
             )
-        return rows.booking_from_row(row) if row else None
+        return rows.booking_from_row(row, sealer=self._sealer) if row else None
 
     async def get_booking_by_session(self, checkout_session_id: str) -> Booking | None:
         row = await self._one(
             "SELECT * FROM bookings WHERE checkout_session_id = ?", (checkout_session_id,)
         )
-        return rows.booking_from_row(row) if row else None
+        return rows.booking_from_row(row, sealer=self._sealer) if row else None
 
     async def list_bookings(self, user_id: int, *, limit: int = 20) -> list[Booking]:
         if limit <= 0:
@@ -549,7 +587,7 @@ class SQLiteStorage(Storage):
             "SELECT * FROM bookings WHERE user_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
             (user_id, limit),
         )
-        return [rows.booking_from_row(row) for row in found]
+        return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
 
     async def attach_checkout(
         self, booking_id: str, *, checkout_session_id: str, payment_deadline: datetime
@@ -578,7 +616,7 @@ class SQLiteStorage(Storage):
             raise ValueError("that checkout session belongs to another booking") from exc
         if row is None:
             raise BookingNotFoundError(booking_id)
-        return rows.booking_from_row(row)
+        return rows.booking_from_row(row, sealer=self._sealer)
 
     async def attach_provider_order(
         self,
@@ -610,11 +648,11 @@ class SQLiteStorage(Storage):
             raise ValueError("that provider order belongs to another booking") from exc
         if row is None:
             raise BookingNotFoundError(booking_id)
-        return rows.booking_from_row(row)
+        return rows.booking_from_row(row, sealer=self._sealer)
 
     async def get_booking_by_provider_order(self, order_id: str) -> Booking | None:
         row = await self._one("SELECT * FROM bookings WHERE provider_order_id = ?", (order_id,))
-        return rows.booking_from_row(row) if row else None
+        return rows.booking_from_row(row, sealer=self._sealer) if row else None
 
     async def transition(
         self,
@@ -716,7 +754,7 @@ class SQLiteStorage(Storage):
                 "ORDER BY created_at DESC, rowid DESC",
                 (status.value, user_id),
             )
-        return [rows.booking_from_row(row) for row in found]
+        return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
 
     async def list_overdue(self, now: datetime, *, limit: int = 100) -> list[Booking]:
         found = await self._all(
@@ -724,7 +762,7 @@ class SQLiteStorage(Storage):
             "ORDER BY payment_deadline, rowid LIMIT ?",
             (BookingStatus.AWAITING_PAYMENT.value, _ts(now), limit),
         )
-        return [rows.booking_from_row(row) for row in found]
+        return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
 
     # payment events --------------------------------------------------------------------------
     async def record_payment_event(
@@ -823,7 +861,7 @@ class SQLiteStorage(Storage):
             "ORDER BY updated_at, rowid LIMIT ?",
             (BookingStatus.PAID.value, _ts(updated_before), limit),
         )
-        return [rows.booking_from_row(row) for row in found]
+        return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
 
     async def list_expired_between(
         self, since: datetime, until: datetime, *, limit: int = 100
@@ -834,7 +872,7 @@ class SQLiteStorage(Storage):
             "ORDER BY payment_deadline, rowid LIMIT ?",
             (BookingStatus.EXPIRED.value, _ts(since), _ts(until), limit),
         )
-        return [rows.booking_from_row(row) for row in found]
+        return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
 
     async def list_payment_events(self, booking_id: str) -> list[tuple[str, str, datetime]]:
         canonical = rows.normalise_booking_id(booking_id)
@@ -1088,3 +1126,27 @@ class SQLiteStorage(Storage):
         )
         counted = {row["status"]: int(row["n"]) for row in found}
         return {status.value: counted.get(status.value, 0) for status in DeliveryStatus}
+
+    # encryption ------------------------------------------------------------------------------
+    async def reseal_travellers(self) -> int:
+        sealer = self._sealer
+        changed = 0
+        async with self._transaction() as db:
+            for table, column in (("bookings", "travellers"), ("profiles", "saved_travellers")):
+                found = await db.execute_fetchall(f"SELECT id, {column} FROM {table}")  # noqa: S608 - names are ours
+                for row in found:
+                    stored = json.loads(row[column])
+                    if all(sealer.is_current(t) for t in stored):
+                        continue
+                    resealed = [sealer.seal(sealer.open(t)) for t in stored]
+                    await db.execute(
+                        f"UPDATE {table} SET {column} = ?, updated_at = ? WHERE id = ?",  # noqa: S608
+                        (json.dumps(resealed), _now(), row["id"]),
+                    )
+                    changed += 1
+        if changed:
+            # The old bytes would otherwise live on in free pages and in the WAL.
+            async with self._connection() as db:
+                await db.execute("VACUUM")
+                await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return changed

@@ -47,6 +47,7 @@ from services.storage.base import (
     check_broadcast_transition,
     new_reference,
 )
+from services.storage.sealing import Sealer
 
 # Hosted Supabase answers at most 1000 rows per request by default; longer lists are paged.
 _PAGE = 1000
@@ -85,12 +86,15 @@ class SupabaseStorage(Storage):
         client: AsyncClient,
         http: httpx.AsyncClient,
         *,
+        sealer: Sealer,
         references: Callable[[], str] = new_reference,
     ) -> None:
-        """Prefer ``create``; ``references`` draws booking references (replaceable to exercise
-        collisions)."""
+        """Prefer ``create``; ``sealer`` encrypts travellers' documents and contacts (the key
+        stays with the bot, never in the database); ``references`` draws booking references
+        (replaceable to exercise collisions)."""
         self._client: AsyncClient | None = client
         self._http = http
+        self._sealer = sealer
         self._references = references
 
     @classmethod
@@ -99,6 +103,7 @@ class SupabaseStorage(Storage):
         url: str,
         service_role_key: str,
         *,
+        sealer: Sealer,
         request_timeout: float = 10.0,
         references: Callable[[], str] = new_reference,
     ) -> SupabaseStorage:
@@ -127,7 +132,7 @@ class SupabaseStorage(Storage):
         except BaseException:
             await http.aclose()
             raise
-        return cls(client, http, references=references)
+        return cls(client, http, sealer=sealer, references=references)
 
     # lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -198,18 +203,18 @@ class SupabaseStorage(Storage):
         row = await self._first(self._table("profiles").upsert(payload, on_conflict="id"))
         if row is None:
             raise StorageUnavailableError("Supabase did not return the profile")
-        return rows.profile_from_row(row)
+        return rows.profile_from_row(row, sealer=self._sealer)
 
     async def get_profile(self, user_id: int) -> Profile | None:
         row = await self._first(self._table("profiles").select("*").eq("id", user_id).limit(1))
-        return rows.profile_from_row(row) if row else None
+        return rows.profile_from_row(row, sealer=self._sealer) if row else None
 
     async def find_profile_by_username(self, username: str) -> Profile | None:
         name = rows.normalise_username(username)
         if name is None:
             return None
         row = await self._first(self._rpc("find_profile_by_username", {"p_username": name}))
-        return rows.profile_from_row(row) if row else None
+        return rows.profile_from_row(row, sealer=self._sealer) if row else None
 
     async def set_blocked(self, user_id: int, blocked: bool) -> bool:
         changed = await self._rows(
@@ -227,7 +232,10 @@ class SupabaseStorage(Storage):
     async def save_travellers(self, user_id: int, travellers: tuple[Traveller, ...]) -> None:
         await self._execute(
             self._table("profiles").upsert(
-                {"id": user_id, "saved_travellers": rows.travellers_to_json(travellers)},
+                {
+                    "id": user_id,
+                    "saved_travellers": rows.travellers_to_json(travellers, sealer=self._sealer),
+                },
                 on_conflict="id",
                 returning="minimal",
             )
@@ -260,7 +268,10 @@ class SupabaseStorage(Storage):
     async def create_booking(self, booking: NewBooking) -> Booking:
         for _ in range(REFERENCE_ATTEMPTS):
             row = rows.booking_row(
-                booking, booking_id=rows.new_booking_id(), reference=self._references()
+                booking,
+                booking_id=rows.new_booking_id(),
+                reference=self._references(),
+                sealer=self._sealer,
             )
             try:
                 stored = await self._first(self._table("bookings").insert(row))
@@ -270,7 +281,7 @@ class SupabaseStorage(Storage):
                 raise
             if stored is None:
                 raise StorageUnavailableError("Supabase did not return the booking")
-            return rows.booking_from_row(stored)
+            return rows.booking_from_row(stored, sealer=self._sealer)
         raise StorageUnavailableError("no free booking reference found; try again")
 
     async def get_booking(self, booking_id: str) -> Booking | None:
@@ -278,7 +289,7 @@ class SupabaseStorage(Storage):
         if canonical is None:
             return None
         row = await self._first(self._table("bookings").select("*").eq("id", canonical).limit(1))
-        return rows.booking_from_row(row) if row else None
+        return rows.booking_from_row(row, sealer=self._sealer) if row else None
 
     async def get_booking_by_reference(
         self, reference: str, *, user_id: int | None
@@ -290,7 +301,7 @@ class SupabaseStorage(Storage):
         if user_id is not None:
             query = query.eq("user_id", user_id)
         row = await self._first(query.limit(1))
-        return rows.booking_from_row(row) if row else None
+        return rows.booking_from_row(row, sealer=self._sealer) if row else None
 
     async def get_booking_by_session(self, checkout_session_id: str) -> Booking | None:
         row = await self._first(
@@ -299,7 +310,7 @@ class SupabaseStorage(Storage):
             .eq("checkout_session_id", checkout_session_id)
             .limit(1)
         )
-        return rows.booking_from_row(row) if row else None
+        return rows.booking_from_row(row, sealer=self._sealer) if row else None
 
     async def list_bookings(self, user_id: int, *, limit: int = 20) -> list[Booking]:
         if limit <= 0:
@@ -312,7 +323,7 @@ class SupabaseStorage(Storage):
             .order("id", desc=True)
             .limit(limit)
         )
-        return [rows.booking_from_row(row) for row in found]
+        return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
 
     async def attach_checkout(
         self, booking_id: str, *, checkout_session_id: str, payment_deadline: datetime
@@ -340,7 +351,7 @@ class SupabaseStorage(Storage):
                 returning="minimal",
             )
         )
-        return rows.booking_from_row(row)
+        return rows.booking_from_row(row, sealer=self._sealer)
 
     async def attach_provider_order(
         self,
@@ -371,13 +382,13 @@ class SupabaseStorage(Storage):
             raise ValueError("that provider order belongs to another booking") from exc
         if row is None:
             raise BookingNotFoundError(booking_id)
-        return rows.booking_from_row(row)
+        return rows.booking_from_row(row, sealer=self._sealer)
 
     async def get_booking_by_provider_order(self, order_id: str) -> Booking | None:
         row = await self._first(
             self._table("bookings").select("*").eq("provider_order_id", order_id).limit(1)
         )
-        return rows.booking_from_row(row) if row else None
+        return rows.booking_from_row(row, sealer=self._sealer) if row else None
 
     async def transition(
         self,
@@ -463,7 +474,9 @@ class SupabaseStorage(Storage):
                 query = query.eq("user_id", user_id)
             return query.order("created_at", desc=True).order("id", desc=True)
 
-        return [rows.booking_from_row(row) for row in await self._all_pages(build)]
+        return [
+            rows.booking_from_row(row, sealer=self._sealer) for row in await self._all_pages(build)
+        ]
 
     async def list_overdue(self, now: datetime, *, limit: int = 100) -> list[Booking]:
         found = await self._rows(
@@ -474,7 +487,7 @@ class SupabaseStorage(Storage):
             .order("payment_deadline")
             .limit(limit)
         )
-        return [rows.booking_from_row(row) for row in found]
+        return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
 
     # payment events --------------------------------------------------------------------------
     async def record_payment_event(
@@ -613,7 +626,7 @@ class SupabaseStorage(Storage):
             .order("updated_at")
             .limit(limit)
         )
-        return [rows.booking_from_row(row) for row in found]
+        return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
 
     async def list_expired_between(
         self, since: datetime, until: datetime, *, limit: int = 100
@@ -628,7 +641,7 @@ class SupabaseStorage(Storage):
             .order("payment_deadline")
             .limit(limit)
         )
-        return [rows.booking_from_row(row) for row in found]
+        return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
 
     # search log, audit, statistics -----------------------------------------------------------
     async def log_search(self, entry: SearchLogEntry) -> int:
@@ -856,3 +869,28 @@ class SupabaseStorage(Storage):
             await self._execute(self._rpc("broadcast_counts", {"p_broadcast_id": broadcast_id}))
         )
         return {status.value: int(counts.get(status.value, 0)) for status in DeliveryStatus}
+
+    # encryption ------------------------------------------------------------------------------
+    async def reseal_travellers(self) -> int:
+        changed = 0
+        for table, column in (("bookings", "travellers"), ("profiles", "saved_travellers")):
+
+            def build(table: str = table, column: str = column) -> Any:
+                return self._table(table).select(f"id,{column},updated_at").order("id")
+
+            found = await self._all_pages(build)
+            for row in found:
+                stored = rows.json_value(row[column])
+                if all(self._sealer.is_current(t) for t in stored):
+                    continue
+                resealed = [self._sealer.seal(self._sealer.open(t)) for t in stored]
+                # Only if nobody changed the row meanwhile (the trigger moves updated_at on
+                # every update): writing over a concurrent erasure would bring the data back.
+                written = await self._rows(
+                    self._table(table)
+                    .update({column: resealed})
+                    .eq("id", row["id"])
+                    .eq("updated_at", _iso(datetime.fromisoformat(row["updated_at"])))
+                )
+                changed += len(written)
+        return changed

@@ -40,6 +40,7 @@ from yarl import URL
 
 from services.storage.base import Storage, new_reference
 from services.storage.migrate import apply_migrations
+from services.storage.sealing import Sealer, new_key
 from services.storage.sqlite import SQLiteStorage
 from services.storage.supabase import SupabaseStorage
 
@@ -116,6 +117,8 @@ class SupabaseStack:
     database: str
     jwt_secret: str = field(repr=False)
     admin: asyncpg.Connection = field(repr=False)  # superuser session on the scratch database
+    # The bot's DATA_ENCRYPTION_KEYS for this stack: the database itself never holds it.
+    data_key: str = field(default_factory=new_key, repr=False)
 
     def sign(self, role: str, *, lifetime: int = 3600) -> str:
         return sign_key(self.jwt_secret, role, lifetime=lifetime)
@@ -405,7 +408,10 @@ class StorageFactory:
             store = SQLiteStorage(self.sqlite_path, references=references)
         else:
             store = await SupabaseStorage.create(
-                self.stack.url, self.stack.service_key, references=references
+                self.stack.url,
+                self.stack.service_key,
+                sealer=Sealer([self.stack.data_key]),
+                references=references,
             )
         self._opened.append(store)
         await store.start()

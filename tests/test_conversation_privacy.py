@@ -1,0 +1,146 @@
+"""What the conversation record keeps about a traveller once it no longer needs it (issue 12.9).
+
+The record is read as stored: the raw bytes of the Redis key, or the memory store's bytes (the
+same JSON both adapters write), so nothing of ours decodes or filters it on the way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from conversations.state import ChatKey
+from conversations.state_memory import encode_record
+from tests.support.botkit import BotKit, future_day, running_bot
+
+USER = 7301
+
+# What the traveller types, and the forms it may be stored in once normalised.
+TYPED = {
+    "first_name": "Quiteria",
+    "last_name": "Vasconcelos",
+    "birth_date": "17.05.1990",
+    "passport": "XK7654321",
+    "expiry": "2031-08-20",
+    "email": "quiteria.v@example.com",
+    "phone": "+351 912 345 678",
+}
+STORED_FORMS = (
+    "QUITERIA",
+    "Quiteria",
+    "VASCONCELOS",
+    "Vasconcelos",
+    "1990-05-17",
+    "XK7654321",
+    "2031-08-20",
+    "quiteria.v@example.com",
+    "+351912345678",
+    "912 345 678",
+)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def kit(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    redis_url: str,
+    redis_prefix: str,
+    redis_client: Redis,
+) -> AsyncIterator[tuple[BotKit, Redis | None, str]]:
+    url = redis_url if request.param == "redis" else None
+    async with running_bot(tmp_path, redis_url=url, redis_prefix=redis_prefix) as bot:
+        yield bot, (redis_client if url else None), redis_prefix
+
+
+async def _raw_record(kit: tuple[BotKit, Redis | None, str]) -> str:
+    """The chat's record exactly as the store holds it ('' when there is none)."""
+    bot, client, prefix = kit
+    key = ChatKey(bot_id=bot.runtime.application.bot.id, chat_id=USER)
+    if client is None:
+        record = await bot.runtime.adapters.state.peek(key)
+        return "" if record.is_empty else encode_record(record)
+    raw = await client.get(key.state_key(prefix))
+    if raw is None:
+        return ""
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _personal(raw: str) -> list[str]:
+    return [form for form in STORED_FORMS if form in raw]
+
+
+async def _to_review(bot: BotKit) -> None:
+    await bot.say(USER, "/start")
+    await bot.say(USER, "Lisbon")
+    await bot.say(USER, "FCO")
+    await bot.press(USER, "One-way")
+    await bot.say(USER, future_day(90).isoformat())
+    await bot.press(USER, "Search flights")
+    await bot.press(USER, "1")
+    await bot.press(USER, "Book for")
+    for answer in (TYPED["first_name"], TYPED["last_name"], TYPED["birth_date"]):
+        await bot.say(USER, answer)
+    await bot.press(USER, "Female")
+    for answer in ("Portugal", TYPED["passport"], TYPED["expiry"], TYPED["email"]):
+        await bot.say(USER, answer)
+    reply = await bot.say(USER, TYPED["phone"])
+    assert "Review your booking" in reply.text
+
+
+async def test_the_record_holds_the_details_only_until_pay(
+    kit: tuple[BotKit, Redis | None, str],
+) -> None:
+    bot = kit[0]
+    await _to_review(bot)
+    # Sanity check of the probe itself: while the form is open the details are there.
+    assert len(_personal(await _raw_record(kit))) >= 6
+
+    reply = await bot.press(USER, "Pay")
+    assert "is held for you" in reply.text
+    raw = await _raw_record(kit)
+    assert "book:payment" in raw  # the chat is still waiting for the payment
+    assert _personal(raw) == []
+
+    # Still usable afterwards: the waiting step knows its booking by reference alone.
+    reply = await bot.say(USER, "hello?")
+    assert "Waiting for your payment" in reply.text
+    assert _personal(await _raw_record(kit)) == []
+
+
+async def test_cancel_removes_the_details_from_the_record(
+    kit: tuple[BotKit, Redis | None, str],
+) -> None:
+    bot = kit[0]
+    await _to_review(bot)
+    await bot.say(USER, "/cancel")
+    assert _personal(await _raw_record(kit)) == []
+
+
+async def test_deletedata_removes_the_details_from_the_record(
+    kit: tuple[BotKit, Redis | None, str],
+) -> None:
+    """Erasing one's data in the middle of a booking form also erases the form."""
+    bot = kit[0]
+    await _to_review(bot)
+    await bot.say(USER, "/deletedata")
+    # Asking is not erasing: the form is still there until the traveller confirms.
+    assert _personal(await _raw_record(kit)) != []
+    reply = await bot.press(USER, "Yes, erase my data")
+    assert "your data is erased" in reply.text
+    assert _personal(await _raw_record(kit)) == []
+    reply = await bot.say(USER, "Lisbon")
+    assert "/start" in reply.text  # the form is gone: a new search starts from /start
+
+
+async def test_deletedata_after_pay_leaves_nothing_in_the_record(
+    kit: tuple[BotKit, Redis | None, str],
+) -> None:
+    bot = kit[0]
+    await _to_review(bot)
+    await bot.press(USER, "Pay")
+    await bot.say(USER, "/deletedata")
+    await bot.press(USER, "Yes, erase my data")
+    assert await _raw_record(kit) == ""
