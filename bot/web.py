@@ -62,7 +62,19 @@ async def telegram_webhook(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness plus each port's adapter and whether it answers."""
+    """Liveness: 200 whenever the process is up and its event loop answers.
+
+    It asks no dependency on purpose. Platforms restart a worker whose liveness probe fails, and
+    a Redis or database blip is not cured by a restart: the worker already rides it out (the
+    traveller is told to try again) and recovers by itself. Readiness is ``/readyz``."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: each port's adapter and whether it answers; 503 while one does not.
+
+    For a load balancer or a deploy gate (send traffic here once it is ready), never for
+    restarts: that is ``/healthz``."""
     runtime = request.app[RUNTIME]
     checks = await check_ports(runtime)
     healthy = all(item["ok"] for item in checks.values())
@@ -114,6 +126,7 @@ def init_app(runtime: Runtime, *, telegram_webhook_route: bool) -> web.Applicati
     app[RUNTIME] = runtime
     app[IN_FLIGHT] = set()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/checkout/done/{reference}", checkout_done)
     if telegram_webhook_route:
         app.router.add_post("/telegram/webhook", telegram_webhook)

@@ -96,10 +96,10 @@ async def test_a_hung_redis_gets_the_same_answer_within_seconds(
     assert errors_logged(caplog) == []
 
 
-async def _health(worker: Worker) -> tuple[int, dict[str, Any]]:
+async def _health(worker: Worker, path: str = "/readyz") -> tuple[int, dict[str, Any]]:
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"{worker.base_url}/healthz") as response,
+        session.get(f"{worker.base_url}{path}") as response,
     ):
         body: dict[str, Any] = await response.json()
         return response.status, body
@@ -125,6 +125,8 @@ async def test_a_webhook_worker_rides_out_a_redis_outage(
         status, health = await _health(worker)
         assert status == 503
         assert health["ports"]["state"]["ok"] is False
+        # Not ready, but alive: the platform's liveness probe must not restart it for this.
+        assert await _health(worker, "/healthz") == (200, {"status": "ok"})
         assert worker.process.poll() is None  # still serving
 
         await redis_proxy.start()
