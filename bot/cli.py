@@ -109,23 +109,29 @@ async def run_webhook(settings: Settings) -> None:
             await app.stop()
 
 
-async def run_migrate(settings: Settings) -> None:
+async def run_migrate(settings: Settings) -> int:
     if settings.uses_supabase:
-        from services.storage.migrate import apply_migrations
+        from services.storage.migrate import MigrationError, apply_migrations
 
         if settings.database_url is None:
             raise SettingsError(
                 "DATABASE_URL: is required to migrate Supabase (the database connection string)"
             )
-        applied = await apply_migrations(settings.database_url.get_secret_value())
+        try:
+            applied = await apply_migrations(settings.database_url.get_secret_value())
+        except MigrationError as error:
+            # One line an operator can act on (a release phase shows it), not a traceback.
+            print(f"travelbot migrate: {error}", file=sys.stderr)
+            return 1
         print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
-        return
+        return 0
     from services.storage.sqlite import SQLiteStorage
 
     storage = SQLiteStorage(settings.sqlite_path)
     await storage.start()
     await storage.close()
     print(f"SQLite schema is up to date at {settings.sqlite_path}")
+    return 0
 
 
 async def run_doctor(settings: Settings) -> int:
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "webhook":
             asyncio.run(run_webhook(settings))
         elif args.command == "migrate":
-            asyncio.run(run_migrate(settings))
+            return asyncio.run(run_migrate(settings))
         elif args.command == "doctor":
             return asyncio.run(run_doctor(settings))
     except SettingsError as error:
