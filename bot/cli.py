@@ -29,10 +29,12 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str, *, quiet: bool = False) -> None:
+def setup_logging(level: str, *, quiet: bool = False, log_format: str = "text") -> None:
+    from bot.logs import make_formatter
+
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(make_formatter(log_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if quiet else level)
@@ -193,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"travelbot: setting error: {error}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, quiet=args.command == "console")
+    setup_logging(
+        settings.log_level, quiet=args.command == "console", log_format=settings.log_format
+    )
     try:
         if args.command == "console":
             from bot.console import run_console

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import re
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AnyHttpUrl,
@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     conversation_ttl: int = Field(default=24 * 3600, ge=60)
     payment_window_minutes: int = Field(default=30, ge=30, le=24 * 60)
     log_level: str = "INFO"
+    # text (human) or json (one object per line, for a platform's log search)
+    log_format: Literal["text", "json"] = "text"
+    # Sentry project DSN: unhandled errors are reported there (needs the `sentry` extra).
+    sentry_dsn: SecretStr | None = None
 
     @field_validator("admin_user_ids", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from telegram import Update
 from bot.bootstrap import Runtime
 from bot.web_payments import add_payment_routes
 from handlers.telegram import WEBHOOK_REPLY, WebhookReply
+from services import metrics
 from services.messages import esc
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,12 @@ async def check_ports(runtime: Runtime) -> dict[str, dict[str, Any]]:
     return dict(sorted(results.items()))
 
 
+async def metrics_page(request: web.Request) -> web.Response:
+    """This worker's counters in Prometheus' text format; no personal data (services.metrics)."""
+    body, content_type = metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
 async def checkout_done(request: web.Request) -> web.Response:
     reference = request.match_info["reference"]
     body = (
@@ -127,6 +134,7 @@ def init_app(runtime: Runtime, *, telegram_webhook_route: bool) -> web.Applicati
     app[IN_FLIGHT] = set()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/checkout/done/{reference}", checkout_done)
     if telegram_webhook_route:
         app.router.add_post("/telegram/webhook", telegram_webhook)

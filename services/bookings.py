@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
-from services import texts
+from services import metrics, texts
 from services.flights.base import (
     FlightProvider,
     ProviderError,
@@ -222,6 +222,7 @@ class BookingService:
             )
             await self._storage.transition(booking.id, S.DRAFT, S.AWAITING_PAYMENT)
             log.info("booking %s awaiting payment (%s)", booking.reference, booking.amount)
+            metrics.payment("link_created")
             return await self._reload(booking), session
 
     async def _reusable_checkout(
@@ -357,6 +358,7 @@ class BookingService:
             if session is not None and session.status == "open":
                 continue  # the gateway still takes payment; its own expiry event will come
             if await self._storage.transition(booking.id, S.AWAITING_PAYMENT, S.EXPIRED):
+                metrics.payment("expired")
                 expired += 1
                 await self._tell(booking.user_id, texts.link_expired(booking))
         return expired
@@ -427,6 +429,7 @@ class BookingService:
             await self._maybe_duplicate_payment(booking, intent)
             return
         log.info("booking %s paid", booking.reference)
+        metrics.payment("paid")
         await self._fulfil(await self._reload(booking))
 
     async def _maybe_duplicate_payment(self, booking: Booking, intent: str | None) -> None:
@@ -471,6 +474,7 @@ class BookingService:
             await self._tell(booking.user_id, texts.payment_received_ticket_pending(booking))
             return
         if await self._storage.transition(booking.id, S.PAID, S.CONFIRMED):
+            metrics.payment("confirmed")
             log.info(
                 "booking %s confirmed (provider booking %s)",
                 booking.reference,
@@ -481,6 +485,7 @@ class BookingService:
     async def _ticketing_failed(self, booking: Booking) -> None:
         if not await self._storage.transition(booking.id, S.PAID, S.FAILED):
             return
+        metrics.payment("ticketing_failed")
         refund = await self._refund(
             booking, amount=None, reason="ticketing failed", key=f"refund:{booking.id}:ticketing"
         )
@@ -508,6 +513,7 @@ class BookingService:
             return
         if await self._storage.transition(booking.id, S.AWAITING_PAYMENT, S.EXPIRED):
             log.info("booking %s: payment link expired", booking.reference)
+            metrics.payment("expired")
             await self._tell(booking.user_id, texts.link_expired(booking))
 
     async def _on_async_failed(self, booking: Booking, event: PaymentEvent) -> None:
@@ -670,6 +676,7 @@ class BookingService:
         )
         await self._storage.record_payment_event(refund.id, REFUND_RECORD_TYPE, booking.id)
         log.info("booking %s refunded %s (%s)", booking.reference, refund.amount, refund.id)
+        metrics.payment("refunded")
         return refund
 
     # plumbing --------------------------------------------------------------------------------
