@@ -54,6 +54,7 @@ async def _wait_for_stop() -> None:
 async def run_polling(settings: Settings) -> None:
     from bot.bootstrap import open_runtime, settle_heap
     from bot.web import init_app, start_site
+    from handlers.profile import publish_profile
     from handlers.setup import publish_commands
 
     # Telegram hands updates to one getUpdates poller only: this is the bot's sole worker.
@@ -66,6 +67,7 @@ async def run_polling(settings: Settings) -> None:
         )
         app = runtime.application
         await publish_commands(app.bot, settings.admin_user_ids)
+        await publish_profile(app.bot)
         await app.start()
         assert app.updater is not None
         await app.updater.start_polling(allowed_updates=["message", "callback_query"])
@@ -81,6 +83,7 @@ async def run_polling(settings: Settings) -> None:
 async def run_webhook(settings: Settings) -> None:
     from bot.bootstrap import open_runtime, settle_heap
     from bot.web import init_app, start_site
+    from handlers.profile import publish_profile
     from handlers.setup import publish_commands
 
     if settings.telegram_webhook_url is None:
@@ -96,6 +99,7 @@ async def run_webhook(settings: Settings) -> None:
         )
         await app.start()
         await publish_commands(app.bot, settings.admin_user_ids)
+        await publish_profile(app.bot)
         await app.bot.set_webhook(
             url=str(settings.telegram_webhook_url),
             secret_token=settings.telegram_webhook_secret.get_secret_value(),

@@ -179,6 +179,9 @@ async def test_the_installed_wheel_serves_the_webhook_and_its_health(
         assert await _get(f"{base}/healthz") == (200, '{"status": "ok"}')
         status, body = await _get(f"{base}/readyz")
         assert status == 200, body
+        # It introduced itself for Telegram's empty-chat screen before it started listening.
+        assert "book flights" in sandbox.profile_text("description")
+        assert sandbox.profile_text("short_description")
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0, log.read_text(errors="replace")
     finally:
