@@ -171,7 +171,42 @@ async def run_doctor(settings: Settings) -> int:
     print(
         f"{'telegram':<9} {telegram:<22} {'not checked' if settings.telegram_bot_token else 'ok'}"
     )
+    failures += await _deploy_checks(settings)
     return 1 if failures else 0
+
+
+async def _deploy_checks(settings: Settings) -> int:
+    """The database host and the Stripe webhook endpoint (bot.doctor); returns the failures."""
+    from bot.doctor import (
+        Check,
+        check_database_url,
+        check_webhook_endpoints,
+        stripe_webhook_endpoints,
+    )
+
+    checks: list[tuple[str, str, Check]] = []
+    if settings.database_url is not None:
+        dsn = settings.database_url.get_secret_value()
+        checks.append(("database", "DATABASE_URL", await check_database_url(dsn)))
+    if settings.uses_stripe:
+        assert settings.stripe_secret_key is not None
+        base = str(settings.stripe_api_base) if settings.stripe_api_base else None
+        try:
+            endpoints = await stripe_webhook_endpoints(
+                settings.stripe_secret_key.get_secret_value(), base
+            )
+        except Exception as error:  # noqa: BLE001 - the doctor reports, it doesn't crash
+            check = Check(False, f"could not list webhook endpoints ({type(error).__name__})")
+        else:
+            public = str(settings.public_base_url) if settings.public_base_url else None
+            check = check_webhook_endpoints(endpoints, public)
+        checks.append(("stripe", "webhook endpoint", check))
+    for port, subject, check in checks:
+        status = "ok" if check.ok else "FAILED"
+        print(f"{port:<9} {subject:<22} {status}: {check.summary}")
+        if check.advice:
+            print(f"{'':<9} {'':<22} -> {check.advice}")
+    return sum(not check.ok for _, _, check in checks)
 
 
 def build_parser() -> argparse.ArgumentParser:
