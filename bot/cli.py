@@ -237,6 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(
         settings.log_level, quiet=args.command == "console", log_format=settings.log_format
     )
+    if settings.sentry_dsn is not None and args.command != "console":
+        from bot.sentry import init_sentry
+
+        try:
+            init_sentry(settings.sentry_dsn.get_secret_value())
+        except SettingsError as error:
+            print(f"travelbot: setting error: {error}", file=sys.stderr)
+            return 2
     try:
         if args.command == "console":
             from bot.console import run_console
