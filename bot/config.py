@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     # Sentry project DSN: unhandled errors are reported there (needs the `sentry` extra).
     sentry_dsn: SecretStr | None = None
+    # When set, GET /metrics wants "Authorization: Bearer <this>" (the server is public).
+    metrics_token: SecretStr | None = None
 
     @field_validator("admin_user_ids", mode="before")
     @classmethod

@@ -111,7 +111,15 @@ async def check_ports(runtime: Runtime) -> dict[str, dict[str, Any]]:
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    """This worker's counters in Prometheus' text format; no personal data (services.metrics)."""
+    """This worker's counters in Prometheus' text format; no personal data (services.metrics).
+    With ``METRICS_TOKEN`` set, only a scraper that sends it as a bearer token is answered."""
+    token = request.app[RUNTIME].settings.metrics_token
+    if token is not None:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
+            return web.Response(
+                status=401, text="unauthorized", headers={"WWW-Authenticate": "Bearer"}
+            )
     body, content_type = metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": content_type})
 

@@ -39,6 +39,7 @@ async def test_a_worker_reports_traffic_in_metrics_and_json_logs(
     tmp_path: Path, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LOG_FORMAT", "json")
+    monkeypatch.setenv("METRICS_TOKEN", "scraper-secret")
     async with running_workers(
         tmp_path, count=1, redis_url=redis_url, redis_prefix=redis_prefix
     ) as cluster:
@@ -51,13 +52,15 @@ async def test_a_worker_reports_traffic_in_metrics_and_json_logs(
         await pay_on(worker, kit, booker)
         await to_results(kit, browser)  # the same route: answered from the cache
 
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"{worker.base_url}/metrics") as response,
-        ):
-            assert response.status == 200
-            assert response.headers["Content-Type"].startswith("text/plain")
-            text = await response.text()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{worker.base_url}/metrics") as refused:
+                assert refused.status == 401  # the port is public: scrapers show the token
+            async with http.get(
+                f"{worker.base_url}/metrics", headers={"Authorization": "Bearer scraper-secret"}
+            ) as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"].startswith("text/plain")
+                text = await response.text()
         assert await worker.stop() == 0
         output = worker.output()
 
