@@ -22,6 +22,7 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Contex
 
 from bot.config import FlightProvider as ProviderChoice
 from bot.config import Settings
+from bot.observability import timed_updates
 from bot.telegram_http import AiohttpRequest
 from conversations.deps import FlowDeps
 from conversations.engine import Engine
@@ -300,7 +301,7 @@ async def open_runtime(
             adapters.state, bot_id=application.bot.id, ttl=settings.conversation_ttl
         )
         application.bot_data[DEPS_KEY] = BotDeps(engine=engine, storage=adapters.storage)
-        application.add_handler(TypeHandler(Update, on_update), group=1)
+        application.add_handler(TypeHandler(Update, timed_updates(on_update)), group=1)
         application.add_error_handler(on_error)
         # Resume what a previous run left unfinished; on exit the lanes finish the message in
         # hand before the Application shuts down (the stack unwinds last-in, first-out).

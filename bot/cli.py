@@ -16,9 +16,11 @@ from bot.logs import protect_logging
 log = logging.getLogger("travelbot")
 
 
-def setup_logging(level: str, *, quiet: bool = False) -> None:
+def setup_logging(level: str, *, quiet: bool = False, log_format: str = "text") -> None:
+    from bot.log_format import make_formatter
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(make_formatter(log_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if quiet else level)
@@ -40,6 +42,7 @@ async def _wait_for_stop() -> None:
 async def run_polling(settings: Settings) -> None:
     from bot.bootstrap import open_runtime, settle_heap
     from bot.web import init_app, start_site
+    from handlers.profile import publish_profile
     from handlers.setup import publish_commands
 
     # Telegram hands updates to one getUpdates poller only: this is the bot's sole worker.
@@ -52,6 +55,7 @@ async def run_polling(settings: Settings) -> None:
         )
         app = runtime.application
         await publish_commands(app.bot, settings.admin_user_ids)
+        await publish_profile(app.bot)
         await app.start()
         assert app.updater is not None
         await app.updater.start_polling(allowed_updates=["message", "callback_query"])
@@ -67,6 +71,7 @@ async def run_polling(settings: Settings) -> None:
 async def run_webhook(settings: Settings) -> None:
     from bot.bootstrap import open_runtime, settle_heap
     from bot.web import init_app, start_site
+    from handlers.profile import publish_profile
     from handlers.setup import publish_commands
 
     if settings.telegram_webhook_url is None:
@@ -82,6 +87,7 @@ async def run_webhook(settings: Settings) -> None:
         )
         await app.start()
         await publish_commands(app.bot, settings.admin_user_ids)
+        await publish_profile(app.bot)
         await app.bot.set_webhook(
             url=str(settings.telegram_webhook_url),
             secret_token=settings.telegram_webhook_secret.get_secret_value(),
@@ -97,23 +103,29 @@ async def run_webhook(settings: Settings) -> None:
             await app.stop()
 
 
-async def run_migrate(settings: Settings) -> None:
+async def run_migrate(settings: Settings) -> int:
     if settings.uses_supabase:
-        from services.storage.migrate import apply_migrations
+        from services.storage.migrate import MigrationError, apply_migrations
 
         if settings.database_url is None:
             raise SettingsError(
                 "DATABASE_URL: is required to migrate Supabase (the database connection string)"
             )
-        applied = await apply_migrations(settings.database_url.get_secret_value())
+        try:
+            applied = await apply_migrations(settings.database_url.get_secret_value())
+        except MigrationError as error:
+            # One line an operator can act on (a release phase shows it), not a traceback.
+            print(f"travelbot migrate: {error}", file=sys.stderr)
+            return 1
         print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
-        return
+        return 0
     from services.storage.sqlite import SQLiteStorage
 
     storage = SQLiteStorage(settings.sqlite_path)
     await storage.start()
     await storage.close()
     print(f"SQLite schema is up to date at {settings.sqlite_path}")
+    return 0
 
 
 async def run_doctor(settings: Settings) -> int:
@@ -148,6 +160,7 @@ async def run_doctor(settings: Settings) -> int:
     print(
         f"{'telegram':<9} {telegram:<22} {'not checked' if settings.telegram_bot_token else 'ok'}"
     )
+    failures += await _deploy_checks(settings)
     return 1 if failures else 0
 
 
@@ -159,6 +172,40 @@ async def run_rekey(settings: Settings) -> None:
         storage = await open_storage(settings, stack)
         changed = await storage.reseal_travellers()
     print(f"re-encrypted {changed} row(s) with the newest key; older keys can now be removed")
+
+
+async def _deploy_checks(settings: Settings) -> int:
+    """The database host and the Stripe webhook endpoint (bot.doctor); returns the failures."""
+    from bot.doctor import (
+        Check,
+        check_database_url,
+        check_webhook_endpoints,
+        stripe_webhook_endpoints,
+    )
+
+    checks: list[tuple[str, str, Check]] = []
+    if settings.database_url is not None:
+        dsn = settings.database_url.get_secret_value()
+        checks.append(("database", "DATABASE_URL", await check_database_url(dsn)))
+    if settings.uses_stripe:
+        assert settings.stripe_secret_key is not None
+        base = str(settings.stripe_api_base) if settings.stripe_api_base else None
+        try:
+            endpoints = await stripe_webhook_endpoints(
+                settings.stripe_secret_key.get_secret_value(), base
+            )
+        except Exception as error:  # noqa: BLE001 - the doctor reports, it doesn't crash
+            check = Check(False, f"could not list webhook endpoints ({type(error).__name__})")
+        else:
+            public = str(settings.public_base_url) if settings.public_base_url else None
+            check = check_webhook_endpoints(endpoints, public)
+        checks.append(("stripe", "webhook endpoint", check))
+    for port, subject, check in checks:
+        status = "ok" if check.ok else "FAILED"
+        print(f"{port:<9} {subject:<22} {status}: {check.summary}")
+        if check.advice:
+            print(f"{'':<9} {'':<22} -> {check.advice}")
+    return sum(not check.ok for _, _, check in checks)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,7 +244,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # The console keeps its chat readable: warnings only, unless LOG_LEVEL asks for more.
     quiet = args.command == "console" and "log_level" not in settings.model_fields_set
-    setup_logging(settings.log_level, quiet=quiet)
+    setup_logging(settings.log_level, quiet=quiet, log_format=settings.log_format)
+    if settings.sentry_dsn is not None and args.command != "console":
+        from bot.sentry import init_sentry
+
+        try:
+            init_sentry(settings.sentry_dsn.get_secret_value())
+        except SettingsError as error:
+            print(f"travelbot: setting error: {error}", file=sys.stderr)
+            return 2
     try:
         if args.command == "console":
             from bot.console import run_console
@@ -208,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "webhook":
             asyncio.run(run_webhook(settings))
         elif args.command == "migrate":
-            asyncio.run(run_migrate(settings))
+            return asyncio.run(run_migrate(settings))
         elif args.command == "doctor":
             return asyncio.run(run_doctor(settings))
         elif args.command == "rekey":

@@ -11,7 +11,7 @@ import re
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AnyHttpUrl,
@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     conversation_ttl: int = Field(default=24 * 3600, ge=60)
     payment_window_minutes: int = Field(default=30, ge=30, le=24 * 60)
     log_level: str = "INFO"
+    # text (human) or json (one object per line, for a platform's log search)
+    log_format: Literal["text", "json"] = "text"
+    # Sentry project DSN: unhandled errors are reported there (needs the `sentry` extra).
+    sentry_dsn: SecretStr | None = None
+    # When set, GET /metrics wants "Authorization: Bearer <this>" (the server is public).
+    metrics_token: SecretStr | None = None
 
     # Retention (services/retention.py): days before old rows of the tables that only grow go.
     # The ledger outlives Stripe's retries (3 days) and dashboard resends (30); searches outlive

@@ -26,6 +26,7 @@ from bot.web_guard import (
 from bot.web_payments import add_payment_routes
 from bot.web_providers import add_provider_routes
 from handlers.telegram import WEBHOOK_REPLY, WebhookReply
+from services import metrics
 from services.messages import esc
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,19 @@ async def _process(request: web.Request, runtime: Runtime, update: Update) -> We
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness plus each port's adapter and whether it answers."""
+    """Liveness: 200 whenever the process is up and its event loop answers.
+
+    It asks no dependency on purpose. Platforms restart a worker whose liveness probe fails, and
+    a Redis or database blip is not cured by a restart: the worker already rides it out (the
+    traveller is told to try again) and recovers by itself. Readiness is ``/readyz``."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: each port's adapter and whether it answers; 503 while one does not.
+
+    For a load balancer or a deploy gate (send traffic here once it is ready), never for
+    restarts: that is ``/healthz``."""
     runtime = request.app[RUNTIME]
     checks = await check_ports(runtime)
     healthy = all(item["ok"] for item in checks.values())
@@ -121,6 +134,20 @@ async def check_ports(runtime: Runtime) -> dict[str, dict[str, Any]]:
     return dict(sorted(results.items()))
 
 
+async def metrics_page(request: web.Request) -> web.Response:
+    """This worker's counters in Prometheus' text format; no personal data (services.metrics).
+    With ``METRICS_TOKEN`` set, only a scraper that sends it as a bearer token is answered."""
+    token = request.app[RUNTIME].settings.metrics_token
+    if token is not None:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
+            return web.Response(
+                status=401, text="unauthorized", headers={"WWW-Authenticate": "Bearer"}
+            )
+    body, content_type = metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
 async def checkout_done(request: web.Request) -> web.Response:
     reference = request.match_info["reference"]
     body = (
@@ -145,6 +172,8 @@ def init_app(
     app[UPDATE_GATE] = UpdateGate(UPDATES_IN_FLIGHT)
     app[BODY_TIMEOUT] = body_read_timeout
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/checkout/done/{reference}", checkout_done)
     if telegram_webhook_route:
         app.router.add_post("/telegram/webhook", telegram_webhook)

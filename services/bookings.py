@@ -21,7 +21,7 @@ from decimal import Decimal
 
 from pydantic import ValidationError
 
-from services import texts
+from services import metrics, texts
 from services.flights.base import (
     CancellationQuote,
     FareChangedError,
@@ -303,6 +303,7 @@ class BookingService:
             )
             await self._storage.transition(booking.id, S.DRAFT, S.AWAITING_PAYMENT)
             log.info("booking %s awaiting payment (%s)", booking.reference, booking.amount)
+            metrics.payment("link_created")
             return await self._reload(booking), session
 
     async def _reusable_checkout(
@@ -529,6 +530,7 @@ class BookingService:
             if session is not None and session.status == "open":
                 continue  # the gateway still takes payment; its own expiry event will come
             if await self._storage.transition(booking.id, S.AWAITING_PAYMENT, S.EXPIRED):
+                metrics.payment("expired")
                 expired += 1
                 await self._tell(booking.user_id, texts.link_expired(booking))
         return expired
@@ -698,6 +700,7 @@ class BookingService:
             await self._maybe_duplicate_payment(booking, intent)
             return
         log.info("booking %s paid", booking.reference)
+        metrics.payment("paid")
         await self._fulfil(await self._reload(booking))
 
     async def _other_amount_paid(self, booking: Booking, session: CheckoutSession) -> None:
@@ -844,6 +847,7 @@ class BookingService:
             if ticket.total is not None and ticket.total > ceiling:
                 await self._alert(texts.alert_bought_above_payment(booking, ticket.total))
         if await self._storage.transition(booking.id, S.PAID, S.CONFIRMED):
+            metrics.payment("confirmed")
             log.info("booking %s confirmed (provider booking %s)", booking.reference, ticket_id)
             confirmed = await self._reload(booking)
             await self._tell(booking.user_id, texts.confirmation(confirmed))
@@ -919,6 +923,7 @@ class BookingService:
         through (None: another caller had already moved the booking on)."""
         if not await self._storage.transition(booking.id, S.PAID, S.FAILED):
             return None
+        metrics.payment("ticketing_failed")
         refund = await self._refund(
             booking, amount=None, reason="ticketing failed", key=f"refund:{booking.id}:ticketing"
         )
@@ -1003,6 +1008,7 @@ class BookingService:
             return
         if await self._storage.transition(booking.id, S.AWAITING_PAYMENT, S.EXPIRED):
             log.info("booking %s: payment link expired", booking.reference)
+            metrics.payment("expired")
             await self._tell(booking.user_id, texts.link_expired(booking))
 
     async def _on_async_failed(self, booking: Booking, event: PaymentEvent) -> None:
@@ -1226,6 +1232,7 @@ class BookingService:
         await self._storage.settle_refund(booking.id, wanted.amount, sent=True)
         await self._storage.record_payment_event(refund.id, REFUND_RECORD_TYPE, booking.id)
         log.info("booking %s refunded %s (%s)", booking.reference, refund.amount, refund.id)
+        metrics.payment("refunded")
         return refund
 
     # the provider's order: hold before the charge, pay after it, cancel with the airline ----

@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
+from services import metrics
 from services.messages import Message, esc
 from services.models import Broadcast, BroadcastStatus, DeliveryStatus, utcnow
 from services.notify import Notifier
@@ -314,6 +315,7 @@ class BroadcastWorker:
                 return
             user_id = claimed[0]
             outcome = await self._deliver(run, user_id)
+            metrics.broadcast_delivery(outcome.value)
             await _stored(partial(self._storage.finish_delivery, run.id, user_id, outcome))
             run.done += 1
             await self._progress(run)

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import aiohttp
@@ -183,7 +184,7 @@ async def test_broadcast_to_1000_users_killed_at_40_percent_reaches_everyone_onc
             processes[1].send_signal(signal.SIGTERM)
             assert await _exited(processes[1], timeout=30) == 0
 
-            with sqlite3.connect(folder / "bot.sqlite3") as db:
+            with closing(sqlite3.connect(folder / "bot.sqlite3")) as db:
                 rows = dict(
                     db.execute("SELECT user_id, status FROM broadcast_deliveries").fetchall()
                 )

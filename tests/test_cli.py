@@ -8,6 +8,7 @@ import re
 import socket
 import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import aiohttp
@@ -79,12 +80,10 @@ async def test_doctor_says_which_port_does_not_answer(tmp_path: Path) -> None:
 async def test_migrate_creates_the_sqlite_schema(tmp_path: Path) -> None:
     code, out = await _run("migrate", cwd=tmp_path, SQLITE_PATH="db/bot.sqlite3")
     assert code == 0, out
-    tables = {
-        row[0]
-        for row in sqlite3.connect(tmp_path / "db/bot.sqlite3").execute(
-            "select name from sqlite_master where type = 'table'"
-        )
-    }
+    with closing(sqlite3.connect(tmp_path / "db/bot.sqlite3")) as db:
+        tables = {
+            row[0] for row in db.execute("select name from sqlite_master where type = 'table'")
+        }
     assert {"profiles", "bookings", "flight_searches", "payment_events", "admin_audit"} <= tables
 
 
@@ -228,10 +227,9 @@ async def test_a_full_booking_in_the_console_lisbon_to_tokyo(tmp_path: Path) -> 
         if process.returncode is None:
             process.kill()
             await process.wait()
-    rows = sqlite3.connect(tmp_path / "data/travelbot.sqlite3").execute(
-        "select reference, status, amount_minor, currency from bookings"
-    )
-    (row,) = list(rows)
+    with closing(sqlite3.connect(tmp_path / "data/travelbot.sqlite3")) as db:
+        rows = db.execute("select reference, status, amount_minor, currency from bookings")
+        (row,) = list(rows)
     assert row[0] == reference.group(1)
     assert row[1] == "confirmed"
     assert isinstance(row[2], int)

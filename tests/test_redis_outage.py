@@ -156,10 +156,10 @@ async def test_redis_lost_during_pay_the_traveller_gets_the_link_and_the_chat_mo
         assert errors_logged(caplog) == []
 
 
-async def _health(worker: Worker) -> tuple[int, dict[str, Any]]:
+async def _health(worker: Worker, path: str = "/readyz") -> tuple[int, dict[str, Any]]:
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"{worker.base_url}/healthz") as response,
+        session.get(f"{worker.base_url}{path}") as response,
     ):
         body: dict[str, Any] = await response.json()
         return response.status, body
@@ -185,6 +185,8 @@ async def test_a_webhook_worker_rides_out_a_redis_outage(
         status, health = await _health(worker)
         assert status == 503
         assert health["ports"]["state"]["ok"] is False
+        # Not ready, but alive: the platform's liveness probe must not restart it for this.
+        assert await _health(worker, "/healthz") == (200, {"status": "ok"})
         assert worker.process.poll() is None  # still serving
 
         await redis_proxy.start()

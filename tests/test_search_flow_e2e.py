@@ -152,8 +152,8 @@ async def test_detail_shows_every_segment_and_the_total(bot: BotKit) -> None:
     assert "Demo fare" in detail
 
 
-async def test_healthz_reports_each_port(bot: BotKit) -> None:
-    async with aiohttp.ClientSession() as http, http.get(f"{bot.base_url}/healthz") as response:
+async def test_readyz_reports_each_port(bot: BotKit) -> None:
+    async with aiohttp.ClientSession() as http, http.get(f"{bot.base_url}/readyz") as response:
         body = await response.json()
     assert response.status == 200
     assert body["status"] == "ok"

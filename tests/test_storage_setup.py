@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
@@ -110,7 +111,7 @@ async def test_sqlite_creates_its_folder_uses_wal_and_keeps_data(tmp_path: Path)
     booking = await store.create_booking(new_booking())
     await store.close()
 
-    with sqlite3.connect(path) as raw:
+    with closing(sqlite3.connect(path)) as raw:
         assert raw.execute("pragma journal_mode").fetchone()[0] == "wal"
         assert raw.execute("pragma user_version").fetchone()[0] == SCHEMA_VERSION
 

@@ -56,6 +56,9 @@ _MAX_CALLBACK_DATA_BYTES = 64
 _MAX_ANSWER_TEXT = 200
 _MAX_USER_TEXT = 4096
 _MAX_CAPTION = 1024
+# setMyDescription / setMyShortDescription: Telegram's limits, in characters.
+DESCRIPTION_LIMIT = 512
+SHORT_DESCRIPTION_LIMIT = 120
 _NOT_MODIFIED = (
     "message is not modified: specified new message content and reply markup are exactly the "
     "same as a current content and reply markup of the message"
@@ -112,6 +115,10 @@ Listener = Callable[[SandboxEvent], Awaitable[None] | None]
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _language(params: Mapping[str, Any]) -> str:
+    return str(params.get("language_code") or "")
 
 
 def _unix(moment: datetime) -> int:
@@ -239,6 +246,8 @@ class SandboxBotApi:
         self._files: dict[str, SandboxDocument] = {}
         self._callback_started: dict[str, float] = {}
         self._commands: dict[tuple[tuple[Any, ...], str], list[JsonDict]] = {}
+        # (field, language_code) -> text: what a user sees in the bot's empty chat and profile
+        self._profile_texts: dict[tuple[str, str], str] = {}
         self._queue: list[_PendingUpdate] = []
         self._next_update_id = 1
         self._allowed_updates: frozenset[str] = self._allowed(None)
@@ -273,6 +282,10 @@ class SandboxBotApi:
             "setMyCommands": self._set_my_commands,
             "getMyCommands": self._get_my_commands,
             "deleteMyCommands": self._delete_my_commands,
+            "setMyDescription": self._set_my_description,
+            "getMyDescription": self._get_my_description,
+            "setMyShortDescription": self._set_my_short_description,
+            "getMyShortDescription": self._get_my_short_description,
             "close": self._close,
             "logOut": self._log_out,
         }
@@ -692,6 +705,12 @@ class SandboxBotApi:
 
     def all_callbacks_answered(self) -> bool:
         return all(record.answered for record in self._callbacks.values())
+
+    def profile_text(self, field: str, language_code: str = "") -> str:
+        """The bot's ``description`` or ``short_description`` a user with that language sees."""
+        return self._profile_texts.get(
+            (field, language_code), self._profile_texts.get((field, ""), "")
+        )
 
     def commands(self, scope: JsonDict | None = None, language_code: str = "") -> list[JsonDict]:
         """Commands stored for exactly this scope and language (what getMyCommands returns)."""
@@ -1467,6 +1486,38 @@ class SandboxBotApi:
         key = (self._scope_key(params.get("scope")), params.get("language_code", ""))
         self._commands.pop(key, None)
         self._record(EventKind.API_CALL, method="deleteMyCommands", detail={"scope": list(key[0])})
+        return _Result(True)
+
+    async def _set_my_description(self, params: dict[str, Any]) -> _Result:
+        return self._set_profile_text("description", params, DESCRIPTION_LIMIT)
+
+    async def _set_my_short_description(self, params: dict[str, Any]) -> _Result:
+        return self._set_profile_text("short_description", params, SHORT_DESCRIPTION_LIMIT)
+
+    async def _get_my_description(self, params: dict[str, Any]) -> _Result:
+        return _Result({"description": self.profile_text("description", _language(params))})
+
+    async def _get_my_short_description(self, params: dict[str, Any]) -> _Result:
+        text = self.profile_text("short_description", _language(params))
+        return _Result({"short_description": text})
+
+    def _set_profile_text(self, field: str, params: dict[str, Any], limit: int) -> _Result:
+        """Telegram's rules: 0 to ``limit`` characters, empty removes the text for that language
+        (a user then sees the default one), language codes are two letters."""
+        text = params.get(field) or ""
+        if not isinstance(text, str):
+            raise ApiError.bad_request(f'field "{field}" must be of type String')
+        language = _language(params)
+        if language and not re.fullmatch(r"[a-z]{2}", language):
+            raise ApiError.bad_request("invalid language code specified")
+        if len(text) > limit:
+            raise ApiError.bad_request(f"{field.replace('_', ' ')} is too long")
+        if text:
+            self._profile_texts[(field, language)] = text
+        else:
+            self._profile_texts.pop((field, language), None)
+        method = "setMyDescription" if field == "description" else "setMyShortDescription"
+        self._record(EventKind.API_CALL, method=method, detail={"language_code": language})
         return _Result(True)
 
     async def _close(self, params: dict[str, Any]) -> _Result:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from pydantic import TypeAdapter, ValidationError
 
+from services import metrics
 from services.cache import Cache, CacheUnavailableError
 from services.flights.base import FlightProvider
 from services.models import Itinerary, SearchLogEntry, SearchQuery
@@ -65,10 +66,12 @@ class FlightSearchService:
         key = self.cache_key(query)
 
         async def compute() -> bytes:
-            found = await self.provider.search(query)
+            with metrics.provider_call(self.provider.name, "search"):
+                found = await self.provider.search(query)
             return _ITINERARIES.dump_json(tuple(found))
 
         flight = await self._cache.single_flight(key, compute, self._ttl)
+        metrics.search_cache(hit=not flight.computed)
         itineraries = self._decode(flight.value)
         if itineraries is None:
             # A stale entry from an older shape: drop it and ask the provider again.

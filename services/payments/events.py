@@ -27,6 +27,14 @@ CHECKOUT_EXPIRED = "checkout.session.expired"
 ASYNC_PAYMENT_SUCCEEDED = "checkout.session.async_payment_succeeded"
 ASYNC_PAYMENT_FAILED = "checkout.session.async_payment_failed"
 CHARGE_REFUNDED = "charge.refunded"
+# What the Stripe webhook endpoint must subscribe to (README; `travelbot doctor` checks it).
+SUBSCRIBED_EVENTS = (
+    CHECKOUT_COMPLETED,
+    CHECKOUT_EXPIRED,
+    ASYNC_PAYMENT_SUCCEEDED,
+    ASYNC_PAYMENT_FAILED,
+    CHARGE_REFUNDED,
+)
 
 
 def stripe_exponent(currency: str) -> int:

@@ -17,7 +17,11 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
+# An installed wheel carries the files beside this module (pyproject's force-include); a
+# checkout (or an editable install) reads them where the Supabase CLI keeps them.
+_PACKAGED = Path(__file__).resolve().with_name("migrations")
+_CHECKOUT = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
+MIGRATIONS_DIR = _PACKAGED if _PACKAGED.is_dir() else _CHECKOUT
 
 # Any constant works; it only has to be the same for every migrator of this database.
 _LOCK_KEY = 0x7472_6176_656C  # "travel"

@@ -264,6 +264,7 @@ class StripeStandin:
     # lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         app = web.Application()
+        self._add_webhook_endpoint_routes(app)
         app.router.add_post("/v1/checkout/sessions", self._create_session)
         app.router.add_get("/v1/checkout/sessions/{id}", self._get_session)
         app.router.add_post("/v1/checkout/sessions/{id}/expire", self._expire_session)
@@ -876,3 +877,80 @@ class StripeStandin:
 
     async def _deliver_one(self, url: str, event: Mapping[str, Any]) -> int:
         return (await self.deliver(url, event))[0]
+
+    # webhook endpoints (what `travelbot doctor` reads) ----------------------------------------
+    @property
+    def webhook_endpoints(self) -> dict[str, dict[str, Any]]:
+        """Endpoints configured on the account, by id, in creation order."""
+        endpoints: dict[str, dict[str, Any]] = self.__dict__.setdefault("_webhook_endpoints", {})
+        return endpoints
+
+    def add_webhook_endpoint(
+        self, url: str, enabled_events: Sequence[str], *, status: str = "enabled"
+    ) -> dict[str, Any]:
+        """An endpoint as the dashboard or ``POST /v1/webhook_endpoints`` would have made it;
+        ``enabled_events=["*"]`` subscribes to everything. The secret is only shown at
+        creation, never in a list or retrieve, as on Stripe."""
+        endpoint: dict[str, Any] = {
+            "id": _new_id("we"),
+            "object": "webhook_endpoint",
+            "api_version": None,
+            "application": None,
+            "created": self.now() + len(self.webhook_endpoints),
+            "description": None,
+            "enabled_events": list(enabled_events),
+            "livemode": False,
+            "metadata": {},
+            "status": status,
+            "url": url,
+        }
+        self.webhook_endpoints[endpoint["id"]] = endpoint
+        return copy.deepcopy(endpoint)
+
+    def _add_webhook_endpoint_routes(self, app: web.Application) -> None:
+        app.router.add_get("/v1/webhook_endpoints", self._list_webhook_endpoints)
+        app.router.add_get("/v1/webhook_endpoints/{id}", self._get_webhook_endpoint)
+
+    async def _list_webhook_endpoints(self, request: web.Request) -> web.Response:
+        def listing(_: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+            limit = _int_param(params.get("limit", "10"), "limit", minimum=1)
+            if limit > 100:
+                raise StripeRequestError(
+                    "This value must be less than or equal to 100.", param="limit"
+                )
+            # Stripe lists newest first; starting_after pages on from an id of the last page.
+            endpoints = sorted(
+                self.webhook_endpoints.values(), key=lambda e: e["created"], reverse=True
+            )
+            after = params.get("starting_after")
+            if after is not None:
+                ids = [endpoint["id"] for endpoint in endpoints]
+                if after not in ids:
+                    raise StripeRequestError(
+                        f"No such webhook endpoint: '{after}'",
+                        status=404,
+                        code="resource_missing",
+                        param="starting_after",
+                    )
+                endpoints = endpoints[ids.index(after) + 1 :]
+            return {
+                "object": "list",
+                "data": copy.deepcopy(endpoints[:limit]),
+                "has_more": len(endpoints) > limit,
+                "url": "/v1/webhook_endpoints",
+            }
+
+        return await self._handle(request, listing)
+
+    async def _get_webhook_endpoint(self, request: web.Request) -> web.Response:
+        def get(req: web.Request, _: dict[str, Any]) -> dict[str, Any]:
+            endpoint = self.webhook_endpoints.get(req.match_info["id"])
+            if endpoint is None:
+                raise StripeRequestError(
+                    f"No such webhook endpoint: '{req.match_info['id']}'",
+                    status=404,
+                    code="resource_missing",
+                )
+            return copy.deepcopy(endpoint)
+
+        return await self._handle(request, get)
