@@ -9,9 +9,9 @@ Two layers, installed by ``protect_logging`` whatever handlers and formats are s
   still shows our own debug lines.
 - Every log record, from any logger, is cleaned as it is made (a log record factory, so no
   handler or formatter added later can miss it): its message and its traceback lose emails,
-  phone numbers and the personal values this process has handled (``services.redact``). A
-  traceback that needed cleaning is kept as text only (``exc_text``), so a formatter cannot
-  format the exception again from the original.
+  phone numbers and the personal values this process has handled (``services.redact``). The
+  cleaned traceback is set as ``exc_text``, which every formatter prints instead of formatting
+  the exception again; ``exc_info`` stays for Sentry, whose ``before_send`` cleans the same way.
 
 Exceptions nobody caught, in the main thread or another, reach stderr through logging too, and
 so are cleaned as well.
@@ -76,9 +76,9 @@ def clean_record(record: logging.LogRecord, redactor: Redactor) -> None:
         record.msg, record.args = cleaned, None
     if record.exc_info and record.exc_info[0] is not None:
         text = _traceback_formatter.formatException(record.exc_info)
+        # Formatters print exc_text when it is set, so the cleaned text is what they show;
+        # exc_info stays for Sentry, whose before_send cleans the same way (bot/sentry.py).
         record.exc_text = redactor.clean(text)
-        if record.exc_text != text:
-            record.exc_info = None
     elif record.exc_text:
         record.exc_text = redactor.clean(record.exc_text)
     if record.stack_info:
