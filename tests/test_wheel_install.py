@@ -25,6 +25,7 @@ import pytest
 import pytest_asyncio
 
 from bot.sandbox import SandboxBotApi
+from services.storage.sealing import new_key
 from tests.support.supabase_stack import (
     _SUPABASE_DEFAULTS,
     TABLES,
@@ -120,6 +121,7 @@ async def test_the_installed_wheel_migrates_a_supabase_database(
     env = _env(
         SUPABASE_URL="http://127.0.0.1:9",  # never called by migrate
         SUPABASE_SERVICE_ROLE_KEY="not-used-by-migrate",
+        DATA_ENCRYPTION_KEYS=new_key(),  # a Supabase deploy sets it; migrate does not use it
         DATABASE_URL=scratch_database,
     )
     first = _run(str(installed / "travelbot"), "migrate", cwd=tmp_path, env=env)
