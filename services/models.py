@@ -29,9 +29,10 @@ MAX_SEATS = 9
 _AOE = timezone(timedelta(hours=-12))
 
 
-def today_anywhere() -> date:
-    """The earliest date that is still 'today' somewhere on Earth."""
-    return datetime.now(_AOE).date()
+def today_anywhere(now: datetime | None = None) -> date:
+    """The earliest date that is still 'today' somewhere on Earth (at ``now``, default the
+    current instant). Only a lower bound: a traveller's own 'today' is their zone's date."""
+    return (now or datetime.now(UTC)).astimezone(_AOE).date()
 
 
 def _iata(value: str) -> str:
@@ -121,6 +122,11 @@ class Passengers(BaseModel):
     @property
     def total(self) -> int:
         return self.adults + self.children + self.infants
+
+    @property
+    def seats(self) -> int:
+        """Seats the party needs: infants travel on a lap."""
+        return self.adults + self.children
 
     def describe(self) -> str:
         parts = [f"{self.adults} adult" + ("s" if self.adults != 1 else "")]

@@ -72,14 +72,19 @@ TRAVELLER = ["Maria", "Silva", "17.05.1990"]
 TRAVELLER_REST = ["Portugal", "CA1234567", "2031-08-20", "maria@example.com"]
 
 
-async def to_review(bot: BotKit, user: int) -> None:
-    await to_field(bot, user)
+async def fill_traveller(bot: BotKit, user: int) -> None:
+    """One adult's answers, from the first question to the review."""
     for answer in TRAVELLER:
         await bot.say(user, answer)
     await bot.press(user, "Female")
     for answer in TRAVELLER_REST:
         await bot.say(user, answer)
     await bot.press(user, "Skip")
+
+
+async def to_review(bot: BotKit, user: int) -> None:
+    await to_field(bot, user)
+    await fill_traveller(bot, user)
 
 
 async def to_edit(bot: BotKit, user: int) -> None:

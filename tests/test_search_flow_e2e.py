@@ -6,6 +6,7 @@ import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -16,7 +17,14 @@ from services.flights.results import SortKey, sort_itineraries
 from services.models import Passengers, SearchQuery, today_anywhere
 from services.money import Money
 from tests.support.botkit import BotKit, running_bot
-from tests.test_conversation_e2e import to_departure, to_detail, to_results, to_travellers
+from tests.support.days import Clock, coming_weekday_at
+from tests.test_conversation_e2e import (
+    fill_traveller,
+    to_departure,
+    to_detail,
+    to_results,
+    to_travellers,
+)
 
 USER = 6001
 
@@ -233,3 +241,82 @@ async def test_a_quick_search_answers_without_a_typing_call(bot: BotKit) -> None
     events = [e for e in bot.sandbox.events(since) if e.chat_id == USER]
     assert not [e for e in events if e.kind is EventKind.CHAT_ACTION]
     assert [e for e in events if e.kind in (EventKind.BOT_EDIT, EventKind.BOT_MESSAGE)]
+
+
+# --- "today" and flights that have left ------------------------------------------------------
+
+
+async def _to_date_step(bot: BotKit, origin: str, destination: str) -> None:
+    await bot.say(USER, "/start")
+    await bot.say(USER, origin)
+    await bot.say(USER, destination)
+    if (await bot.state(USER)).state == "search:trip":
+        await bot.press(USER, "One-way")
+
+
+async def test_today_is_the_departure_airports_date_not_anywhere_on_earths(
+    tmp_path: Path,
+) -> None:
+    # 07:54 UTC on a Wednesday: Wednesday afternoon in Tokyo, Tuesday evening on UTC-12.
+    wednesday = coming_weekday_at(2, 7, 54)
+    async with running_bot(tmp_path, clock=Clock(wednesday)) as bot:
+        await _to_date_step(bot, "NRT", "LIS")
+        calendar = str(bot.sandbox.bot_messages(USER)[-1].buttons)
+        assert f"'•{wednesday.day}'" in calendar  # the calendar marks Wednesday as today
+        await bot.say(USER, "today")
+        assert (await bot.state(USER)).data["search"]["departure"] == wednesday.date().isoformat()
+        await _to_date_step(bot, "NRT", "LIS")
+        await bot.say(USER, "tomorrow")
+        thursday = wednesday.date() + timedelta(days=1)
+        assert (await bot.state(USER)).data["search"]["departure"] == thursday.isoformat()
+
+
+async def test_only_a_day_past_at_the_departure_airport_is_refused(tmp_path: Path) -> None:
+    wednesday = coming_weekday_at(2, 7, 54)
+    tuesday = (wednesday - timedelta(days=1)).date().isoformat()
+    async with running_bot(tmp_path, clock=Clock(wednesday)) as bot:
+        await _to_date_step(bot, "LIS", "FCO")
+        reply = await bot.say(USER, tuesday)
+        assert "passed" in reply.text  # Tuesday is over in Lisbon
+        await _to_date_step(bot, "HNL", "LAX")
+        await bot.say(USER, tuesday)  # 21:54 on Tuesday in Honolulu: still today there
+        assert (await bot.state(USER)).data["search"]["departure"] == tuesday
+
+
+def _listed_departures(text: str) -> list[str]:
+    return re.findall(r"(\d\d:\d\d) LIS", text)
+
+
+async def test_flights_that_have_left_or_leave_within_two_hours_are_not_listed(
+    tmp_path: Path,
+) -> None:
+    # 15:00 in Lisbon (UTC+0 in winter, +1 in summer): nothing before 17:00 local may show.
+    afternoon = coming_weekday_at(2, 14, 0)
+    async with running_bot(tmp_path, clock=Clock(afternoon)) as bot:
+        await _to_date_step(bot, "LIS", "MAD")
+        await bot.say(USER, "today")
+        if (await bot.state(USER)).state == "search:travellers":
+            await bot.press(USER, "Search flights")
+        await bot.press(USER, "Earliest")
+        shown = _listed_departures(bot.sandbox.bot_messages(USER)[-1].text)
+        local_limit = (afternoon + timedelta(hours=2)).astimezone(ZoneInfo("Europe/Lisbon"))
+        assert all(time_ >= f"{local_limit:%H:%M}" for time_ in shown), shown
+
+
+async def test_pay_for_a_flight_that_has_left_meanwhile_says_so_plainly(tmp_path: Path) -> None:
+    clock = Clock(coming_weekday_at(2, 6, 0))
+    async with running_bot(tmp_path, clock=clock) as bot:
+        await _to_date_step(bot, "LIS", "MAD")
+        await bot.say(USER, "today")
+        if (await bot.state(USER)).state == "search:travellers":
+            await bot.press(USER, "Search flights")
+        await bot.press(USER, "Earliest")
+        await bot.press(USER, "1")
+        await bot.press(USER, "Book for")
+        await fill_traveller(bot, USER)
+        assert (await bot.state(USER)).state == "book:review"
+        clock.advance(timedelta(hours=20))  # the flight left while the review was open
+        reply = await bot.press(USER, "Pay")
+        assert "went wrong" not in reply.text
+        assert "too soon to book" in reply.text
+        assert (await bot.state(USER)).state == "search:results"

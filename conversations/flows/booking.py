@@ -16,6 +16,7 @@ from conversations.engine import Event, Pressed, State, Step
 from conversations.flows import search as search_flow
 from services import texts
 from services import travellers as fields
+from services.bookings import BookingError
 from services.flights.base import ProviderError, ProviderUnavailableError
 from services.messages import Button, Message, Notice, esc
 from services.models import PassengerCategory, Traveller, mask_document
@@ -95,6 +96,8 @@ async def on_book(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
         itinerary = None
     if itinerary is None or conv.results is None:
         return await search_flow.on_back(deps, conv, event, pressed)
+    if deps.departs_too_soon(itinerary.departure):
+        return await _too_soon(deps, conv, event)
     passengers = conv.results.query.passengers
     try:
         check = await deps.bookings.recheck(itinerary, passengers)
@@ -105,6 +108,12 @@ async def on_book(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
             notice=Notice(
                 text="Couldn't check the price right now. Try again in a minute.", alert=True
             ),
+        )
+    except ProviderError as error:
+        return _step(
+            search_flow.DETAIL,
+            conv,
+            Message(text=f"The airline's system refused to price this flight: {esc(error)}"),
         )
     if not check.available:
         step = await search_flow.show_results(deps, conv, event)
@@ -144,6 +153,23 @@ async def on_book(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
         event.user.id,
         prefix=f"Price checked: {check.price.format()} is still available.\n\n",
     )
+
+
+async def _too_soon(deps: FlowDeps, conv: Conversation, event: Event) -> Step:
+    """Back to the results (which no longer list it) for a flight that left or leaves soon."""
+    hours = int(deps.min_time_before_departure.total_seconds() // 3600)
+    conv = conv.model_copy(update={"booking": None})
+    if conv.results is None:
+        return search_flow.new_search(conv)
+    step = await search_flow.show_results(deps, conv, event)
+    step.replies.insert(
+        0,
+        Message(
+            text=f"That flight has left or leaves in less than {hours} hours, too soon to "
+            "book. Pick another one."
+        ),
+    )
+    return step
 
 
 async def on_accept_price(
@@ -495,10 +521,15 @@ async def on_pay(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pres
         travellers = build_travellers(draft)
     except fields.FieldError as error:
         return await show_review(deps, conv, prefix=f"{esc(str(error))}\n\n")
+    if deps.departs_too_soon(draft.itinerary.departure):
+        return await _too_soon(deps, conv, event)
     try:
         booking, session = await deps.bookings.start_checkout(
             event.user.id, draft.itinerary, travellers
         )
+    except BookingError as error:
+        # Every refusal the booking service gives is written for the traveller.
+        return _step(REVIEW, conv, Message(text=esc(str(error))))
     except PaymentError:
         return _step(
             REVIEW,

@@ -55,7 +55,7 @@ async def cmd_start(deps: FlowDeps, conv: Conversation | None, event: Event) -> 
         if kind in ("paid", "booking", "cancelled") and reference:
             booking = await deps.storage.get_booking_by_reference(reference, user_id=event.user.id)
             if booking is not None:
-                return _keep(conv, booking_view(booking, deps.today()))
+                return _keep(conv, booking_view(booking, deps.today_at(booking.origin)))
     name = esc(event.user.first_name) if event.user.first_name else "there"
     greeting = f"Hi {name}! I can find and book flights."
     if deps.demo_fares:
@@ -208,7 +208,7 @@ async def btn_booking(
     booking = await deps.storage.get_booking_by_reference(pressed.arg, user_id=event.user.id)
     if booking is None:
         return _keep(conv, notice=Notice(text="Booking not found."))
-    return _keep(conv, booking_view(booking, deps.today()))
+    return _keep(conv, booking_view(booking, deps.today_at(booking.origin)))
 
 
 async def btn_renew(

@@ -195,10 +195,15 @@ def _index(arg: str, length: int) -> int | None:
 # --- trip type and dates ------------------------------------------------------------------
 
 
+def _today(deps: FlowDeps, conv: Conversation) -> date:
+    """Today at the departure airport: what "today" means and which days have passed."""
+    return deps.today_at(conv.search.origin)
+
+
 def _date_question(
     deps: FlowDeps, conv: Conversation, state: str, *, edit: bool = False, prefix: str = ""
 ) -> Message:
-    today = deps.today()
+    today = _today(deps, conv)
     first = conv.search.departure if state == RETURN and conv.search.departure else today
     month = conv.search.calendar_month or first.replace(day=1)
     keyboard = calendar_keyboard(
@@ -244,7 +249,7 @@ async def _date_chosen(deps: FlowDeps, conv: Conversation, state: str, day: date
 
 async def on_date_text(deps: FlowDeps, conv: Conversation, event: Event) -> Step:
     state = RETURN if conv.search.departure is not None and conv.search.round_trip else DEPARTURE
-    today = deps.today()
+    today = _today(deps, conv)
     try:
         day = parse_travel_date(
             event.text,
@@ -274,7 +279,7 @@ async def on_calendar_day(
     try:
         day = parse_travel_date(
             day.isoformat(),
-            today=deps.today(),
+            today=_today(deps, conv),
             not_before=conv.search.departure if state == RETURN else None,
             horizon_days=deps.provider.horizon_days,
         )
@@ -288,7 +293,7 @@ async def on_calendar_page(
 ) -> Step:
     state = RETURN if conv.search.departure is not None and conv.search.round_trip else DEPARTURE
     month = _parse_compact_day(pressed.arg + "01") if len(pressed.arg) == 6 else None
-    today = deps.today()
+    today = _today(deps, conv)
     if (
         month is None
         or month < today.replace(day=1)
@@ -410,12 +415,21 @@ async def _load_results(
     """The results the view shows, sorted and filtered. Only a new search is logged; paging
     and sorting re-read the cached results."""
     outcome = await deps.search.search(view.query, user_id=user_id, log=log)
+    # Cached results age: a flight that has left (or leaves too soon to catch) is never shown,
+    # nor one with fewer seats left than the party needs.
+    seats = view.query.passengers.seats
+    bookable = [
+        it
+        for it in outcome.itineraries
+        if not deps.departs_too_soon(it.departure)
+        and (it.seats_left is None or it.seats_left >= seats)
+    ]
     page = results_page(
-        outcome.itineraries,
+        bookable,
         sort=SortKey.parse(view.sort),
         direct=view.direct_only,
         page=0,
-        page_size=max(1, len(outcome.itineraries)),
+        page_size=max(1, len(bookable)),
     )
     return list(page.items), outcome.search_id
 
@@ -453,13 +467,15 @@ async def show_results(
     conv = conv.model_copy(update={"results": view})
     replies: list[Message] = []
     header = fmt.results_header(
-        view.query, demo=deps.demo_fares, count=len(items), today=deps.today()
+        view.query, demo=deps.demo_fares, count=len(items), today=_today(deps, conv)
     )
     if not items:
         text = (
             header
             + "\n\n"
-            + fmt.no_results_text(view.query, direct_only=view.direct_only, today=deps.today())
+            + fmt.no_results_text(
+                view.query, direct_only=view.direct_only, today=_today(deps, conv)
+            )
         )
         buttons: list[tuple[Button, ...]] = []
         if view.direct_only:
@@ -570,7 +586,7 @@ async def on_pick(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
     if view.search_id is not None:
         await deps.storage.mark_search_stage(view.search_id, "chosen")
     text = fmt.itinerary_detail(
-        itinerary, passengers=view.query.passengers, places=deps.places, today=deps.today()
+        itinerary, passengers=view.query.passengers, places=deps.places, today=_today(deps, conv)
     )
     buttons = (
         (Button(label=f"Book for {itinerary.price.format()}", action="book", arg=pressed.arg),),

@@ -161,7 +161,8 @@ def itinerary_detail(
     baggage = _baggage_line(itinerary)
     if baggage:
         lines.append(baggage)
-    if itinerary.seats_left is not None and itinerary.seats_left <= 5:
+    needed = passengers.seats if passengers is not None else 1
+    if itinerary.seats_left is not None and needed <= itinerary.seats_left <= 5:
         seats = "seat" if itinerary.seats_left == 1 else "seats"
         lines.append(f"Only {itinerary.seats_left} {seats} left at this price")
     who = f" for {esc(passengers.describe())}" if passengers is not None else ""
