@@ -26,7 +26,7 @@ from conversations.state import (
     StateUnavailableError,
     Turn,
 )
-from services.messages import Button, Message, Notice
+from services.messages import Button, Document, Message, Notice
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class Outgoing:
     keyboard: tuple[tuple[RenderedButton, ...], ...]
     edit: bool
     disable_preview: bool = True
+    document: Document | None = None  # sent after the text
 
 
 @dataclass(slots=True)
@@ -170,6 +171,7 @@ def render(messages: list[Message], version: int) -> list[Outgoing]:
                 keyboard=keyboard,
                 edit=message.edit,
                 disable_preview=message.disable_preview,
+                document=message.document,
             )
         )
     return out

@@ -12,6 +12,7 @@ from telegram import (
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputFile,
     LinkPreviewOptions,
     Update,
 )
@@ -159,9 +160,11 @@ async def send_replies(
                     reply_markup=markup,
                     link_preview_options=NO_PREVIEW,
                 )
+                await _send_document(bot, chat_id, reply)
                 continue
             except BadRequest as error:
                 if "not modified" in str(error).lower():
+                    await _send_document(bot, chat_id, reply)
                     continue
                 log.info("edit refused (%s); sending a new message instead", error)
         await bot.send_message(
@@ -171,6 +174,20 @@ async def send_replies(
             reply_markup=markup,
             link_preview_options=NO_PREVIEW if reply.disable_preview else None,
         )
+        await _send_document(bot, chat_id, reply)
+
+
+async def _send_document(bot: ExtBot[None], chat_id: int, reply: Outgoing) -> None:
+    """The reply's file, if it has one, as a document right after its text."""
+    document = reply.document
+    if document is None:
+        return
+    await bot.send_document(
+        chat_id,
+        InputFile(document.content, filename=document.filename),
+        caption=document.caption or None,
+        parse_mode=ParseMode.HTML if document.caption else None,
+    )
 
 
 async def on_update(update: Update, context: TravelContext) -> None:

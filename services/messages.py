@@ -27,8 +27,21 @@ class Button(BaseModel):
     url: str | None = None
 
 
+class Document(BaseModel):
+    """A file that goes with a message (a data export, a calendar file), sent right after the
+    message's text as a document with its own short caption (Telegram HTML, up to 1024)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    filename: str
+    content: bytes = Field(repr=False)
+    mime_type: str = "application/octet-stream"
+    caption: str = Field(default="", max_length=1024)
+
+
 class Message(BaseModel):
-    """One bot message. ``edit`` asks to edit the message the user pressed a button on."""
+    """One bot message. ``edit`` asks to edit the message the user pressed a button on;
+    ``document``, if any, follows the text as a file."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -36,6 +49,7 @@ class Message(BaseModel):
     buttons: tuple[tuple[Button, ...], ...] = ()
     edit: bool = False
     disable_preview: bool = True
+    document: Document | None = None
 
 
 class Notice(BaseModel):

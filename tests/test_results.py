@@ -287,3 +287,15 @@ def test_the_header_names_route_date_travellers_and_demo_label() -> None:
 )
 def test_short_prices(money: Money, text: str) -> None:
     assert short_price(money) == text
+
+
+def test_seats_left_are_counted_against_the_party() -> None:
+    one_left = CHEAP.model_copy(update={"seats_left": 1})
+    alone = itinerary_detail(one_left, passengers=Passengers(), today=TODAY)
+    assert "Only 1 seat left at this price" in alone
+    party = itinerary_detail(one_left, passengers=Passengers(adults=3), today=TODAY)
+    assert "Only 1 seat" not in party
+    # infants sit on a lap: two adults and an infant need two seats
+    two_left = CHEAP.model_copy(update={"seats_left": 2})
+    family = itinerary_detail(two_left, passengers=Passengers(adults=2, infants=1), today=TODAY)
+    assert "Only 2 seats left at this price" in family

@@ -101,6 +101,25 @@ class Button:
 
 
 @dataclass(frozen=True)
+class SentDocument:
+    """A file the bot sent with sendDocument, kept whole so tests can read it."""
+
+    file_id: str
+    file_name: str | None
+    mime_type: str | None
+    content: bytes
+
+    def to_json(self) -> JsonDict:
+        return {
+            "file_id": self.file_id,
+            "file_unique_id": self.file_id[-16:],
+            "file_name": self.file_name,
+            "mime_type": self.mime_type,
+            "file_size": len(self.content),
+        }
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     """One message in a private chat, as it stands now (edits replace the earlier snapshot).
 
@@ -125,6 +144,7 @@ class ChatMessage:
     reply_keyboard: JsonDict | None = None
     reply_markup: JsonDict | None = None
     changed_seq: int = 0
+    document: SentDocument | None = None  # set for sendDocument; ``text`` is then the caption
 
     @property
     def button_rows(self) -> list[list[tuple[str, str | None]]]:

@@ -38,6 +38,7 @@ from bot.sandbox.models import (
     JsonDict,
     SandboxEvent,
     SandboxUser,
+    SentDocument,
     UserAction,
 )
 from bot.sandbox.ratelimit import FloodControl, SandboxLimits
@@ -234,6 +235,7 @@ class SandboxBotApi:
         self._listeners: list[Listener] = []
         self._listener_tasks: set[asyncio.Task[None]] = set()
         self._callbacks: dict[str, CallbackQueryRecord] = {}
+        self._documents: dict[str, SentDocument] = {}  # by file_id, for sending one again
         self._callback_started: dict[str, float] = {}
         self._commands: dict[tuple[tuple[Any, ...], str], list[JsonDict]] = {}
         self._queue: list[_PendingUpdate] = []
@@ -261,6 +263,7 @@ class SandboxBotApi:
             "deleteWebhook": self._delete_webhook,
             "getWebhookInfo": self._get_webhook_info,
             "sendMessage": self._send_message,
+            "sendDocument": self._send_document,
             "editMessageText": self._edit_message_text,
             "editMessageReplyMarkup": self._edit_message_reply_markup,
             "answerCallbackQuery": self._answer_callback_query,
@@ -1240,6 +1243,60 @@ class SandboxBotApi:
         )
         return _Result(self._message_payload(message))
 
+    async def _send_document(self, params: dict[str, Any]) -> _Result:
+        """A file upload (multipart) or a file_id sent earlier; the caption works as text."""
+        chat = self._chat(params["chat_id"], sending=True)
+        upload = params["document"]
+        if isinstance(upload, UploadedFile):
+            if not upload.content:
+                raise ApiError.bad_request("file must be non-empty")
+            if len(upload.content) > 50 * 1024 * 1024:
+                raise ApiError(413, "Request Entity Too Large")
+            file_name, mime, content = upload.filename, upload.content_type, upload.content
+        else:
+            earlier = self._documents.get(str(upload))
+            if earlier is None:
+                raise ApiError.bad_request("wrong file identifier/HTTP URL specified")
+            file_name, mime, content = earlier.file_name, earlier.mime_type, earlier.content
+        caption = params.get("caption") or ""
+        text, entities = (
+            message_text(caption, params.get("parse_mode"), params.get("caption_entities"))
+            if caption
+            else ("", [])
+        )
+        if len(text) > 1024:
+            raise ApiError.bad_request("message caption is too long")
+        inline, buttons, reply_keyboard = _read_markup(params.get("reply_markup"))
+        self._take_send_slot(chat.user.id)
+        message_id = chat.next_message_id
+        chat.next_message_id += 1
+        seq = self._seq + 1
+        file_id = f"BQACAgIAAx{chat.user.id:x}{message_id:06d}{len(content):08x}"
+        document = SentDocument(
+            file_id=file_id, file_name=file_name, mime_type=mime, content=content
+        )
+        self._documents[file_id] = document
+        message = ChatMessage(
+            chat_id=chat.user.id,
+            message_id=message_id,
+            from_bot=True,
+            text=text,
+            html=caption,
+            date=_now(),
+            seq=seq,
+            changed_seq=seq,
+            entities=tuple(entities),
+            buttons=buttons,
+            reply_keyboard=reply_keyboard,
+            reply_markup=inline,
+            document=document,
+        )
+        chat.messages[message_id] = message
+        self._record(
+            EventKind.BOT_MESSAGE, chat_id=chat.user.id, message_id=message_id, message=message
+        )
+        return _Result(self._message_payload(message))
+
     def _reply_target(self, chat: _Chat, reply: JsonDict | None) -> int | None:
         if not reply:
             return None
@@ -1426,10 +1483,17 @@ class SandboxBotApi:
             "from": self.bot_user() if message.from_bot else chat.user.to_telegram(),
             "chat": chat.user.to_chat(),
             "date": _unix(message.date),
-            "text": message.text,
         }
-        if message.entities:
-            payload["entities"] = [dict(entity) for entity in message.entities]
+        if message.document is not None:
+            payload["document"] = message.document.to_json()
+            if message.text:
+                payload["caption"] = message.text
+            if message.entities:
+                payload["caption_entities"] = [dict(entity) for entity in message.entities]
+        else:
+            payload["text"] = message.text
+            if message.entities:
+                payload["entities"] = [dict(entity) for entity in message.entities]
         if message.edit_date is not None:
             payload["edit_date"] = _unix(message.edit_date)
         if message.reply_markup is not None:
@@ -1552,7 +1616,9 @@ async def _read_params(request: web.Request) -> dict[str, object]:
         form = await request.post()
         for key, value in form.items():
             if isinstance(value, web.FileField):
-                params[key] = UploadedFile(value.filename)
+                params[key] = UploadedFile(
+                    value.filename, value.file.read(), value.content_type or None
+                )
             elif isinstance(value, bytes):
                 params[key] = value.decode("utf-8", "replace")
             else:

@@ -34,8 +34,12 @@ _TYPE_LABELS = {
 class UploadedFile:
     """Marks a parameter that arrived as a multipart file part."""
 
-    def __init__(self, filename: str | None) -> None:
+    def __init__(
+        self, filename: str | None, content: bytes = b"", content_type: str | None = None
+    ) -> None:
         self.filename = filename
+        self.content = content
+        self.content_type = content_type
 
 
 @dataclass(frozen=True)
