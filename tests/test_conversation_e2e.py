@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conversations.engine import encode_callback
+from conversations.flows.admin import StoreChatStates
 from tests.support.botkit import BotKit, future_day, running_bot
 
 USER = 5001
@@ -32,43 +34,34 @@ async def to_destination(bot: BotKit, user: int) -> None:
     await bot.say(user, "Lisbon")
 
 
-async def to_trip(bot: BotKit, user: int) -> None:
+async def to_departure(bot: BotKit, user: int) -> None:
     await to_destination(bot, user)
     await bot.say(user, "FCO")
 
 
-async def to_departure(bot: BotKit, user: int) -> None:
-    await to_trip(bot, user)
-    await bot.press(user, "One-way")
-
-
 async def to_return(bot: BotKit, user: int) -> None:
-    await to_trip(bot, user)
-    await bot.press(user, "Return")
-    await bot.say(user, _iso(90))
-
-
-async def to_travellers(bot: BotKit, user: int) -> None:
     await to_departure(bot, user)
+    await bot.press(user, "Add a return date")
     await bot.say(user, _iso(90))
 
 
 async def to_results(bot: BotKit, user: int) -> None:
-    await to_travellers(bot, user)
-    await bot.press(user, "Search flights")
+    await to_departure(bot, user)
+    await bot.say(user, _iso(90))
 
 
-async def to_detail(bot: BotKit, user: int) -> None:
+async def to_travellers(bot: BotKit, user: int) -> None:
+    await to_results(bot, user)
+    await bot.press(user, "change")
+
+
+async def to_field(bot: BotKit, user: int) -> None:
+    """A result's number: its detail with the price checked and the first question."""
     await to_results(bot, user)
     await bot.press(user, "1")
 
 
-async def to_field(bot: BotKit, user: int) -> None:
-    await to_detail(bot, user)
-    await bot.press(user, "Book for")
-
-
-TRAVELLER = ["Maria", "Silva", "17.05.1990"]
+TRAVELLER = ["Maria Silva", "17.05.1990"]
 TRAVELLER_REST = ["Portugal", "CA1234567", "2031-08-20", "maria@example.com"]
 
 
@@ -100,12 +93,10 @@ async def to_payment(bot: BotKit, user: int) -> None:
 PATHS: dict[str, Callable[[BotKit, int], Awaitable[None]]] = {
     "search:origin": to_origin,
     "search:destination": to_destination,
-    "search:trip": to_trip,
     "search:departure": to_departure,
     "search:return": to_return,
     "search:travellers": to_travellers,
     "search:results": to_results,
-    "search:detail": to_detail,
     "book:field": to_field,
     "book:review": to_review,
     "book:edit": to_edit,
@@ -149,11 +140,11 @@ async def test_cancel_keeps_bookings(bot: BotKit) -> None:
 
 
 async def test_a_button_from_an_older_step_has_expired_and_changes_nothing(bot: BotKit) -> None:
-    await to_trip(bot, USER)
-    old = bot.buttons(USER)  # One-way / Return
-    await bot.press(USER, "One-way")
+    await to_departure(bot, USER)
+    old = bot.buttons(USER)  # the calendar with "Add a return date"
+    await bot.press(USER, "Add a return date")
     before = await bot.state(USER)
-    _, data, message_id = next(b for b in old if b[0] == "Return")
+    _, data, message_id = next(b for b in old if "Add a return date" in b[0])
     assert data is not None
     reply = await bot.press_raw(USER, message_id, data)
     assert reply.notice is not None
@@ -167,13 +158,28 @@ async def test_a_button_from_an_older_step_has_expired_and_changes_nothing(bot: 
     ["zz|trip|2", "not-a-token", "!nosuchaction|x", "0|trip|9", "|||", "1|pick|99.ffffff"],
 )
 async def test_a_forged_button_changes_nothing(bot: BotKit, forged: str) -> None:
-    await to_trip(bot, USER)
+    await to_departure(bot, USER)
     before = await bot.state(USER)
     message_id = bot.buttons(USER)[0][2]
     reply = await bot.press_raw(USER, message_id, forged)
     assert reply.notice is not None
     assert await bot.state(USER) == before
     assert bot.sandbox.all_callbacks_answered()
+
+
+async def test_a_chat_stored_in_the_old_trip_question_still_goes_on(bot: BotKit) -> None:
+    """``search:trip`` is no longer asked, but a record stored by an earlier version loads."""
+    await to_departure(bot, USER)
+    record = await bot.state(USER)
+    writer = StoreChatStates(
+        bot.runtime.adapters.state, bot_id=bot.runtime.application.bot.id, ttl=600
+    )
+    assert await writer.put(USER, "search:trip", record.data)
+    stored = await bot.state(USER)
+    message_id = bot.buttons(USER)[0][2]
+    reply = await bot.press_raw(USER, message_id, encode_callback(stored.version, "trip", "2"))
+    assert "Return trip" in reply.text
+    assert (await bot.state(USER)).state == "search:departure"
 
 
 async def test_typed_text_is_escaped_when_echoed(bot: BotKit) -> None:
@@ -184,10 +190,10 @@ async def test_typed_text_is_escaped_when_echoed(bot: BotKit) -> None:
 
 
 async def test_unexpected_text_in_a_button_state_gets_that_states_hint(bot: BotKit) -> None:
-    await to_trip(bot, USER)
+    await to_results(bot, USER)
     before = await bot.state(USER)
     reply = await bot.say(USER, "whatever")
-    assert "One-way or Return" in reply.text
+    assert "Tap a flight's number" in reply.text
     assert await bot.state(USER) == before
 
 

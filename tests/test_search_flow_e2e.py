@@ -21,7 +21,7 @@ from tests.support.days import Clock, coming_weekday_at
 from tests.test_conversation_e2e import (
     fill_traveller,
     to_departure,
-    to_detail,
+    to_field,
     to_results,
     to_travellers,
 )
@@ -90,14 +90,14 @@ async def test_a_return_before_departure_is_refused(bot: BotKit) -> None:
     await bot.say(USER, "/start")
     await bot.say(USER, "LIS")
     await bot.say(USER, "FCO")
-    await bot.press(USER, "Return")
+    await bot.press(USER, "Add a return date")
     out = today_anywhere() + timedelta(days=60)
     await bot.say(USER, out.isoformat())
     reply = await bot.say(USER, (out - timedelta(days=3)).isoformat())
     assert "before" in reply.text.lower()
     assert (await bot.state(USER)).state == "search:return"
     await bot.say(USER, (out + timedelta(days=7)).isoformat())
-    assert (await bot.state(USER)).state == "search:travellers"
+    assert (await bot.state(USER)).state == "search:results"
 
 
 async def test_the_calendar_pages_and_picks_a_day(bot: BotKit) -> None:
@@ -113,7 +113,7 @@ async def test_the_calendar_pages_and_picks_a_day(bot: BotKit) -> None:
         if b.label.isdigit() and b.callback_data and "|day|" in b.callback_data
     )
     await bot.press(USER, day)
-    assert (await bot.state(USER)).state == "search:travellers"
+    assert (await bot.state(USER)).state == "search:results"
 
 
 async def test_travellers_stepper_keeps_the_airline_rules(bot: BotKit) -> None:
@@ -153,7 +153,7 @@ async def test_results_page_sort_and_filter_in_place(bot: BotKit) -> None:
 
 
 async def test_detail_shows_every_segment_and_the_total(bot: BotKit) -> None:
-    await to_detail(bot, USER)
+    await to_field(bot, USER)
     detail = bot.sandbox.bot_messages(USER)[-1].text
     assert "Total €" in detail
     assert re.search(r"\d\d:\d\d [A-Z]{3}", detail)
@@ -191,8 +191,8 @@ async def test_a_changed_price_is_shown_with_the_choice_to_continue(tmp_path: Pa
     higher = Money(amount=price.amount + 2500, currency=price.currency)
     provider = DemoProvider(places=PlaceIndex.default(), price_changes={offer_id: higher})
     async with running_bot(tmp_path, provider=provider) as bot:
-        await to_detail(bot, USER)
-        reply = await bot.press(USER, "Book for")
+        await to_results(bot, USER)
+        reply = await bot.press(USER, "1")
         assert "price has changed" in reply.text
         assert higher.format() in reply.text
         assert (await bot.state(USER)).state == "book:price"
@@ -206,8 +206,8 @@ async def test_a_sold_out_offer_goes_back_to_the_results(tmp_path: Path) -> None
     offer_id, _ = await _first_offer()
     provider = DemoProvider(places=PlaceIndex.default(), sold_out=[offer_id])
     async with running_bot(tmp_path, provider=provider) as bot:
-        await to_detail(bot, USER)
-        reply = await bot.press(USER, "Book for")
+        await to_results(bot, USER)
+        reply = await bot.press(USER, "1")
         assert "sold out" in reply.text
         assert (await bot.state(USER)).state == "search:results"
 
@@ -217,9 +217,9 @@ async def test_a_slow_search_shows_typing_before_the_results_arrive(tmp_path: Pa
 
     slow = DemoProvider(places=PlaceIndex.default(), latency=0.8)
     async with running_bot(tmp_path, provider=slow) as bot:
-        await to_travellers(bot, USER)
+        await to_departure(bot, USER)
         since = bot.sandbox.last_seq
-        await bot.press(USER, "Search flights")
+        await bot.say(USER, (today_anywhere() + timedelta(days=90)).isoformat())
         kinds = [
             e.kind
             for e in bot.sandbox.events(
@@ -250,8 +250,6 @@ async def _to_date_step(bot: BotKit, origin: str, destination: str) -> None:
     await bot.say(USER, "/start")
     await bot.say(USER, origin)
     await bot.say(USER, destination)
-    if (await bot.state(USER)).state == "search:trip":
-        await bot.press(USER, "One-way")
 
 
 async def test_today_is_the_departure_airports_date_not_anywhere_on_earths(
@@ -295,8 +293,6 @@ async def test_flights_that_have_left_or_leave_within_two_hours_are_not_listed(
     async with running_bot(tmp_path, clock=Clock(afternoon)) as bot:
         await _to_date_step(bot, "LIS", "MAD")
         await bot.say(USER, "today")
-        if (await bot.state(USER)).state == "search:travellers":
-            await bot.press(USER, "Search flights")
         await bot.press(USER, "Earliest")
         shown = _listed_departures(bot.sandbox.bot_messages(USER)[-1].text)
         local_limit = (afternoon + timedelta(hours=2)).astimezone(ZoneInfo("Europe/Lisbon"))
@@ -308,11 +304,8 @@ async def test_pay_for_a_flight_that_has_left_meanwhile_says_so_plainly(tmp_path
     async with running_bot(tmp_path, clock=clock) as bot:
         await _to_date_step(bot, "LIS", "MAD")
         await bot.say(USER, "today")
-        if (await bot.state(USER)).state == "search:travellers":
-            await bot.press(USER, "Search flights")
         await bot.press(USER, "Earliest")
         await bot.press(USER, "1")
-        await bot.press(USER, "Book for")
         await fill_traveller(bot, USER)
         assert (await bot.state(USER)).state == "book:review"
         clock.advance(timedelta(hours=20))  # the flight left while the review was open

@@ -344,6 +344,11 @@ async def btn_cancel_yes(
 
 
 async def idle_text(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
+    """Out of any flow (after /cancel, or a conversation that expired), a place or a whole
+    search typed starts the search with it; anything else gets the way in."""
+    step = await search_flow.search_from_idle(deps, event)
+    if step is not None:
+        return step
     return _keep(
         conv, Message(text="Type /start to search for flights, or /help to see what I can do.")
     )

@@ -118,6 +118,37 @@ def parse_travel_date(
     return check_travel_date(day, today=today, not_before=not_before, horizon_days=horizon_days)
 
 
+def travel_date_readings(
+    text: str,
+    *,
+    today: date,
+    not_before: date | None = None,
+    horizon_days: int,
+) -> tuple[date, ...]:
+    """Both bookable days a numeric date could mean when day and month could swap ("03/04":
+    3 April or 4 March), day-first reading first; () when it means one day or none, so
+    ``parse_travel_date`` decides. The traveller is then asked rather than guessed for."""
+    cleaned = " ".join(str(text).strip().lower().split())
+    cleaned = re.sub(r"^(?:on|the|on the)\s+", "", cleaned)
+    match = _DMY.match(cleaned)
+    if not match or len(cleaned) > MAX_DATE_TEXT:
+        return ()
+    first, second = int(match[1]), int(match[2])
+    if first == second or not (1 <= first <= 12 and 1 <= second <= 12):
+        return ()
+    readings: list[date] = []
+    for day, month in ((first, second), (second, first)):
+        typed = f"{day}/{month}" + (f"/{match[3]}" if match[3] else "")
+        try:
+            found = parse_travel_date(
+                typed, today=today, not_before=not_before, horizon_days=horizon_days
+            )
+        except DateInputError:
+            continue
+        readings.append(found)
+    return tuple(readings) if len(readings) == 2 else ()
+
+
 def check_travel_date(
     day: date, *, today: date, not_before: date | None = None, horizon_days: int
 ) -> date:
