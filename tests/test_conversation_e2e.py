@@ -225,3 +225,53 @@ async def test_flood_gets_one_polite_reply_then_silence(tmp_path: Path) -> None:
             action = await kit.sandbox.user_sends(USER, f"more {i}")
             with pytest.raises(Exception, match=r"no matching event|not idle|expected"):
                 await kit.sandbox.wait_for_reply(action, timeout=1)
+
+
+# --- the traveller's details in fewer turns -----------------------------------------------------
+
+
+async def _values(bot: BotKit) -> dict[str, object]:
+    values: dict[str, object] = (await bot.state(USER)).data["booking"]["travellers"][0]["values"]
+    return values
+
+
+async def test_the_full_name_in_one_answer_is_shown_as_printed(bot: BotKit) -> None:
+    await to_field(bot, USER)
+    reply = await bot.say(USER, "Ana Maria da Silva")
+    assert "On the ticket: <b>DA SILVA/ANA MARIA</b>" in bot.sandbox.bot_messages(USER)[-1].html
+    assert "Date of birth" in reply.text
+    await bot.press(USER, "Swap first and last name")
+    assert (await _values(bot))["first_name"] == "DA SILVA"
+    await bot.press(USER, "Type them apart")
+    await bot.say(USER, "Ana Maria")
+    reply = await bot.say(USER, "da Silva")
+    assert "Date of birth" in reply.text
+    assert await _values(bot) == {"first_name": "ANA MARIA", "last_name": "DA SILVA"}
+
+
+async def test_gender_buttons_follow_the_date_of_birth(bot: BotKit) -> None:
+    await to_field(bot, USER)
+    await bot.say(USER, "Ana Silva")
+    reply = await bot.say(USER, "17.05.1990")
+    assert "Born 17 May 1990" in reply.text
+    assert {"Female", "Male"} <= {label for label, _, _ in bot.buttons(USER)}
+    reply = await bot.press(USER, "Female")
+    assert "Nationality" in reply.text
+
+
+async def test_a_birth_date_whose_day_and_month_could_swap_is_asked(bot: BotKit) -> None:
+    await to_field(bot, USER)
+    await bot.say(USER, "Ana Silva")
+    reply = await bot.say(USER, "12/08/1988")
+    assert "Which date do you mean" in reply.text
+    assert "birth_date" not in await _values(bot)
+    await bot.press(USER, "8 Dec 1988")
+    assert (await _values(bot))["birth_date"] == "1988-12-08"
+
+
+async def test_back_from_the_first_question_returns_to_the_results(bot: BotKit) -> None:
+    await to_field(bot, USER)
+    await bot.press(USER, "‹ Back to results")
+    state = await bot.state(USER)
+    assert state.state == "search:results"
+    assert state.data["booking"] is None

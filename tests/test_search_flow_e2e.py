@@ -313,3 +313,95 @@ async def test_pay_for_a_flight_that_has_left_meanwhile_says_so_plainly(tmp_path
         assert "went wrong" not in reply.text
         assert "too soon to book" in reply.text
         assert (await bot.state(USER)).state == "search:results"
+
+
+# --- fewer turns ------------------------------------------------------------------------------
+
+
+async def test_a_whole_search_in_one_message_goes_straight_to_the_results(bot: BotKit) -> None:
+    out = today_anywhere() + timedelta(days=70)
+    while out.day <= 12:  # written day first, a day over 12 cannot be a month
+        out += timedelta(days=1)
+    back = out + timedelta(days=1)
+    while back.day != 3:  # '3/02': day and month could swap, but the departure said day first
+        back += timedelta(days=1)
+    await bot.say(USER, "/start")
+    reply = await bot.say(USER, f"LIS-NRT {out:%d/%m} return {back.day}/{back:%m} 2 adults")
+    state = await bot.state(USER)
+    assert state.state == "search:results", reply.text
+    query = state.data["results"]["query"]
+    assert query["origin"]["code"] == "LIS"
+    assert query["destination"]["code"] == "NRT"
+    assert query["departure"] == out.isoformat()
+    assert query["return_date"] == back.isoformat()
+    assert query["passengers"] == {"adults": 2, "children": 0, "infants": 0}
+    assert "2 adults" in reply.text
+
+
+async def test_a_city_with_a_date_asks_nothing_else_and_defaults_to_one_adult(
+    bot: BotKit,
+) -> None:
+    await bot.say(USER, "/start")
+    reply = await bot.say(USER, "Lisbon to Tokyo on 20 March")
+    state = await bot.state(USER)
+    assert state.state == "search:results", reply.text
+    assert state.data["results"]["query"]["destination"]["code"] == "TYO"  # all airports
+    assert state.data["results"]["query"]["return_date"] is None
+    assert "1 adult" in reply.text
+    await bot.press(USER, "1 adult · change")  # the stepper is there when wanted
+    assert (await bot.state(USER)).state == "search:travellers"
+    await bot.press(USER, "+")
+    again = await bot.press(USER, "Search flights")
+    assert "2 adults" in again.text
+
+
+async def test_a_whole_search_without_a_date_asks_only_the_date(bot: BotKit) -> None:
+    await bot.say(USER, "/start")
+    reply = await bot.say(USER, "from Berlin to Lisbon")
+    assert (await bot.state(USER)).state == "search:departure"
+    assert "When do you fly?" in reply.text
+    assert "Add a return date" in str(bot.buttons(USER))
+
+
+async def test_a_return_date_is_added_from_the_date_step(bot: BotKit) -> None:
+    await to_departure(bot, USER)
+    out = today_anywhere() + timedelta(days=40)
+    await bot.say(USER, f"{out.isoformat()} return {(out + timedelta(days=5)).isoformat()}")
+    query = (await bot.state(USER)).data["results"]["query"]
+    assert query["return_date"] == (out + timedelta(days=5)).isoformat()
+
+
+async def test_back_buttons_walk_the_search_steps_backwards(bot: BotKit) -> None:
+    await to_departure(bot, USER)
+    await bot.press(USER, "‹ Back")
+    state = await bot.state(USER)
+    assert state.state == "search:destination"
+    assert state.data["search"]["destination"] is None
+    await bot.press(USER, "‹ Back")
+    assert (await bot.state(USER)).state == "search:origin"
+
+
+async def test_a_date_whose_day_and_month_could_swap_is_asked_not_guessed(bot: BotKit) -> None:
+    await to_departure(bot, USER)
+    today = today_anywhere()
+    year = today.year + 1
+    reply = await bot.say(USER, f"03/04/{year}")
+    assert "Which day do you mean" in reply.text
+    assert (await bot.state(USER)).state == "search:departure"
+    labels = [label for label, _, _ in bot.buttons(USER)]
+    assert any("3 Apr" in label for label in labels)
+    assert any("4 Mar" in label for label in labels)
+    await bot.press(USER, "4 Mar")
+    assert (await bot.state(USER)).data["results"]["query"]["departure"] == f"{year}-03-04"
+
+
+async def test_a_city_typed_after_cancel_starts_the_search(bot: BotKit) -> None:
+    await to_departure(bot, USER)
+    await bot.say(USER, "/cancel")
+    reply = await bot.say(USER, "Berlin")
+    assert "Type /start" not in reply.text
+    state = await bot.state(USER)
+    assert state.state == "search:destination"
+    assert state.data["search"]["origin"]["code"] == "BER"
+    nonsense = await bot.say(USER + 1, "qwxzvbn")
+    assert "/start" in nonsense.text

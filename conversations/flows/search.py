@@ -11,6 +11,7 @@ which the conversation keeps.
 
 from __future__ import annotations
 
+import re
 import zlib
 from datetime import date, timedelta
 
@@ -397,16 +398,33 @@ def _date_state(conv: Conversation) -> str:
     return RETURN if conv.search.departure is not None and conv.search.round_trip else DEPARTURE
 
 
+_DAY_FIRST = re.compile(r"^\s*(\d{1,2})[/.\-](\d{1,2})\b")
+
+
+def _written_day_first(text: str) -> bool:
+    """'20/01': the day can only come first, so a '3/02' typed with it means 3 February."""
+    match = _DAY_FIRST.match(text)
+    return match is not None and int(match[1]) > 12 >= int(match[2])
+
+
 async def _take_date(
-    deps: FlowDeps, conv: Conversation, event: Event, state: str, text: str, *, prefix: str = ""
+    deps: FlowDeps,
+    conv: Conversation,
+    event: Event,
+    state: str,
+    text: str,
+    *,
+    prefix: str = "",
+    day_first: bool = False,
 ) -> Step:
-    """Read a typed date for ``state``; ask when day and month could swap, re-ask on a bad one."""
+    """Read a typed date for ``state``; ask when day and month could swap (unless the same
+    message already wrote a date day first), re-ask on a bad one."""
     today = _today(deps, conv)
     not_before = conv.search.departure if state == RETURN else None
     readings = travel_date_readings(
         text, today=today, not_before=not_before, horizon_days=deps.provider.horizon_days
     )
-    if readings:
+    if readings and not day_first:
         return _step(state, conv, _prefixed_message(_which_day(text, readings, today), prefix))
     try:
         day = parse_travel_date(
@@ -421,7 +439,9 @@ async def _take_date(
         return _step(
             state, conv, _date_question(deps, conv, state, prefix=f"{prefix}{esc(str(error))} ")
         )
-    return await _date_chosen(deps, conv, event, state, day)
+    return await _date_chosen(
+        deps, conv, event, state, day, day_first=day_first or _written_day_first(text)
+    )
 
 
 def _prefixed_message(message: Message, prefix: str) -> Message:
@@ -445,7 +465,13 @@ async def _after_route(deps: FlowDeps, conv: Conversation, event: Event, prefix:
 
 
 async def _date_chosen(
-    deps: FlowDeps, conv: Conversation, event: Event, state: str, day: date
+    deps: FlowDeps,
+    conv: Conversation,
+    event: Event,
+    state: str,
+    day: date,
+    *,
+    day_first: bool = False,
 ) -> Step:
     search = conv.search
     if state == DEPARTURE:
@@ -463,7 +489,9 @@ async def _date_chosen(
         if search.round_trip:
             prefix = f"Out on {format_day(day, today=_today(deps, conv))}. "
             if pending:
-                return await _take_date(deps, conv, event, RETURN, pending, prefix=prefix)
+                return await _take_date(
+                    deps, conv, event, RETURN, pending, prefix=prefix, day_first=day_first
+                )
             return _step(RETURN, conv, _date_question(deps, conv, RETURN, prefix=prefix))
     else:
         search = search.model_copy(update={"return_date": day, "calendar_month": None})
