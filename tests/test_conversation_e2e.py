@@ -275,3 +275,17 @@ async def test_back_from_the_first_question_returns_to_the_results(bot: BotKit) 
     state = await bot.state(USER)
     assert state.state == "search:results"
     assert state.data["booking"] is None
+
+
+async def test_start_offers_the_last_search_and_names_the_saved_travellers(bot: BotKit) -> None:
+    first = await bot.say(USER, "/start")
+    assert "Again" not in str(first.last.buttons)
+    await to_payment(bot, USER)
+    reply = await bot.say(USER, "/start")
+    assert "Saved travellers: MARIA SILVA" in reply.text
+    again = await bot.press(USER, "Again:")
+    state = await bot.state(USER)
+    assert state.state == "search:departure"
+    assert state.data["search"]["origin"]["code"] == "LIS"
+    assert state.data["search"]["destination"]["code"] == "FCO"
+    assert "When do you fly?" in again.text

@@ -61,9 +61,16 @@ async def cmd_start(deps: FlowDeps, conv: Conversation | None, event: Event) -> 
     greeting = f"Hi {name}! I can find and book flights."
     if deps.demo_fares:
         greeting += " <i>(Demo fares: for trying me out, no real tickets.)</i>"
+    profile = await deps.storage.get_profile(event.user.id)
+    saved = profile.saved_travellers if profile else ()
+    if saved:
+        names = ", ".join(esc(t.full_name) for t in saved[:3])
+        greeting += f"\nSaved travellers: {names}. I'll offer them when you book."
+    again = await search_flow.again_button(deps, event.user.id)
     step = search_flow.new_search(conv, greeting)
+    rows = ((again,),) if again is not None else ()
     step.replies[0] = step.replies[0].model_copy(
-        update={"buttons": ((Button(label="My bookings", action="!mybookings"),),)}
+        update={"buttons": (*rows, (Button(label="My bookings", action="!mybookings"),))}
     )
     return step
 

@@ -87,6 +87,40 @@ async def search_from_idle(deps: FlowDeps, event: Event) -> Step | None:
     return await on_place_text(deps, Conversation(), event)
 
 
+def _location_by_code(deps: FlowDeps, code: str) -> Location | None:
+    """The place a stored code names: a city (all its airports) or one airport."""
+    city = deps.places.city_location(code)
+    if city is not None:
+        return city
+    return deps.places.airport_location(code) if deps.places.find(code) else None
+
+
+async def again_button(deps: FlowDeps, user_id: int) -> Button | None:
+    """'Again: Lisbon → Tokyo' for the traveller's newest search, if they made one."""
+    route = await deps.storage.last_route(user_id)
+    if route is None:
+        return None
+    origin, destination = (_location_by_code(deps, code) for code in route)
+    if origin is None or destination is None:
+        return None
+    return Button(
+        label=f"🔁 Again: {origin.name} → {destination.name}",
+        action="again",
+        arg=f"{origin.code}.{destination.code}",
+    )
+
+
+async def on_again(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    """The last search's route from /start: straight to its date."""
+    codes = pressed.arg.split(".")
+    places = [_location_by_code(deps, code) for code in codes] if len(codes) == 2 else []
+    if len(places) != 2 or places[0] is None or places[1] is None:
+        return _step(ORIGIN, conv, notice=Notice(text="That search is no longer available."))
+    search = SearchDraft(origin=places[0], destination=places[1])
+    conv = conv.model_copy(update={"search": search})
+    return await _after_route(deps, conv, event, prefix=f"{esc(_route(search))}. ")
+
+
 def _prefixed(step: Step, prefix: str) -> Step:
     """The step with ``prefix`` in front of its first reply (what was understood so far)."""
     if prefix and step.replies:
@@ -891,7 +925,7 @@ STATES = {
         ORIGIN,
         hint="Type the city or airport you're flying from, e.g. Berlin or BER.",
         on_text=on_place_text,
-        buttons={"place": on_place_button, "suggest": on_suggestion},
+        buttons={"place": on_place_button, "suggest": on_suggestion, "again": on_again},
     ),
     DESTINATION: State(
         DESTINATION,
