@@ -206,8 +206,46 @@ class Baggage(BaseModel):
     first_hold_bag: Money | None = None
 
 
+class PassengerCategory(enum.StrEnum):
+    ADULT = "adult"
+    CHILD = "child"
+    INFANT = "infant"
+
+
+class PriceLine(BaseModel):
+    """What each traveller of one category pays (taxes included), where the provider says."""
+
+    model_config = ConfigDict(frozen=True)
+
+    category: PassengerCategory
+    count: int = Field(ge=1, le=MAX_SEATS)
+    each: Money
+    taxes_each: Money | None = None  # of ``each``, when the provider separates them
+
+    @property
+    def total(self) -> Money:
+        return self.each * self.count
+
+
+class FareRules(BaseModel):
+    """The fare's change and refund conditions as the provider gives them; None: not stated.
+    Fees are per traveller."""
+
+    model_config = ConfigDict(frozen=True)
+
+    refundable: bool | None = None
+    refund_fee: Money | None = None
+    changeable: bool | None = None
+    change_fee: Money | None = None
+
+
 class Itinerary(BaseModel):
-    """A bookable offer: the segments of every direction and the total price for all travellers."""
+    """A bookable offer: the segments of every direction and the total price for all travellers.
+
+    ``price_lines``, ``taxes`` and ``rules`` are optional detail a provider may fill: the split
+    of ``price`` per traveller category (summing to it), the taxes and fees included in it, and
+    the change and refund conditions. Empty or None when the provider does not give them.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -219,6 +257,9 @@ class Itinerary(BaseModel):
     seats_left: int | None = None
     baggage: Baggage | None = None
     deep_link: str | None = None
+    price_lines: tuple[PriceLine, ...] = ()
+    taxes: Money | None = None
+    rules: FareRules | None = None
 
     @property
     def is_demo(self) -> bool:
@@ -260,12 +301,6 @@ class Itinerary(BaseModel):
     @property
     def carriers(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(s.carrier for s in self.segments))
-
-
-class PassengerCategory(enum.StrEnum):
-    ADULT = "adult"
-    CHILD = "child"
-    INFANT = "infant"
 
 
 class Gender(enum.StrEnum):

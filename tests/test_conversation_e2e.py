@@ -289,3 +289,30 @@ async def test_start_offers_the_last_search_and_names_the_saved_travellers(bot: 
     assert state.data["search"]["origin"]["code"] == "LIS"
     assert state.data["search"]["destination"]["code"] == "FCO"
     assert "When do you fly?" in again.text
+
+
+async def test_prices_are_explained_before_pay(bot: BotKit) -> None:
+    await bot.say(USER, "/start")
+    results = await bot.say(USER, f"LIS-FCO {_iso(60)} 2 adults 1 child")
+    assert "Prices are the total for 2 adults, 1 child, taxes included." in results.text
+    await bot.press(USER, "1")
+    await fill_traveller(bot, USER)
+    people = [
+        ("Joao Silva", "22.11.1985", "Male", "CB7654321"),
+        ("Pedro Silva", "17.05.2016", "Male", "CC1357924"),
+    ]
+    for name, born, gender, passport in people:
+        await bot.say(USER, name)
+        await bot.say(USER, born)
+        await bot.press(USER, gender)
+        for answer in ("Portugal", passport, "2031-08-20"):
+            await bot.say(USER, answer)
+    review = bot.sandbox.bot_messages(USER)[-1].text
+    assert (await bot.state(USER)).state == "book:review", review
+    assert "Adult × 2:" in review
+    assert "Child: €" in review
+    assert "Taxes and fees, included: €" in review
+    assert "Changes: " in review
+    assert "Refund: " in review
+    assert "Cabin bag" in review
+    assert review.index("Refund: ") < review.index("Total: €")

@@ -212,6 +212,9 @@ async def _book(
             "booking_token": check.booking_token or itinerary.booking_token,
         }
     )
+    if check.price != itinerary.price:
+        # The split and taxes were for the old price: say only what is known now.
+        updated = updated.model_copy(update={"price_lines": (), "taxes": None})
     draft = BookingDraft(
         itinerary=updated,
         travellers=_categories(passengers.adults, passengers.children, passengers.infants),
@@ -637,11 +640,15 @@ async def show_review(
         else f"{len(draft.travellers)} travellers"
     )
     itinerary_text = "\n".join(texts.itinerary_lines(draft.itinerary))
+    # The split, the taxes, and what the fare allows are shown before Pay, not after.
+    split = fmt.price_lines(draft.itinerary)[:-1]
     text = (
         f"{prefix}<b>Review your booking</b>\n\n"
         f"{itinerary_text}\n\n"
         "<b>Travellers</b>\n" + "\n".join(_traveller_lines(draft)) + "\n\n"
-        f"Fare for {passengers}: {price.format()}\n<b>Total: {price.format()}</b>"
+        "<b>Fare rules</b>\n" + "\n".join(fmt.rules_lines(draft.itinerary)) + "\n\n"
+        "<b>Price</b>\n" + "".join(f"{line}\n" for line in split) + f"Fare for {passengers}: "
+        f"{price.format()}\n<b>Total: {price.format()}</b>"
     )
     if draft.itinerary.is_demo:
         text += "\n<i>Demo fare: no real ticket is issued.</i>"

@@ -803,9 +803,9 @@ async def show_results(
     shown, start, pages = page.items, page.start, page.pages
     lines = [fmt.itinerary_line(it, number=start + i + 1) for i, it in enumerate(shown)]
     text = (
-        f"{header}\n\n"
+        f"{header}\n{fmt.price_basis(view.query.passengers)}\n\n"
         + "\n\n".join(lines)
-        + f"\n\nPage {page.number + 1} of {pages}. Tap a number for details."
+        + f"\n\nPage {page.number + 1} of {pages}. Tap a number to see it and book."
     )
     pick_row = tuple(
         Button(label=str(start + i + 1), action="pick", arg=f"{start + i}.{_fingerprint(it)}")
