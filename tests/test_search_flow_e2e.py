@@ -110,7 +110,7 @@ async def test_the_calendar_pages_and_picks_a_day(bot: BotKit) -> None:
         b.label
         for row in paged.buttons
         for b in row
-        if b.label.isdigit() and b.callback_data and "|day|" in b.callback_data
+        if b.label.split("·")[0].isdigit() and b.callback_data and "|day|" in b.callback_data
     )
     await bot.press(USER, day)
     assert (await bot.state(USER)).state == "search:results"
@@ -260,7 +260,7 @@ async def test_today_is_the_departure_airports_date_not_anywhere_on_earths(
     async with running_bot(tmp_path, clock=Clock(wednesday)) as bot:
         await _to_date_step(bot, "NRT", "LIS")
         calendar = str(bot.sandbox.bot_messages(USER)[-1].buttons)
-        assert f"'•{wednesday.day}'" in calendar  # the calendar marks Wednesday as today
+        assert f"'•{wednesday.day}·" in calendar  # the calendar marks Wednesday as today
         await bot.say(USER, "today")
         assert (await bot.state(USER)).data["search"]["departure"] == wednesday.date().isoformat()
         await _to_date_step(bot, "NRT", "LIS")
@@ -405,3 +405,24 @@ async def test_a_city_typed_after_cancel_starts_the_search(bot: BotKit) -> None:
     assert state.data["search"]["origin"]["code"] == "BER"
     nonsense = await bot.say(USER + 1, "qwxzvbn")
     assert "/start" in nonsense.text
+
+
+async def test_the_calendar_shows_the_cheapest_fare_of_each_day(bot: BotKit) -> None:
+    await to_departure(bot, USER)
+    await bot.press(USER, "›")  # next month: whole days ahead, none partly flown already
+    question = bot.sandbox.bot_messages(USER)[-1]
+    assert "cheapest one-way fare that day in EUR" in question.text
+    priced = {
+        b.label.lstrip("•").split("·")[0]: int(b.label.split("·")[1])
+        for b in question.flat_buttons
+        if "·" in b.label and b.callback_data and "|day|" in b.callback_data
+    }
+    assert len(priced) >= 2
+    day, fare = min(priced.items(), key=lambda item: item[1])
+    await bot.press(
+        USER,
+        next(b.label for b in question.flat_buttons if b.label.lstrip("•").startswith(f"{day}·")),
+    )
+    results = bot.sandbox.bot_messages(USER)[-1].text
+    cheapest = min(int(p.replace(",", "")) for p in re.findall(r"€([\d,]+)", results))
+    assert cheapest == fare  # the calendar's price is the cheapest result of that day

@@ -17,7 +17,7 @@ from datetime import date, timedelta
 
 from pydantic import ValidationError
 
-from conversations.calendar import calendar_keyboard
+from conversations.calendar import calendar_keyboard, month_days, price_label
 from conversations.data import Conversation, ResultsView, SearchDraft
 from conversations.deps import FlowDeps
 from conversations.engine import Event, Pressed, State, Step
@@ -343,7 +343,7 @@ async def on_prev(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
     if search.departure is not None and search.round_trip:  # in the return step
         search = search.model_copy(update={"departure": None, "return_date": None})
         conv = conv.model_copy(update={"search": search})
-        return _step(DEPARTURE, conv, _date_question(deps, conv, DEPARTURE))
+        return _step(DEPARTURE, conv, await _date_question(deps, conv, DEPARTURE))
     if search.destination is not None:  # in the date step
         search = search.model_copy(
             update={"destination": None, "departure": None, "round_trip": None}
@@ -367,18 +367,45 @@ def _today(deps: FlowDeps, conv: Conversation) -> date:
     return deps.today_at(conv.search.origin)
 
 
-def _date_question(
+async def _calendar_prices(
+    deps: FlowDeps, conv: Conversation, month: date, *, min_day: date, max_day: date
+) -> dict[date, str]:
+    """The cheapest one-way fare per day of the shown month, where the provider or the search
+    cache can tell without a search per day."""
+    search = conv.search
+    if search.origin is None or search.destination is None:
+        return {}
+    try:
+        template = SearchQuery(
+            origin=search.origin,
+            destination=search.destination,
+            departure=min_day,
+            passengers=Passengers(
+                adults=search.adults, children=search.children, infants=search.infants
+            ),
+            cabin=search.cabin,
+            currency=deps.currency,
+        )
+    except ValidationError:
+        return {}
+    days = month_days(month, min_day=min_day, max_day=max_day)
+    found = await deps.search.cheapest_by_day(template, days)
+    return {day: price_label(price) for day, price in found.items()}
+
+
+async def _date_question(
     deps: FlowDeps, conv: Conversation, state: str, *, edit: bool = False, prefix: str = ""
 ) -> Message:
     today = _today(deps, conv)
     first = conv.search.departure if state == RETURN and conv.search.departure else today
     month = conv.search.calendar_month or first.replace(day=1)
-    keyboard = calendar_keyboard(
-        month,
-        today=today,
-        min_day=first,
-        max_day=today + timedelta(days=deps.provider.horizon_days),
+    last = today + timedelta(days=deps.provider.horizon_days)
+    prices = (
+        await _calendar_prices(deps, conv, month, min_day=first, max_day=last)
+        if state == DEPARTURE
+        else {}
     )
+    keyboard = calendar_keyboard(month, today=today, min_day=first, max_day=last, prices=prices)
     if state == RETURN:
         question = "When do you fly back?"
         extra = (
@@ -400,6 +427,16 @@ def _date_question(
     text = f"{prefix}{question} Pick a day or type it, {DATE_FORMS}."
     if state == DEPARTURE and not conv.search.round_trip:
         text += " For a return, add it: <i>20 May return 3 June</i>."
+    if prices:
+        who = Passengers(
+            adults=conv.search.adults,
+            children=conv.search.children,
+            infants=conv.search.infants,
+        ).describe()
+        text += (
+            f"\nAfter each day: the cheapest one-way fare that day in {esc(deps.currency)}, "
+            f"total for {esc(who)}."
+        )
     return Message(text=text, buttons=(*keyboard, extra), edit=edit)
 
 
@@ -412,14 +449,14 @@ async def on_trip(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
     )
     conv = conv.model_copy(update={"search": search})
     kind = "Return trip" if search.round_trip else "One-way"
-    return _step(DEPARTURE, conv, _date_question(deps, conv, DEPARTURE, prefix=f"{kind}. "))
+    return _step(DEPARTURE, conv, await _date_question(deps, conv, DEPARTURE, prefix=f"{kind}. "))
 
 
 async def on_add_return(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
     """'Add a return date' / 'One-way instead' on the departure calendar."""
     search = conv.search.model_copy(update={"round_trip": pressed.arg == "1"})
     conv = conv.model_copy(update={"search": search})
-    return _step(DEPARTURE, conv, _date_question(deps, conv, DEPARTURE, edit=True))
+    return _step(DEPARTURE, conv, await _date_question(deps, conv, DEPARTURE, edit=True))
 
 
 async def on_one_way(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
@@ -471,7 +508,9 @@ async def _take_date(
                 update={"search": conv.search.model_copy(update={"calendar_month": month})}
             )
         return _step(
-            state, conv, _date_question(deps, conv, state, prefix=f"{prefix}{esc(str(error))} ")
+            state,
+            conv,
+            await _date_question(deps, conv, state, prefix=f"{prefix}{esc(str(error))} "),
         )
     return await _date_chosen(
         deps, conv, event, state, day, day_first=day_first or _written_day_first(text)
@@ -495,7 +534,7 @@ async def _after_route(deps: FlowDeps, conv: Conversation, event: Event, prefix:
             pending,
             prefix=prefix,
         )
-    return _step(DEPARTURE, conv, _date_question(deps, conv, DEPARTURE, prefix=prefix))
+    return _step(DEPARTURE, conv, await _date_question(deps, conv, DEPARTURE, prefix=prefix))
 
 
 async def _date_chosen(
@@ -526,7 +565,7 @@ async def _date_chosen(
                 return await _take_date(
                     deps, conv, event, RETURN, pending, prefix=prefix, day_first=day_first
                 )
-            return _step(RETURN, conv, _date_question(deps, conv, RETURN, prefix=prefix))
+            return _step(RETURN, conv, await _date_question(deps, conv, RETURN, prefix=prefix))
     else:
         search = search.model_copy(update={"return_date": day, "calendar_month": None})
         conv = conv.model_copy(update={"search": search})
@@ -599,7 +638,7 @@ async def on_calendar_page(
     conv = conv.model_copy(
         update={"search": conv.search.model_copy(update={"calendar_month": month})}
     )
-    return _step(state, conv, _date_question(deps, conv, state, edit=True))
+    return _step(state, conv, await _date_question(deps, conv, state, edit=True))
 
 
 async def on_noop(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> None:
@@ -708,7 +747,7 @@ async def _search_now(deps: FlowDeps, conv: Conversation, event: Event) -> Step:
         return _step(
             DEPARTURE,
             conv,
-            _date_question(deps, conv, DEPARTURE, prefix=f"{esc(_first_error(error))} "),
+            await _date_question(deps, conv, DEPARTURE, prefix=f"{esc(_first_error(error))} "),
         )
     view = ResultsView(query=query)
     return await show_results(deps, conv.model_copy(update={"results": view}), event, fresh=True)
@@ -870,7 +909,7 @@ async def on_redate(deps: FlowDeps, conv: Conversation, event: Event, pressed: P
         update={"departure": None, "return_date": None, "calendar_month": None}
     )
     conv = conv.model_copy(update={"search": search, "results": None})
-    return _step(DEPARTURE, conv, _date_question(deps, conv, DEPARTURE))
+    return _step(DEPARTURE, conv, await _date_question(deps, conv, DEPARTURE))
 
 
 async def find_picked(

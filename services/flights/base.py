@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import date
 
 from pydantic import BaseModel, ConfigDict
 
@@ -66,6 +68,12 @@ class FlightProvider(ABC):
 
     @abstractmethod
     async def ticket(self, booking: Booking) -> Ticket: ...
+
+    async def cheapest_by_day(self, query: SearchQuery, days: Sequence[date]) -> dict[date, Money]:
+        """The cheapest fare of ``query`` on each of ``days`` (its departure replaced), for a
+        price calendar, where the provider can tell cheaply; {} otherwise. Must not cost a
+        search per day against a rate-limited API (the search cache fills the calendar)."""
+        return {}
 
     async def locations(self, term: str, *, limit: int = 8) -> list[Location]:
         """Provider-side place lookup; the demo adapter relies on the local airport index."""

@@ -15,7 +15,7 @@ import hashlib
 import heapq
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -159,6 +159,19 @@ class DemoProvider(FlightProvider):
             await asyncio.sleep(self._latency)
         self._check(query)
         return _Generator(self, query).itineraries()
+
+    async def cheapest_by_day(self, query: SearchQuery, days: Sequence[date]) -> dict[date, Money]:
+        """Generated like a search (so the calendar matches the results), without the latency
+        and without counting as a search."""
+        last = self._today() + timedelta(days=self.horizon_days)
+        found: dict[date, Money] = {}
+        for day in days:
+            if day > last:
+                continue
+            fares = _Generator(self, query.model_copy(update={"departure": day})).itineraries()
+            if fares:
+                found[day] = min((f.price for f in fares), key=lambda price: price.amount)
+        return found
 
     async def recheck(self, itinerary: Itinerary, passengers: Passengers) -> Recheck:
         if itinerary.provider != DEMO:
