@@ -350,6 +350,9 @@ async def test_a_city_with_a_date_asks_nothing_else_and_defaults_to_one_adult(
     assert "1 adult" in reply.text
     await bot.press(USER, "1 adult · change")  # the stepper is there when wanted
     assert (await bot.state(USER)).state == "search:travellers"
+    await bot.press(USER, "‹ Back to results")
+    assert (await bot.state(USER)).state == "search:results"
+    await bot.press(USER, "1 adult · change")
     await bot.press(USER, "+")
     again = await bot.press(USER, "Search flights")
     assert "2 adults" in again.text

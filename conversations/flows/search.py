@@ -650,7 +650,7 @@ async def on_noop(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
 _PAX_FIELDS = {"a": "adults", "c": "children", "i": "infants"}
 
 
-def _travellers_message(search: SearchDraft, *, edit: bool = False) -> Message:
+def _travellers_message(search: SearchDraft, *, edit: bool = False, back: bool = False) -> Message:
     def row(label: str, key: str, count: int) -> tuple[Button, ...]:
         return (
             Button(label=f"{label}: {count}", action="noop"),
@@ -664,6 +664,7 @@ def _travellers_message(search: SearchDraft, *, edit: bool = False) -> Message:
         row("Infants (under 2)", "i", search.infants),
         (Button(label=f"Cabin: {search.cabin.label} ⟳", action="cabin"),),
         (Button(label="🔍 Search flights", action="go"),),
+        *(((Button(label="‹ Back to results", action="back"),),) if back else ()),
     )
     when = format_day(search.departure) if search.departure else ""
     if search.return_date:
@@ -676,7 +677,7 @@ async def on_change_travellers(
     deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed
 ) -> Step:
     """From the results: the stepper, then a new search with the new party."""
-    return _step(TRAVELLERS, conv, _travellers_message(conv.search))
+    return _step(TRAVELLERS, conv, _travellers_message(conv.search, back=True))
 
 
 async def on_pax(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
@@ -699,7 +700,11 @@ async def on_pax(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pres
             reason = f"At most {MAX_SEATS} travellers can be booked together."
         return _step(TRAVELLERS, conv, notice=Notice(text=reason, alert=True))
     conv = conv.model_copy(update={"search": search.model_copy(update=counts)})
-    return _step(TRAVELLERS, conv, _travellers_message(conv.search, edit=True))
+    return _step(
+        TRAVELLERS,
+        conv,
+        _travellers_message(conv.search, edit=True, back=conv.results is not None),
+    )
 
 
 def _first_error(error: ValidationError) -> str:
@@ -711,7 +716,11 @@ async def on_cabin(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pr
     cabins = list(Cabin)
     following = cabins[(cabins.index(conv.search.cabin) + 1) % len(cabins)]
     conv = conv.model_copy(update={"search": conv.search.model_copy(update={"cabin": following})})
-    return _step(TRAVELLERS, conv, _travellers_message(conv.search, edit=True))
+    return _step(
+        TRAVELLERS,
+        conv,
+        _travellers_message(conv.search, edit=True, back=conv.results is not None),
+    )
 
 
 async def on_travellers_text(deps: FlowDeps, conv: Conversation, event: Event) -> Step:
