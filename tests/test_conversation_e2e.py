@@ -240,6 +240,10 @@ async def test_the_full_name_in_one_answer_is_shown_as_printed(bot: BotKit) -> N
     reply = await bot.say(USER, "Ana Maria da Silva")
     assert "On the ticket: <b>DA SILVA/ANA MARIA</b>" in bot.sandbox.bot_messages(USER)[-1].html
     assert "Date of birth" in reply.text
+    confirmed = await bot.press(USER, "✓ DA SILVA/ANA MARIA")
+    assert confirmed.notice is not None
+    assert "Name confirmed" in confirmed.notice
+    assert (await bot.state(USER)).data["booking"]["field"] == "birth_date"
     await bot.press(USER, "Swap first and last name")
     assert (await _values(bot))["first_name"] == "DA SILVA"
     await bot.press(USER, "Type them apart")

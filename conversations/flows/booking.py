@@ -12,7 +12,7 @@ from typing import Any
 
 from conversations.data import BookingDraft, Conversation, TravellerDraft
 from conversations.deps import FlowDeps
-from conversations.engine import Event, Pressed, State, Step
+from conversations.engine import KEEP, Event, Pressed, State, Step
 from conversations.flows import search as search_flow
 from services import texts
 from services import travellers as fields
@@ -300,8 +300,13 @@ async def _ask(
         buttons.extend(
             (Button(label=f"Use {t.full_name}", action="saved", arg=str(i)),) for i, t in saved
         )
-    if draft.field == "birth_date" and not draft.editing and "first_name" in traveller.values:
-        # Typing the date of birth accepts the name as printed; these change it first.
+    if (
+        draft.field == "birth_date"
+        and not draft.editing
+        and {"first_name", "last_name"} <= traveller.values.keys()
+    ):
+        # The name as it will be printed, to confirm; typing the date of birth accepts it too.
+        buttons.append((Button(label=f"✓ {printed_name(traveller.values)}", action="nameok"),))
         buttons.append(
             (
                 Button(label="⇄ Swap first and last name", action="swap"),
@@ -446,6 +451,15 @@ async def _full_name_answer(deps: FlowDeps, conv: Conversation, user_id: int, te
         else f"First name {esc(first)}. "
     )
     return await _store_value(deps, conv, user_id, None, more=names, prefix=prefix)
+
+
+async def on_name_ok(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    """The printed name confirmed: nothing changes, the date of birth is still asked."""
+    return Step(
+        state=KEEP,
+        data=conv,
+        notice=Notice(text="Name confirmed. Now type the date of birth."),
+    )
 
 
 async def on_swap_names(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
@@ -876,6 +890,7 @@ STATES = {
             "saved": on_saved,
             "review": on_review,
             "swap": on_swap_names,
+            "nameok": on_name_ok,
             "apart": on_names_apart,
             "back": on_back_to_results,
         },
