@@ -36,7 +36,6 @@ class SearchDraft(_Data):
     pending_destination: str | None = None
     pending_departure: str | None = None
     pending_return: str | None = None
-    travellers_given: bool = False  # the typed search said who travels
 
 
 class ResultsView(_Data):

@@ -165,7 +165,6 @@ def _with_pending(conv: Conversation, parsed: SearchText) -> Conversation:
             adults=max(1, parsed.adults or 1),
             children=parsed.children or 0,
             infants=parsed.infants or 0,
-            travellers_given=True,
         )
     return conv.model_copy(update={"search": conv.search.model_copy(update=update)})
 
