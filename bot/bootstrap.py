@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from telegram import Update
@@ -53,7 +53,7 @@ from services.mail.compose import sender_domain
 from services.mail.files import FileSender
 from services.mail.receipts import EmailReceipts
 from services.mail.smtp import SmtpSender, SmtpServer
-from services.models import Booking
+from services.models import Booking, today_anywhere, utcnow
 from services.payments.base import PaymentGateway
 from services.payments.sandbox import SandboxGateway
 from services.payments.stripe import StripeGateway
@@ -124,6 +124,7 @@ async def open_adapters(
     places: PlaceIndex | None = None,
     *,
     provider: FlightProvider | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Adapters:
     """Build each port's adapter from the settings; registered on ``stack`` for closing.
 
@@ -159,7 +160,7 @@ async def open_adapters(
             base_url=str(settings.duffel_base_url),
         )
     else:
-        provider = DemoProvider(places=places)
+        provider = DemoProvider(places=places, today=lambda: today_anywhere(clock()))
     stack.push_async_callback(provider.close)
 
     gateway: PaymentGateway
@@ -224,14 +225,17 @@ async def open_runtime(
     telegram_base_url: str | None = None,
     provider: FlightProvider | None = None,
     sole_worker: bool = False,
+    clock: Callable[[], datetime] = utcnow,
 ) -> AsyncIterator[Runtime]:
     """Open everything; the Application is initialized (getMe done) but not started.
 
     ``sole_worker``: no other process serves this bot (polling, console), so work a previous
-    run left half done is taken over at once instead of when its lease runs out."""
+    run left half done is taken over at once instead of when its lease runs out. ``clock``:
+    the current instant for every service and flow (tests fix it; a day must not depend on when
+    the suite runs)."""
     async with AsyncExitStack() as stack:
         places = PlaceIndex.default()
-        adapters = await open_adapters(settings, stack, places, provider=provider)
+        adapters = await open_adapters(settings, stack, places, provider=provider, clock=clock)
         bot_token = token or (
             settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
         )
@@ -270,6 +274,7 @@ async def open_runtime(
             stuck_after=timedelta(seconds=settings.reconcile_after_seconds),
             fare_tolerance_percent=settings.fare_increase_tolerance_percent,
             fare_increase_action=settings.fare_increase_action.value,
+            clock=clock,
         )
         search = FlightSearchService(adapters.provider, adapters.cache, adapters.storage)
         broadcasts = BroadcastWorker(adapters.storage, notifier, sole_worker=sole_worker)
@@ -285,6 +290,7 @@ async def open_runtime(
             sandbox_payments=adapters.gateway.is_sandbox,
             broadcasts=broadcasts,
             show_typing=_typing_sender(application),
+            clock=clock,
         )
         await application.initialize()
         stack.push_async_callback(application.shutdown)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Mapping
 from datetime import date, timedelta
 
 from services.messages import Button
+from services.money import Money
 
 NOOP = "noop"
 WEEKDAY_LABELS = ("Mo", "Tu", "We", "Th", "Fr", "Sa", "Su")
@@ -65,11 +67,13 @@ def calendar_keyboard(
     max_day: date,
     action: str = "day",
     nav_action: str = "cal",
+    prices: Mapping[date, str] | None = None,
 ) -> tuple[tuple[Button, ...], ...]:
     """Rows: month title, weekday names, one row per week, then ‹ / › paging.
 
     ``month`` may be any day of the month to show; it is clamped into the bookable range.
-    ``today`` is marked so the traveller sees where they are.
+    ``today`` is marked so the traveller sees where they are. ``prices``: a short price label
+    per day (the cheapest fare), shown after the day number: "14·89".
     """
     first_month = min_day.replace(day=1)
     last_month = max_day.replace(day=1)
@@ -86,6 +90,8 @@ def calendar_keyboard(
                 row.append(Button(label=BLANK_LABEL, action=NOOP))
             elif min_day <= day <= max_day:
                 label = f"•{day.day}" if day == today else str(day.day)
+                if prices and day in prices:
+                    label += f"·{prices[day]}"
                 row.append(Button(label=label, action=action, arg=day_arg(day)))
             else:
                 row.append(Button(label=DISABLED_LABEL, action=NOOP))
@@ -117,6 +123,26 @@ def calendar_keyboard(
     if any(button.action != NOOP for button in nav):
         rows.append(tuple(nav))
     return tuple(rows)
+
+
+def month_days(month: date, *, min_day: date, max_day: date) -> list[date]:
+    """The bookable days of the month the calendar shows (``month`` clamped like there)."""
+    first_month, last_month = min_day.replace(day=1), max_day.replace(day=1)
+    shown = min(max(month.replace(day=1), first_month), max(first_month, last_month))
+    count = calendar.monthrange(shown.year, shown.month)[1]
+    days = (shown + timedelta(days=n) for n in range(count))
+    return [day for day in days if min_day <= day <= max_day]
+
+
+def price_label(amount: Money) -> str:
+    """A price small enough for a calendar button: '89', '1.2k' (the currency is said once
+    above the calendar)."""
+    major = int(amount.major)
+    if major >= 10_000:
+        return f"{major // 1000}k"
+    if major >= 1000:
+        return f"{major / 1000:.1f}k"
+    return str(major)
 
 
 def last_bookable_day(today: date, horizon_days: int) -> date:

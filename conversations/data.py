@@ -33,6 +33,10 @@ class SearchDraft(_Data):
     children: int = 0
     infants: int = 0
     cabin: Cabin = Cabin.ECONOMY
+    # The rest of a whole search typed in one message, as typed, for the steps still to come.
+    pending_destination: str | None = None
+    pending_departure: str | None = None
+    pending_return: str | None = None
 
 
 class ResultsView(_Data):

@@ -92,7 +92,7 @@ class Outgoing:
     keyboard: tuple[tuple[RenderedButton, ...], ...]
     edit: bool
     disable_preview: bool = True
-    document: Document | None = None
+    document: Document | None = None  # sent after the text
 
 
 @dataclass(slots=True)

@@ -153,7 +153,9 @@ async def send_replies(
         if reply.document is not None:
             upload = InputFile(reply.document.content, filename=reply.document.filename)
             upload.mimetype = reply.document.mime_type  # PTB would guess it from the name
-            await bot.send_document(chat_id, upload)
+            caption = reply.document.caption or None
+            parse_mode = ParseMode.HTML if caption else None
+            await bot.send_document(chat_id, upload, caption=caption, parse_mode=parse_mode)
 
 
 async def _send_text(

@@ -28,18 +28,20 @@ class Button(BaseModel):
 
 
 class Document(BaseModel):
-    """A file sent after a message's text, e.g. a booking's ``.ics`` calendar file."""
+    """A file that goes with a message (a data export, a calendar file), sent right after the
+    message's text as a document with its own short caption (Telegram HTML, up to 1024)."""
 
     model_config = ConfigDict(frozen=True)
 
     filename: str
     content: bytes = Field(repr=False)
     mime_type: str = "application/octet-stream"
+    caption: str = Field(default="", max_length=1024)
 
 
 class Message(BaseModel):
     """One bot message. ``edit`` asks to edit the message the user pressed a button on;
-    ``document`` is sent as a file right after the text."""
+    ``document``, if any, follows the text as a file."""
 
     model_config = ConfigDict(frozen=True)
 

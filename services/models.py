@@ -29,9 +29,10 @@ MAX_SEATS = 9
 _AOE = timezone(timedelta(hours=-12))
 
 
-def today_anywhere() -> date:
-    """The earliest date that is still 'today' somewhere on Earth."""
-    return datetime.now(_AOE).date()
+def today_anywhere(now: datetime | None = None) -> date:
+    """The earliest date that is still 'today' somewhere on Earth (at ``now``, default the
+    current instant). Only a lower bound: a traveller's own 'today' is their zone's date."""
+    return (now or datetime.now(UTC)).astimezone(_AOE).date()
 
 
 def _iata(value: str) -> str:
@@ -121,6 +122,11 @@ class Passengers(BaseModel):
     @property
     def total(self) -> int:
         return self.adults + self.children + self.infants
+
+    @property
+    def seats(self) -> int:
+        """Seats the party needs: infants travel on a lap."""
+        return self.adults + self.children
 
     def describe(self) -> str:
         parts = [f"{self.adults} adult" + ("s" if self.adults != 1 else "")]
@@ -214,8 +220,46 @@ class FareConditions(BaseModel):
     change_penalty: Money | None = None  # charged by the airline per change
 
 
+class PassengerCategory(enum.StrEnum):
+    ADULT = "adult"
+    CHILD = "child"
+    INFANT = "infant"
+
+
+class PriceLine(BaseModel):
+    """What each traveller of one category pays (taxes included), where the provider says."""
+
+    model_config = ConfigDict(frozen=True)
+
+    category: PassengerCategory
+    count: int = Field(ge=1, le=MAX_SEATS)
+    each: Money
+    taxes_each: Money | None = None  # of ``each``, when the provider separates them
+
+    @property
+    def total(self) -> Money:
+        return self.each * self.count
+
+
+class FareRules(BaseModel):
+    """The fare's change and refund conditions as the provider gives them; None: not stated.
+    Fees are per traveller."""
+
+    model_config = ConfigDict(frozen=True)
+
+    refundable: bool | None = None
+    refund_fee: Money | None = None
+    changeable: bool | None = None
+    change_fee: Money | None = None
+
+
 class Itinerary(BaseModel):
-    """A bookable offer: the segments of every direction and the total price for all travellers."""
+    """A bookable offer: the segments of every direction and the total price for all travellers.
+
+    ``price_lines``, ``taxes`` and ``rules`` are optional detail a provider may fill: the split
+    of ``price`` per traveller category (summing to it), the taxes and fees included in it, and
+    the change and refund conditions. Empty or None when the provider does not give them.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -232,6 +276,9 @@ class Itinerary(BaseModel):
     fare_expires_at: AwareDatetime | None = None
     # Whether the airline can hold the seats unpaid (a hold order) while the traveller pays.
     holdable: bool | None = None
+    price_lines: tuple[PriceLine, ...] = ()
+    taxes: Money | None = None
+    rules: FareRules | None = None
 
     @property
     def is_demo(self) -> bool:
@@ -273,12 +320,6 @@ class Itinerary(BaseModel):
     @property
     def carriers(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(s.carrier for s in self.segments))
-
-
-class PassengerCategory(enum.StrEnum):
-    ADULT = "adult"
-    CHILD = "child"
-    INFANT = "infant"
 
 
 class Gender(enum.StrEnum):

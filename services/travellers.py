@@ -408,6 +408,22 @@ def parse_birth_date(
     return born
 
 
+def date_readings(text: str) -> tuple[date, date] | None:
+    """Both dates a full numeric date could mean when day and month could swap
+    ("12/08/1988": 12 August or 8 December), day-first first; None when it has one reading."""
+    cleaned = " ".join(unicodedata.normalize("NFKC", str(text)).strip().split())
+    match = _NUMERIC_DATE.fullmatch(cleaned)
+    if not match or len(match[3]) != 4 or len(match[1]) > 2:
+        return None
+    first, second, year = int(match[1]), int(match[2]), int(match[3])
+    if first == second or not (1 <= first <= 12 and 1 <= second <= 12):
+        return None
+    day_first, month_first = _make_date(year, second, first), _make_date(year, first, second)
+    if day_first is None or month_first is None:
+        return None
+    return day_first, month_first
+
+
 def parse_passport_expiry(
     text: str, *, last_day: date | None = None, today: date | None = None
 ) -> date:
@@ -902,6 +918,7 @@ __all__ = [
     "build_traveller",
     "category_for",
     "country_label",
+    "date_readings",
     "mask_email",
     "mask_phone",
     "parse_birth_date",

@@ -802,7 +802,7 @@ async def test_nothing_the_traveller_sends_reaches_the_amount(
     tequila = KiwiStandIn(check_mode="price_change")
     await tequila.start()
     kiwi = KiwiProvider(tequila.api_key, base_url=tequila.base_url, places=places)
-    stripe_settings = {
+    stripe_settings: dict[str, Any] = {
         "stripe_secret_key": stripe_api.api_key,
         "stripe_webhook_secret": stripe_api.webhook_secret,
         "stripe_api_base": stripe_api.base_url,

@@ -12,6 +12,7 @@ from services.flights.dates import (
     format_day,
     format_duration,
     parse_travel_date,
+    travel_date_readings,
 )
 
 TODAY = date(2026, 11, 25)  # a Wednesday
@@ -154,3 +155,32 @@ def test_format_day_shows_the_year_only_when_it_is_not_this_year() -> None:
 )
 def test_format_duration(span: timedelta, text: str) -> None:
     assert format_duration(span) == text
+
+
+@pytest.mark.parametrize(
+    ("typed", "readings"),
+    [
+        ("03/04", (date(2027, 4, 3), date(2027, 3, 4))),
+        ("3.4.2027", (date(2027, 4, 3), date(2027, 3, 4))),
+        ("12/01", (date(2027, 1, 12), date(2026, 12, 1))),
+        ("14/03", ()),  # 14 can only be the day
+        ("05/05", ()),  # the same either way
+        ("2027-03-04", ()),  # ISO is never ambiguous
+        ("01/11", ()),  # 1 November has passed and next year's is beyond the horizon
+        ("11/12", ()),  # 12 November has passed: only 11 December is left
+    ],
+)
+def test_a_day_and_month_that_could_swap_give_both_bookable_readings(
+    typed: str, readings: tuple[date, ...]
+) -> None:
+    assert travel_date_readings(typed, today=TODAY, horizon_days=HORIZON) == readings
+
+
+def test_a_reading_before_the_departure_is_not_offered_for_the_return() -> None:
+    out = date(2027, 3, 10)
+    assert travel_date_readings("03/04", today=TODAY, not_before=out, horizon_days=HORIZON) == ()
+    early = date(2027, 2, 1)
+    assert travel_date_readings("03/04", today=TODAY, not_before=early, horizon_days=HORIZON) == (
+        date(2027, 4, 3),
+        date(2027, 3, 4),
+    )

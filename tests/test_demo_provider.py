@@ -378,3 +378,26 @@ async def test_latency_option_and_call_count(places: PlaceIndex) -> None:
     await provider.search(query(places, "LIS", "MAD"))
     assert datetime.now(UTC) - started >= timedelta(milliseconds=50)
     assert provider.search_calls == 1
+
+
+async def test_demo_fares_split_per_traveller_with_taxes_and_rules(places: PlaceIndex) -> None:
+    family = SearchQuery(
+        origin=places.airport_location("LIS"),
+        destination=places.airport_location("FCO"),
+        departure=TODAY + timedelta(days=45),
+        passengers=Passengers(adults=2, children=1, infants=1),
+    )
+    found = await DemoProvider(places=places, today=lambda: TODAY).search(family)
+    for itinerary in found:
+        lines = itinerary.price_lines
+        assert [(line.category.value, line.count) for line in lines] == [
+            ("adult", 2),
+            ("child", 1),
+            ("infant", 1),
+        ]
+        total = lines[0].total + lines[1].total + lines[2].total
+        assert total == itinerary.price
+        assert itinerary.taxes is not None
+        assert 0 < itinerary.taxes.amount < itinerary.price.amount
+        assert itinerary.rules is not None
+        assert itinerary.rules.refundable is not None

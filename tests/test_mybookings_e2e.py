@@ -3,6 +3,7 @@ the traveller's own data."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -103,6 +104,24 @@ async def test_mydata_shows_what_is_stored_with_the_passport_masked(bot: BotKit)
     assert "MARIA" in reply.text
     assert "CA1234567" not in reply.text
     assert "•••• 4567" in reply.text
+
+
+async def test_mydata_is_a_readable_summary_with_the_json_as_a_file(bot: BotKit) -> None:
+    await to_payment(bot, USER)
+    reference = await _reference(bot)
+    reply = await bot.say(USER, "/mydata")
+    summary = reply.messages[0]
+    assert "{" not in summary.text  # no raw JSON in the chat
+    assert "Saved travellers (1)" in summary.text
+    assert reference in summary.text
+    files = [m.document for m in reply.messages if m.document is not None]
+    assert len(files) == 1
+    assert files[0].file_name is not None
+    assert files[0].file_name.endswith(".json")
+    stored = json.loads(files[0].content)
+    assert stored["bookings"][0]["reference"] == reference
+    assert stored["saved_travellers"][0]["first_name"] == "MARIA"
+    assert "CA1234567" not in files[0].content.decode()
 
 
 async def test_deletedata_erases_the_profile_and_anonymises_bookings(bot: BotKit) -> None:

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from tests.standins.stripe import StripeStandin
 from tests.support.botkit import BotKit, Reply, running_bot
 from tests.support.redis_db import RedisProxy
-from tests.test_conversation_e2e import to_review, to_trip
+from tests.test_conversation_e2e import to_departure, to_review
 from tests.test_workers import Worker, new_user, running_workers
 
 UNAVAILABLE = "temporarily unavailable"
@@ -53,14 +53,14 @@ async def test_redis_stopped_mid_conversation_the_user_is_told_and_the_chat_resu
 ) -> None:
     # Several travellers at once, so the bot holds several pooled connections when Redis goes.
     users = [new_user() for _ in range(6)]
-    await asyncio.gather(*(to_trip(bot, user) for user in users))
+    await asyncio.gather(*(to_departure(bot, user) for user in users))
     before = {user: await bot.state(user) for user in users}
-    assert {record.state for record in before.values()} == {"search:trip"}
+    assert {record.state for record in before.values()} == {"search:departure"}
 
     await redis_proxy.stop()  # every connection cut, nothing listening
     user = users[0]
     assert_told_unavailable(await bot.say(user, "FCO"))
-    assert_told_unavailable(await bot.press(user, "One-way"))
+    assert_told_unavailable(await bot.press(user, "Add a return date"))
     assert bot.sandbox.all_callbacks_answered()  # no endless spinner on the button
     assert_told_unavailable(await bot.say(user, "/start"))
     assert_told_unavailable(await bot.say(new_user(), "/start"))  # a newcomer too
@@ -69,8 +69,8 @@ async def test_redis_stopped_mid_conversation_the_user_is_told_and_the_chat_resu
     # Nothing anyone did during the outage changed a conversation...
     assert {user: await bot.state(user) for user in users} == before
     # ...and every one goes on from where it was, with the same button, all at once.
-    replies = await asyncio.gather(*(bot.press(user, "One-way") for user in users))
-    assert all("When do you fly?" in reply.text for reply in replies), [r.text for r in replies]
+    replies = await asyncio.gather(*(bot.press(user, "Add a return date") for user in users))
+    assert all("when do you fly out?" in reply.text for reply in replies), [r.text for r in replies]
     for user in users:
         assert (await bot.state(user)).state == "search:departure"
     assert bot.runtime.application.running
@@ -82,7 +82,7 @@ async def test_a_hung_redis_gets_the_same_answer_within_seconds(
     bot: BotKit, redis_proxy: RedisProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
     user = new_user()
-    await to_trip(bot, user)
+    await to_departure(bot, user)
     before = await bot.state(user)
 
     await redis_proxy.stall()  # connections accepted, commands swallowed, never answered
@@ -93,8 +93,8 @@ async def test_a_hung_redis_gets_the_same_answer_within_seconds(
 
     await redis_proxy.start()
     assert await bot.state(user) == before
-    reply = await bot.press(user, "One-way")
-    assert "When do you fly?" in reply.text
+    reply = await bot.press(user, "Add a return date")
+    assert "when do you fly out?" in reply.text
     assert errors_logged(caplog) == []
 
 
@@ -175,12 +175,12 @@ async def test_a_webhook_worker_rides_out_a_redis_outage(
         kit = cluster.kit
         (worker,) = cluster.workers
         user = new_user()
-        await to_trip(kit, user)
+        await to_departure(kit, user)
         before = await kit.state(user)
 
         await redis_proxy.stop()
         assert_told_unavailable(await kit.say(user, "FCO"))
-        assert_told_unavailable(await kit.press(user, "One-way"))
+        assert_told_unavailable(await kit.press(user, "Add a return date"))
         assert kit.sandbox.all_callbacks_answered()
         status, health = await _health(worker)
         assert status == 503
@@ -191,8 +191,8 @@ async def test_a_webhook_worker_rides_out_a_redis_outage(
 
         await redis_proxy.start()
         assert await kit.state(user) == before
-        reply = await kit.press(user, "One-way")
-        assert "When do you fly?" in reply.text
+        reply = await kit.press(user, "Add a return date")
+        assert "when do you fly out?" in reply.text
         assert (await kit.state(user)).state == "search:departure"
         status, health = await _health(worker)
         assert status == 200, health

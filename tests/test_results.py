@@ -12,7 +12,10 @@ from services.flights.format import (
     itinerary_detail,
     itinerary_line,
     no_results_text,
+    price_basis,
+    price_lines,
     results_header,
+    rules_lines,
     short_price,
 )
 from services.flights.places import PlaceIndex
@@ -27,9 +30,12 @@ from services.flights.results import (
 from services.models import (
     Baggage,
     Cabin,
+    FareRules,
     Itinerary,
     Location,
+    PassengerCategory,
     Passengers,
+    PriceLine,
     SearchQuery,
     Segment,
 )
@@ -287,3 +293,63 @@ def test_the_header_names_route_date_travellers_and_demo_label() -> None:
 )
 def test_short_prices(money: Money, text: str) -> None:
     assert short_price(money) == text
+
+
+def test_seats_left_are_counted_against_the_party() -> None:
+    one_left = CHEAP.model_copy(update={"seats_left": 1})
+    alone = itinerary_detail(one_left, passengers=Passengers(), today=TODAY)
+    assert "Only 1 seat left at this price" in alone
+    party = itinerary_detail(one_left, passengers=Passengers(adults=3), today=TODAY)
+    assert "Only 1 seat" not in party
+    # infants sit on a lap: two adults and an infant need two seats
+    two_left = CHEAP.model_copy(update={"seats_left": 2})
+    family = itinerary_detail(two_left, passengers=Passengers(adults=2, infants=1), today=TODAY)
+    assert "Only 2 seats left at this price" in family
+
+
+def _eur(euros: int) -> Money:
+    return Money(amount=euros * 100, currency="EUR")
+
+
+def test_the_price_is_split_per_category_with_the_taxes_when_the_provider_gives_them() -> None:
+    family = CHEAP.model_copy(
+        update={
+            "price": _eur(475),
+            "price_lines": (
+                PriceLine(category=PassengerCategory.ADULT, count=2, each=_eur(200)),
+                PriceLine(category=PassengerCategory.CHILD, count=1, each=_eur(75)),
+            ),
+            "taxes": _eur(95),
+        }
+    )
+    text = "\n".join(price_lines(family, Passengers(adults=2, children=1)))
+    assert "Adult × 2: €200.00 each = €400.00" in text
+    assert "Child: €75.00" in text
+    assert "Taxes and fees, included: €95.00" in text
+    assert "<b>Total €475.00</b> for 2 adults, 1 child" in text
+    plain = price_lines(CHEAP, Passengers())
+    assert plain == ["<b>Total €89.00</b> for 1 adult"]  # nothing invented
+
+
+def test_fare_rules_say_what_the_fare_allows_and_what_it_does_not_say() -> None:
+    ruled = CHEAP.model_copy(
+        update={
+            "rules": FareRules(refundable=False, changeable=True, change_fee=_eur(45)),
+            "baggage": Baggage(hand_kg=10),
+        }
+    )
+    assert rules_lines(ruled) == [
+        "Changes: allowed, fee €45.00 per traveller",
+        "Refund: not refundable",
+        "🧳 Cabin bag 10 kg",
+    ]
+    assert rules_lines(CHEAP) == [
+        "Changes: ask the airline (the fare does not say)",
+        "Refund: ask the airline (the fare does not say)",
+        "🧳 Bags: as the airline's fare includes (not stated)",
+    ]
+
+
+def test_results_say_whether_a_price_is_per_person_or_the_total() -> None:
+    assert "per person" in price_basis(Passengers())
+    assert "total for 2 adults, 1 infant" in price_basis(Passengers(adults=2, infants=1))

@@ -19,6 +19,7 @@ from telegram import (
     BotCommandScopeChat,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputFile,
     Message,
     ReplyParameters,
 )
@@ -384,3 +385,27 @@ async def test_chat_actions_webhook_info_and_the_event_log(
         EventKind.API_CALL,
     ]
     assert [event.seq for event in sandbox.events(start)] == list(range(start + 1, start + 5))
+
+
+async def test_send_document_keeps_the_file_and_can_send_it_again(
+    sandbox: SandboxBotApi, bot: Bot, traveller: SandboxUser
+) -> None:
+    sent = await bot.send_document(
+        traveller.id,
+        InputFile(b'{"a": 1}', filename="data.json"),
+        caption="<b>Your</b> data",
+        parse_mode="HTML",
+    )
+    assert sent.document is not None
+    assert sent.document.file_name == "data.json"
+    assert sent.caption == "Your data"
+    stored = sandbox.bot_messages(traveller.id)[-1]
+    assert stored.document is not None
+    assert stored.document.content == b'{"a": 1}'
+    again = await bot.send_document(traveller.id, sent.document.file_id)
+    assert again.document is not None
+    assert again.document.file_size == 8
+    with pytest.raises(BadRequest, match="file identifier"):
+        await bot.send_document(traveller.id, "no-such-file")
+    with pytest.raises(BadRequest, match="non-empty"):
+        await bot.send_document(traveller.id, InputFile(b"", filename="empty.txt"))

@@ -240,3 +240,36 @@ async def test_empty_results_are_kept_for_a_shorter_time(
         assert tequila.requests["/v2/search"] == 2
     finally:
         await kiwi.close()
+
+
+async def test_calendar_prices_come_from_the_cache_for_a_real_provider(
+    places: PlaceIndex, storage: SQLiteStorage, tequila: KiwiStandIn
+) -> None:
+    kiwi = KiwiProvider(API_KEY, base_url=tequila.base_url, places=places)
+    service = FlightSearchService(kiwi, MemoryCache(), storage)
+    query = lisbon_tokyo(places, destination=where(places, "FRA"))
+    try:
+        searched = await service.search(query, user_id=1)
+        calls = sum(tequila.requests.values())
+        unsearched = query.departure + timedelta(days=1)
+        prices = await service.cheapest_by_day(query, [query.departure, unsearched])
+    finally:
+        await kiwi.close()
+    assert searched.itineraries
+    cheapest = min(i.price.amount for i in searched.itineraries)
+    assert {day: price.amount for day, price in prices.items()} == {query.departure: cheapest}
+    assert sum(tequila.requests.values()) == calls  # no search per calendar day
+
+
+async def test_calendar_prices_from_the_demo_match_its_search(
+    places: PlaceIndex, storage: SQLiteStorage
+) -> None:
+    provider = demo(places)
+    service = FlightSearchService(provider, MemoryCache(), storage)
+    query = lisbon_tokyo(places)
+    days = [query.departure + timedelta(days=n) for n in range(3)]
+    prices = await service.cheapest_by_day(query, days)
+    assert provider.search_calls == 0
+    assert set(prices) == set(days)
+    found = await service.search(query.model_copy(update={"departure": days[1]}), user_id=1)
+    assert prices[days[1]] == min((i.price for i in found.itineraries), key=lambda p: p.amount)

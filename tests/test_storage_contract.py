@@ -462,6 +462,16 @@ def search(
     )
 
 
+async def test_last_route_is_the_users_newest_search(storage: Storage) -> None:
+    assert await storage.last_route(1) is None
+    await storage.log_search(search("LIS", "BCN", user_id=1))
+    await storage.log_search(search("OPO", "TYO", user_id=1))
+    await storage.log_search(search("AMS", "BER", user_id=2))
+    await storage.log_search(search("MAD", "ROM", user_id=None))
+    assert await storage.last_route(1) == ("OPO", "TYO")
+    assert await storage.last_route(2) == ("AMS", "BER")
+
+
 async def test_funnel_follows_searches_to_paid_bookings(storage: Storage) -> None:
     since = utcnow() - timedelta(hours=1)
     first, second, third = [await storage.log_search(search()) for _ in range(3)]

@@ -20,6 +20,7 @@ from services.travellers import (
     build_traveller,
     category_for,
     country_label,
+    date_readings,
     mask_email,
     mask_phone,
     parse_birth_date,
@@ -770,3 +771,20 @@ def test_today_default_is_not_fixed_at_import() -> None:
     """Without ``today`` the checks use the real current date, not one frozen at import."""
     next_year = datetime.now(UTC).date().year + 1
     assert parse_passport_expiry(f"01.01.{next_year + 1}") == date(next_year + 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("typed", "readings"),
+    [
+        ("12/08/1988", (date(1988, 8, 12), date(1988, 12, 8))),
+        ("03.04.1990", (date(1990, 4, 3), date(1990, 3, 4))),
+        ("17.05.1990", None),  # 17 is only a day
+        ("05/05/1990", None),
+        ("1990-05-06", None),
+        ("12/08/88", None),  # a short year is refused anyway
+    ],
+)
+def test_a_birth_date_whose_day_and_month_could_swap_has_two_readings(
+    typed: str, readings: tuple[date, date] | None
+) -> None:
+    assert date_readings(typed) == readings

@@ -38,8 +38,8 @@ from tests.support.supabase_stack import SupabaseStack
 from tests.test_conversation_e2e import (
     TRAVELLER,
     TRAVELLER_REST,
-    to_detail,
     to_payment,
+    to_results,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -314,9 +314,9 @@ async def pay_on(worker: Worker, kit: WorkerKit, user: int) -> list[ChatMessage]
     return await kit.sandbox.wait_for_messages(user, since=since, timeout=15)
 
 
-async def finish_booking_from_detail(kit: WorkerKit, user: int) -> None:
-    """From a flight's detail to the payment link: the second half of ``to_payment``."""
-    await kit.press(user, "Book for")
+async def finish_booking_from_results(kit: WorkerKit, user: int) -> None:
+    """From the results to the payment link: the second half of ``to_payment``."""
+    await kit.press(user, "1")
     for answer in TRAVELLER:
         await kit.say(user, answer)
     await kit.press(user, "Female")
@@ -379,7 +379,7 @@ async def test_two_workers_take_turns_and_the_traveller_sees_what_one_worker_sho
         (m.message_id, b.callback_data)
         for m in kit.sandbox.bot_messages(shared_user)
         for b in m.flat_buttons
-        if b.label == "Return" and b.callback_data
+        if "Add a return date" in b.label and b.callback_data
     )
     for _ in cluster.workers:
         reply = await kit.press_raw(shared_user, *old)
@@ -404,12 +404,12 @@ async def test_a_worker_killed_mid_conversation_leaves_the_chat_to_the_other(
     await to_payment(kit, alone_user)
 
     await cluster.route_to(a, b)
-    await to_detail(kit, killed_user)
+    await to_results(kit, killed_user)
     served_by_b = sum(1 for target, _ in kit.deliveries(killed_user) if target == b.webhook_url)
     assert served_by_b > 0
     b.kill()  # SIGKILL: no goodbye, no cleanup
     killed_at = kit.sandbox.last_seq
-    await finish_booking_from_detail(kit, killed_user)
+    await finish_booking_from_results(kit, killed_user)
 
     assert (await kit.state(killed_user)).state == "book:payment"
     after = [

@@ -12,14 +12,15 @@ from typing import Any
 
 from conversations.data import BookingDraft, Conversation, TravellerDraft
 from conversations.deps import FlowDeps
-from conversations.engine import Event, Pressed, State, Step
+from conversations.engine import KEEP, Event, Pressed, State, Step
 from conversations.flows import search as search_flow
 from services import redact, texts
 from services import travellers as fields
 from services.bookings import BookingError
+from services.flights import format as fmt
 from services.flights.base import ProviderError, ProviderUnavailableError
 from services.messages import Button, Message, Notice, esc
-from services.models import PassengerCategory, Traveller, mask_document
+from services.models import Itinerary, PassengerCategory, Traveller, mask_document
 from services.payments.base import PaymentError
 
 PRICE = "book:price"
@@ -52,6 +53,7 @@ LABELS = {
 }
 
 QUESTIONS = {
+    "full_name": "Full name as in the passport, first names then last name? e.g. <i>Ana Silva</i>.",
     "first_name": "First name as in the passport? Latin letters, e.g. <i>Maria</i>.",
     "last_name": "Last name as in the passport? e.g. <i>Silva</i>.",
     "birth_date": "Date of birth? e.g. <i>1990-05-17</i> or <i>17.05.1990</i>.",
@@ -64,8 +66,53 @@ QUESTIONS = {
 }
 
 
+# The order questions are asked in: the name in one answer (first and last name stored apart).
+ASKED_PERSON_FIELDS = ("full_name", *PERSON_FIELDS[2:])
+
+
 def _fields_for(index: int) -> tuple[str, ...]:
+    """The fields stored (and editable at review) for traveller ``index``."""
     return PERSON_FIELDS + (LEAD_FIELDS if index == 0 else ())
+
+
+def _next_field(draft: BookingDraft) -> str | None:
+    """The first question the current traveller has not answered, in asking order."""
+    values = draft.travellers[draft.current].values
+    for field in ASKED_PERSON_FIELDS + (LEAD_FIELDS if draft.current == 0 else ()):
+        if field == "full_name":
+            if "first_name" not in values:
+                return "full_name"
+            if "last_name" not in values:
+                return "last_name"
+        elif field not in values:
+            return field
+    return None
+
+
+_NAME_PARTICLES = {
+    "da", "das", "de", "del", "della", "der", "di", "do", "dos", "du", "la", "le", "van",
+    "von", "ter", "ten", "bin", "al", "el", "st", "mac",
+}  # fmt: skip
+
+
+def split_full_name(text: str) -> tuple[str, str | None]:
+    """'Ana Maria da Silva' → ('ANA MARIA', 'DA SILVA'): the last name is the last word with
+    the particles before it. One word gives only a first name (the last is then asked).
+    Raises ``fields.FieldError`` naming what is wrong."""
+    words = text.split()
+    if len(words) < 2:
+        return fields.parse_first_name(text), None
+    cut = len(words) - 1
+    while cut > 1 and words[cut - 1].lower() in _NAME_PARTICLES:
+        cut -= 1
+    first = fields.parse_first_name(" ".join(words[:cut]))
+    last = fields.parse_last_name(" ".join(words[cut:]))
+    return first, last
+
+
+def printed_name(values: dict[str, Any]) -> str:
+    """How airlines print the name on a ticket: 'SILVA/ANA MARIA'."""
+    return f"{values.get('last_name', '')}/{values.get('first_name', '')}"
 
 
 def _categories(adults: int, children: int, infants: int) -> list[TravellerDraft]:
@@ -90,22 +137,68 @@ def _dmy(day: date | None) -> str:
 
 
 async def on_book(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    """Book from the detail view (a chat stored in ``search:detail`` by an earlier version)."""
     try:
         itinerary = await search_flow.find_picked(deps, conv, event, pressed.arg)
     except ProviderError:
         itinerary = None
     if itinerary is None or conv.results is None:
         return await search_flow.on_back(deps, conv, event, pressed)
+    return await _book(deps, conv, event, itinerary, from_state=search_flow.DETAIL)
+
+
+async def on_pick_and_book(
+    deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed
+) -> Step:
+    """A result's number: its detail, the price checked, and the first traveller question in
+    one step (Back returns to the results)."""
+    try:
+        itinerary = await search_flow.find_picked(deps, conv, event, pressed.arg)
+    except ProviderError:
+        itinerary = None
+    if itinerary is None or conv.results is None:
+        return await search_flow.on_pick(deps, conv, event, pressed)
+    view = conv.results.model_copy(update={"shown_id": itinerary.id})
+    conv = conv.model_copy(update={"results": view})
+    if view.search_id is not None:
+        await deps.storage.mark_search_stage(view.search_id, "chosen")
+    detail = fmt.itinerary_detail(
+        itinerary,
+        passengers=view.query.passengers,
+        places=deps.places,
+        today=deps.today_at(view.query.origin),
+    )
+    return await _book(deps, conv, event, itinerary, from_state=search_flow.RESULTS, detail=detail)
+
+
+async def _book(
+    deps: FlowDeps,
+    conv: Conversation,
+    event: Event,
+    itinerary: Itinerary,
+    *,
+    from_state: str,
+    detail: str = "",
+) -> Step:
+    assert conv.results is not None
+    if deps.departs_too_soon(itinerary.departure):
+        return await _too_soon(deps, conv, event)
     passengers = conv.results.query.passengers
     try:
         check = await deps.bookings.recheck(itinerary, passengers)
     except ProviderUnavailableError:
         return _step(
-            search_flow.DETAIL,
+            from_state,
             conv,
             notice=Notice(
                 text="Couldn't check the price right now. Try again in a minute.", alert=True
             ),
+        )
+    except ProviderError as error:
+        return _step(
+            from_state,
+            conv,
+            Message(text=f"The airline's system refused to price this flight: {esc(error)}"),
         )
     if not check.available:
         step = await search_flow.show_results(deps, conv, event)
@@ -120,18 +213,23 @@ async def on_book(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
             "fare_expires_at": check.expires_at or itinerary.fare_expires_at,
         }
     )
+    if check.price != itinerary.price:
+        # The split and taxes were for the old price: say only what is known now.
+        updated = updated.model_copy(update={"price_lines": (), "taxes": None})
     draft = BookingDraft(
         itinerary=updated,
         travellers=_categories(passengers.adults, passengers.children, passengers.infants),
+        field="full_name",
     )
     conv = conv.model_copy(update={"booking": draft})
+    head = f"{detail}\n\n" if detail else ""
     if check.price != itinerary.price:
         return _step(
             PRICE,
             conv,
             Message(
                 text=(
-                    f"The price has changed: it was {itinerary.price.format()}, "
+                    f"{head}The price has changed: it was {itinerary.price.format()}, "
                     f"it is now <b>{check.price.format()}</b> for {passengers.describe()}."
                 ),
                 buttons=(
@@ -144,8 +242,25 @@ async def on_book(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
         deps,
         conv,
         event.user.id,
-        prefix=f"Price checked: {check.price.format()} is still available.\n\n",
+        prefix=f"{head}Price checked: {check.price.format()} is still available.\n\n",
     )
+
+
+async def _too_soon(deps: FlowDeps, conv: Conversation, event: Event) -> Step:
+    """Back to the results (which no longer list it) for a flight that left or leaves soon."""
+    hours = int(deps.min_time_before_departure.total_seconds() // 3600)
+    conv = conv.model_copy(update={"booking": None})
+    if conv.results is None:
+        return search_flow.new_search(conv)
+    step = await search_flow.show_results(deps, conv, event)
+    step.replies.insert(
+        0,
+        Message(
+            text=f"That flight has left or leaves in less than {hours} hours, too soon to "
+            "book. Pick another one."
+        ),
+    )
+    return step
 
 
 async def on_accept_price(
@@ -181,13 +296,28 @@ async def _ask(
         )
     if draft.field == "phone":
         buttons.append((Button(label="Skip", action="skip"),))
-    if draft.field == "first_name" and not draft.editing and not traveller.values:
+    if draft.field in ("full_name", "first_name") and not draft.editing and not traveller.values:
         saved = await _saved_for(deps, user_id, draft)
         buttons.extend(
             (Button(label=f"Use {t.full_name}", action="saved", arg=str(i)),) for i, t in saved
         )
+    if (
+        draft.field == "birth_date"
+        and not draft.editing
+        and {"first_name", "last_name"} <= traveller.values.keys()
+    ):
+        # The name as it will be printed, to confirm; typing the date of birth accepts it too.
+        buttons.append((Button(label=f"✓ {printed_name(traveller.values)}", action="nameok"),))
+        buttons.append(
+            (
+                Button(label="⇄ Swap first and last name", action="swap"),
+                Button(label="✏️ Type them apart", action="apart"),
+            )
+        )
     if draft.editing:
         buttons.append((Button(label="‹ Back to review", action="review"),))
+    elif draft.current == 0 and not traveller.values:
+        buttons.append((Button(label="‹ Back to results", action="back"),))
     text = f"{prefix}{who}: {QUESTIONS[draft.field]}"
     return _step(FIELD, conv, Message(text=text, buttons=tuple(buttons), edit=edit))
 
@@ -223,33 +353,54 @@ def _parse(field: str, text: str, draft: BookingDraft) -> Any:
     )
 
 
-async def _store_value(deps: FlowDeps, conv: Conversation, user_id: int, value: Any) -> Step:
+async def _store_value(
+    deps: FlowDeps,
+    conv: Conversation,
+    user_id: int,
+    value: Any,
+    *,
+    more: dict[str, Any] | None = None,
+    prefix: str = "",
+) -> Step:
     draft = conv.booking
     assert draft is not None
     traveller = draft.travellers[draft.current]
-    if draft.field in redact.PERSONAL_FIELDS:
-        redact.remember(value)
-    values = {**traveller.values, draft.field: value}
+    values = {**traveller.values, **(more or {})}
+    if draft.field != "full_name":
+        values[draft.field] = value
+    redact.remember(
+        *(values[name] for name in set(redact.PERSONAL_FIELDS) & {draft.field, *(more or {})})
+    )
     travellers = list(draft.travellers)
     travellers[draft.current] = traveller.model_copy(update={"values": values})
     draft = draft.model_copy(update={"travellers": travellers})
-    return await _advance(deps, conv.model_copy(update={"booking": draft}), user_id)
+    return await _advance(deps, conv.model_copy(update={"booking": draft}), user_id, prefix=prefix)
 
 
-async def _advance(deps: FlowDeps, conv: Conversation, user_id: int) -> Step:
+def _said(field: str, value: Any) -> str:
+    """What was understood, shown in front of the next question."""
+    if field == "birth_date" and isinstance(value, str):
+        return f"Born {_dmy(date.fromisoformat(value))}. "
+    if field == "gender":
+        return {"F": "Female. ", "M": "Male. "}.get(str(value), "")
+    if field == "nationality":
+        return f"{esc(fields.country_label(str(value)))}. "
+    return ""
+
+
+async def _advance(deps: FlowDeps, conv: Conversation, user_id: int, *, prefix: str = "") -> Step:
     draft = conv.booking
     assert draft is not None
     if draft.editing:
         return await show_review(
             deps, conv.model_copy(update={"booking": draft.model_copy(update={"editing": False})})
         )
-    order = _fields_for(draft.current)
-    position = order.index(draft.field)
-    if position + 1 < len(order):
-        draft = draft.model_copy(update={"field": order[position + 1]})
-        return await _ask(deps, conv.model_copy(update={"booking": draft}), user_id)
+    following = _next_field(draft)
+    if following is not None:
+        draft = draft.model_copy(update={"field": following})
+        return await _ask(deps, conv.model_copy(update={"booking": draft}), user_id, prefix=prefix)
     if draft.current + 1 < len(draft.travellers):
-        draft = draft.model_copy(update={"current": draft.current + 1, "field": "first_name"})
+        draft = draft.model_copy(update={"current": draft.current + 1, "field": "full_name"})
         return await _ask(
             deps, conv.model_copy(update={"booking": draft}), user_id, prefix="Thanks! "
         )
@@ -266,6 +417,12 @@ async def on_field_text(deps: FlowDeps, conv: Conversation, event: Event) -> Ste
 async def _field_answer(deps: FlowDeps, conv: Conversation, user_id: int, text: str) -> Step:
     draft = conv.booking
     assert draft is not None
+    if draft.field == "full_name":
+        return await _full_name_answer(deps, conv, user_id, text)
+    if draft.field in DATE_FIELDS:
+        asked = _which_date(draft, text)
+        if asked is not None:
+            return _step(FIELD, conv, asked)
     try:
         value = _parse(draft.field, text, draft)
     except fields.FieldError as error:
@@ -279,7 +436,113 @@ async def _field_answer(deps: FlowDeps, conv: Conversation, user_id: int, text: 
         value = value.isoformat()
     elif isinstance(value, enum.Enum):
         value = value.value
-    return await _store_value(deps, conv, user_id, value)
+    return await _store_value(
+        deps, conv, user_id, value, prefix="" if draft.editing else _said(draft.field, value)
+    )
+
+
+async def _full_name_answer(deps: FlowDeps, conv: Conversation, user_id: int, text: str) -> Step:
+    draft = conv.booking
+    assert draft is not None
+    try:
+        first, last = split_full_name(text)
+    except fields.FieldError as error:
+        return _step(FIELD, conv, Message(text=esc(str(error))))
+    names = {"first_name": first} | ({"last_name": last} if last else {})
+    prefix = (
+        f"On the ticket: <b>{esc(printed_name(names))}</b> (last name/first names).\n\n"
+        if last
+        else f"First name {esc(first)}. "
+    )
+    return await _store_value(deps, conv, user_id, None, more=names, prefix=prefix)
+
+
+async def on_name_ok(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    """The printed name confirmed: nothing changes, the date of birth is still asked."""
+    return Step(
+        state=KEEP,
+        data=conv,
+        notice=Notice(text="Name confirmed. Now type the date of birth."),
+    )
+
+
+async def on_swap_names(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
+    draft = conv.booking
+    values = draft.travellers[draft.current].values if draft else {}
+    if draft is None or "first_name" not in values or "last_name" not in values:
+        return _step(FIELD, conv, notice=Notice(text="That button isn't valid here."))
+    try:
+        first = fields.parse_first_name(str(values["last_name"]))
+        last = fields.parse_last_name(str(values["first_name"]))
+    except fields.FieldError as error:
+        return _step(FIELD, conv, notice=Notice(text=str(error)[:200], alert=True))
+    swapped = {**values, "first_name": first, "last_name": last}
+    travellers = list(draft.travellers)
+    travellers[draft.current] = travellers[draft.current].model_copy(update={"values": swapped})
+    conv = conv.model_copy(update={"booking": draft.model_copy(update={"travellers": travellers})})
+    return await _ask(
+        deps,
+        conv,
+        event.user.id,
+        edit=True,
+        prefix=f"On the ticket: <b>{esc(printed_name(swapped))}</b> (last name/first names).\n\n",
+    )
+
+
+async def on_names_apart(
+    deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed
+) -> Step:
+    """Ask first and last name one at a time (names the split read wrongly)."""
+    draft = conv.booking
+    if draft is None:
+        return search_flow.new_search(conv)
+    values = {
+        k: v
+        for k, v in draft.travellers[draft.current].values.items()
+        if k not in ("first_name", "last_name")
+    }
+    travellers = list(draft.travellers)
+    travellers[draft.current] = travellers[draft.current].model_copy(update={"values": values})
+    draft = draft.model_copy(update={"travellers": travellers, "field": "first_name"})
+    return await _ask(deps, conv.model_copy(update={"booking": draft}), event.user.id)
+
+
+DATE_FIELDS = ("birth_date", "passport_expiry")
+
+
+def _which_date(draft: BookingDraft, text: str) -> Message | None:
+    """When day and month could swap and both make a valid answer, ask which one is meant."""
+    readings = fields.date_readings(text)
+    if readings is None:
+        return None
+    valid = []
+    for day in readings:
+        try:
+            _parse(draft.field, day.isoformat(), draft)
+        except fields.FieldError:
+            continue
+        valid.append(day)
+    if len(valid) != 2:
+        return None
+    return Message(
+        text=f"Which date do you mean by “{esc(text.strip())}”?",
+        buttons=(
+            tuple(Button(label=_dmy(day), action="date", arg=day.isoformat()) for day in valid),
+        ),
+    )
+
+
+async def on_date_choice(
+    deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed
+) -> Step:
+    draft = conv.booking
+    try:
+        picked = date.fromisoformat(pressed.arg)
+    except ValueError:
+        picked = None
+    if draft is None or draft.field not in DATE_FIELDS or picked is None:
+        return _step(FIELD, conv, notice=Notice(text="That button isn't valid here."))
+    return await _field_answer(deps, conv, event.user.id, picked.isoformat())
 
 
 async def on_gender(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
@@ -335,15 +598,9 @@ async def on_saved(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pr
         values.pop("phone", None)
     travellers = list(draft.travellers)
     travellers[draft.current] = travellers[draft.current].model_copy(update={"values": values})
-    order = _fields_for(draft.current)
-    missing = [f for f in order if f not in values]
-    draft = draft.model_copy(
-        update={"travellers": travellers, "field": missing[0] if missing else order[-1]}
-    )
+    draft = draft.model_copy(update={"travellers": travellers})
     conv = conv.model_copy(update={"booking": draft})
-    if missing:
-        return await _ask(deps, conv, event.user.id, prefix=f"Using {esc(person.full_name)}. ")
-    return await _advance(deps, conv, event.user.id)
+    return await _advance(deps, conv, event.user.id, prefix=f"Using {esc(person.full_name)}. ")
 
 
 # --- review ---------------------------------------------------------------------------------
@@ -401,11 +658,15 @@ async def show_review(
         else f"{len(draft.travellers)} travellers"
     )
     itinerary_text = "\n".join(texts.itinerary_lines(draft.itinerary))
+    # The split, the taxes, and what the fare allows are shown before Pay, not after.
+    split = fmt.price_lines(draft.itinerary)[:-1]
     text = (
         f"{prefix}<b>Review your booking</b>\n\n"
         f"{itinerary_text}\n\n"
         "<b>Travellers</b>\n" + "\n".join(_traveller_lines(draft)) + "\n\n"
-        f"Fare for {passengers}: {price.format()}\n<b>Total: {price.format()}</b>"
+        "<b>Fare rules</b>\n" + "\n".join(fmt.rules_lines(draft.itinerary)) + "\n\n"
+        "<b>Price</b>\n" + "".join(f"{line}\n" for line in split) + f"Fare for {passengers}: "
+        f"{price.format()}\n<b>Total: {price.format()}</b>"
     )
     if draft.itinerary.is_demo:
         text += "\n<i>Demo fare: no real ticket is issued.</i>"
@@ -499,10 +760,16 @@ async def on_pay(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pres
         travellers = build_travellers(draft)
     except fields.FieldError as error:
         return await show_review(deps, conv, prefix=f"{esc(str(error))}\n\n")
+    if deps.departs_too_soon(draft.itinerary.departure):
+        return await _too_soon(deps, conv, event)
     try:
         booking, session = await deps.bookings.start_checkout(
             event.user.id, draft.itinerary, travellers
         )
+    except BookingError as error:
+        # Every refusal the booking service gives is written for the traveller (a fare the
+        # airline would not hold, a cap on links...): nothing was charged.
+        return await show_review(deps, conv, prefix=f"{esc(str(error))}\n\n")
     except PaymentError:
         return _step(
             REVIEW,
@@ -511,8 +778,6 @@ async def on_pay(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pres
                 text="I couldn't create the payment link just now. Please tap Pay again in a minute."
             ),
         )
-    except BookingError as error:  # the airline would not hold the fare: nothing was charged
-        return await show_review(deps, conv, prefix=f"{esc(str(error))}\n\n")
     profile = await deps.storage.get_profile(event.user.id)
     earlier = profile.saved_travellers if profile else ()
     await deps.storage.save_travellers(event.user.id, merge_saved(travellers, earlier))
@@ -601,6 +866,13 @@ async def on_payment_text(deps: FlowDeps, conv: Conversation, event: Event) -> S
 
 
 STATES = {
+    # A result's number starts the booking (detail and first question together); the rest of
+    # the results state is the search flow's.
+    search_flow.RESULTS: State(
+        search_flow.RESULTS,
+        hint=search_flow.STATES[search_flow.RESULTS].hint,
+        buttons={**search_flow.STATES[search_flow.RESULTS].buttons, "pick": on_pick_and_book},
+    ),
     search_flow.DETAIL: State(
         search_flow.DETAIL,
         hint="Tap Book to continue with this flight, or Back to see the other results.",
@@ -617,10 +889,15 @@ STATES = {
         on_text=on_field_text,
         buttons={
             "gender": on_gender,
+            "date": on_date_choice,
             "nat": on_nationality,
             "skip": on_skip,
             "saved": on_saved,
             "review": on_review,
+            "swap": on_swap_names,
+            "nameok": on_name_ok,
+            "apart": on_names_apart,
+            "back": on_back_to_results,
         },
     ),
     REVIEW: State(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import date
+from typing import Any
 
 from conversations.data import Conversation
 from conversations.deps import FlowDeps
@@ -12,8 +13,8 @@ from conversations.engine import KEEP, Event, Pressed, State, Step
 from conversations.flows import search as search_flow
 from services import texts
 from services.bookings import BookingError
-from services.messages import Button, Message, Notice, esc
-from services.models import Booking, BookingStatus
+from services.messages import Button, Document, Message, Notice, esc
+from services.models import Booking, BookingStatus, Profile
 from services.payments.base import PaymentError
 
 log = logging.getLogger(__name__)
@@ -60,14 +61,21 @@ async def cmd_start(deps: FlowDeps, conv: Conversation | None, event: Event) -> 
         if kind in ("paid", "booking", "cancelled") and reference:
             booking = await deps.storage.get_booking_by_reference(reference, user_id=event.user.id)
             if booking is not None:
-                return _keep(conv, booking_view(booking, deps.today()))
+                return _keep(conv, booking_view(booking, deps.today_at(booking.origin)))
     name = esc(event.user.first_name) if event.user.first_name else "there"
     greeting = f"Hi {name}! I can find and book flights."
     if deps.demo_fares:
         greeting += " <i>(Demo fares: for trying me out, no real tickets.)</i>"
+    profile = await deps.storage.get_profile(event.user.id)
+    saved = profile.saved_travellers if profile else ()
+    if saved:
+        names = ", ".join(esc(t.full_name) for t in saved[:3])
+        greeting += f"\nSaved travellers: {names}. I'll offer them when you book."
+    again = await search_flow.again_button(deps, event.user.id)
     step = search_flow.new_search(conv, greeting)
+    rows = ((again,),) if again is not None else ()
     step.replies[0] = step.replies[0].model_copy(
-        update={"buttons": ((Button(label="My bookings", action="!mybookings"),),)}
+        update={"buttons": (*rows, (Button(label="My bookings", action="!mybookings"),))}
     )
     return step
 
@@ -143,10 +151,13 @@ async def cmd_mybookings(deps: FlowDeps, conv: Conversation | None, event: Event
     return _keep(conv, await _bookings_list(deps, event.user.id))
 
 
-async def cmd_mydata(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
-    profile = await deps.storage.get_profile(event.user.id)
-    bookings = await deps.storage.list_bookings(event.user.id, limit=100)
-    stored = {
+MYDATA_FILE = "my-travelbot-data.json"
+MYDATA_LIST = 10  # bookings and saved travellers listed in the chat; the file has them all
+
+
+def _stored_data(profile: Profile | None, bookings: list[Booking]) -> dict[str, Any]:
+    """Everything stored about the user, passport numbers masked: the /mydata file."""
+    return {
         "profile": profile.model_dump(mode="json", exclude={"saved_travellers"})
         if profile
         else None,
@@ -168,14 +179,55 @@ async def cmd_mydata(deps: FlowDeps, conv: Conversation | None, event: Event) ->
             for b in bookings
         ],
     }
-    body = json.dumps(stored, ensure_ascii=False, indent=1)
-    if len(body) > 3500:
-        body = body[:3500] + "\n…"
+
+
+def _mydata_summary(profile: Profile | None, bookings: list[Booking]) -> str:
+    lines = ["<b>What I store about you</b>"]
+    if profile is None:
+        lines.append("No profile yet.")
+    else:
+        known = [
+            f"name {esc(profile.first_name)}" if profile.first_name else "",
+            f"username @{esc(profile.username)}" if profile.username else "",
+            f"language {esc(profile.language)}" if profile.language else "",
+            f"since {texts.day(profile.created_at.date())}" if profile.created_at else "",
+        ]
+        lines.append("Profile: " + (", ".join(k for k in known if k) or "your Telegram id"))
+    saved = profile.saved_travellers if profile else ()
+    lines.append(f"\n<b>Saved travellers</b> ({len(saved)})")
+    lines += [
+        f"• {esc(t.full_name)}, {t.category.value}, born {t.birth_date.day} {t.birth_date:%b %Y}, "
+        f"passport {esc(t.passport_masked)}"
+        for t in saved[:MYDATA_LIST]
+    ] or ["none"]
+    lines.append(f"\n<b>Bookings</b> ({len(bookings)})")
+    lines += [
+        f"• {esc(b.reference)} · {texts.route(b)} · {texts.day(b.departure_date)} · "
+        f"{b.amount.format()} · {b.status.label}"
+        for b in bookings[:MYDATA_LIST]
+    ] or ["none"]
+    if len(bookings) > MYDATA_LIST:
+        lines.append(f"…and {len(bookings) - MYDATA_LIST} more in the file.")
+    lines.append(
+        "\nEverything, passport numbers masked, is in the file below. /deletedata erases it."
+    )
+    return "\n".join(lines)
+
+
+async def cmd_mydata(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
+    profile = await deps.storage.get_profile(event.user.id)
+    bookings = await deps.storage.list_bookings(event.user.id, limit=100)
+    body = json.dumps(_stored_data(profile, bookings), ensure_ascii=False, indent=2)
     return _keep(
         conv,
         Message(
-            text="<b>What I store about you</b> (passport numbers shown masked):\n"
-            f"<pre>{esc(body)}</pre>\n/deletedata erases it."
+            text=_mydata_summary(profile, bookings),
+            document=Document(
+                filename=MYDATA_FILE,
+                content=body.encode(),
+                mime_type="application/json",
+                caption="Your data as JSON",
+            ),
         ),
     )
 
@@ -259,7 +311,7 @@ async def btn_booking(
     booking = await deps.storage.get_booking_by_reference(pressed.arg, user_id=event.user.id)
     if booking is None:
         return _keep(conv, notice=Notice(text="Booking not found."))
-    return _keep(conv, booking_view(booking, deps.today()))
+    return _keep(conv, booking_view(booking, deps.today_at(booking.origin)))
 
 
 async def btn_renew(
@@ -358,6 +410,11 @@ async def btn_cancel_yes(
 
 
 async def idle_text(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
+    """Out of any flow (after /cancel, or a conversation that expired), a place or a whole
+    search typed starts the search with it; anything else gets the way in."""
+    step = await search_flow.search_from_idle(deps, event)
+    if step is not None:
+        return step
     return _keep(
         conv, Message(text="Type /start to search for flights, or /help to see what I can do.")
     )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -202,6 +203,12 @@ class FlightProvider(ABC):
     async def confirm_cancellation(self, booking: Booking, quote: CancellationQuote) -> Money:
         """Cancel the order with the airline on ``quote``; returns the refund it confirmed."""
         raise ProviderError(f"{self.name} cannot cancel orders")
+
+    async def cheapest_by_day(self, query: SearchQuery, days: Sequence[date]) -> dict[date, Money]:
+        """The cheapest fare of ``query`` on each of ``days`` (its departure replaced), for a
+        price calendar, where the provider can tell cheaply; {} otherwise. Must not cost a
+        search per day against a rate-limited API (the search cache fills the calendar)."""
+        return {}
 
     async def locations(self, term: str, *, limit: int = 8) -> list[Location]:
         """Provider-side place lookup; the demo adapter relies on the local airport index."""

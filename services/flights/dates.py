@@ -11,6 +11,7 @@ from __future__ import annotations
 import calendar
 import re
 from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dateparser
 
@@ -37,6 +38,43 @@ _WEEKDAY = re.compile(r"^(?:(this|next|coming|on)\s+)?([a-z]+)$")
 _VAGUE = re.compile(r"^(?:(?:this|next|coming)\s+)?(?:week|weekend|month|year)$")
 _MONTH_ONLY = re.compile(r"^(?:in |next |this )?([a-z]+)\.?(?: (\d{4}))?$")
 _RELATIVE_DAYS = re.compile(r"^in\s+(\d{1,3})\s+(day|days|week|weeks)$")
+
+
+# A traveller's zone before they name an origin, from their Telegram language (the place most
+# of its speakers live). Only "today" and "tomorrow" and the year shown in dates depend on it.
+LANGUAGE_ZONES = {
+    "en": "Europe/London", "pt": "Europe/Lisbon", "es": "Europe/Madrid", "fr": "Europe/Paris",
+    "de": "Europe/Berlin", "it": "Europe/Rome", "nl": "Europe/Amsterdam", "pl": "Europe/Warsaw",
+    "uk": "Europe/Kyiv", "ru": "Europe/Moscow", "tr": "Europe/Istanbul", "el": "Europe/Athens",
+    "sv": "Europe/Stockholm", "da": "Europe/Copenhagen", "fi": "Europe/Helsinki",
+    "cs": "Europe/Prague", "ro": "Europe/Bucharest", "hu": "Europe/Budapest",
+    "ar": "Asia/Riyadh", "he": "Asia/Jerusalem", "fa": "Asia/Tehran", "hi": "Asia/Kolkata",
+    "th": "Asia/Bangkok", "vi": "Asia/Ho_Chi_Minh", "id": "Asia/Jakarta", "ms": "Asia/Kuala_Lumpur",
+    "zh": "Asia/Shanghai", "ja": "Asia/Tokyo", "ko": "Asia/Seoul", "pt-br": "America/Sao_Paulo",
+    "en-us": "America/New_York",
+}  # fmt: skip
+
+
+def zone_for_language(language: str | None) -> str | None:
+    """The IANA zone guessed from a Telegram language code ('pt-br', 'ja'), or None."""
+    if not language:
+        return None
+    code = language.strip().lower().replace("_", "-")
+    return LANGUAGE_ZONES.get(code) or LANGUAGE_ZONES.get(code.split("-")[0])
+
+
+def local_today(zone: str | None, now: datetime) -> date:
+    """The date at ``now`` in ``zone`` (an IANA name); without a zone, the earliest date still
+    current somewhere on Earth, so nobody is told their today has gone."""
+    if zone:
+        try:
+            return now.astimezone(ZoneInfo(zone)).date()
+        except (
+            ZoneInfoNotFoundError,
+            ValueError,
+        ):  # an unknown zone name: fall back, never fail a turn
+            pass
+    return today_anywhere(now)
 
 
 class DateInputError(ValueError):
@@ -78,6 +116,37 @@ def parse_travel_date(
         if year_earlier is not None and year_earlier < today:
             day = year_earlier
     return check_travel_date(day, today=today, not_before=not_before, horizon_days=horizon_days)
+
+
+def travel_date_readings(
+    text: str,
+    *,
+    today: date,
+    not_before: date | None = None,
+    horizon_days: int,
+) -> tuple[date, ...]:
+    """Both bookable days a numeric date could mean when day and month could swap ("03/04":
+    3 April or 4 March), day-first reading first; () when it means one day or none, so
+    ``parse_travel_date`` decides. The traveller is then asked rather than guessed for."""
+    cleaned = " ".join(str(text).strip().lower().split())
+    cleaned = re.sub(r"^(?:on|the|on the)\s+", "", cleaned)
+    match = _DMY.match(cleaned)
+    if not match or len(cleaned) > MAX_DATE_TEXT:
+        return ()
+    first, second = int(match[1]), int(match[2])
+    if first == second or not (1 <= first <= 12 and 1 <= second <= 12):
+        return ()
+    readings: list[date] = []
+    for day, month in ((first, second), (second, first)):
+        typed = f"{day}/{month}" + (f"/{match[3]}" if match[3] else "")
+        try:
+            found = parse_travel_date(
+                typed, today=today, not_before=not_before, horizon_days=horizon_days
+            )
+        except DateInputError:
+            continue
+        readings.append(found)
+    return tuple(readings) if len(readings) == 2 else ()
 
 
 def check_travel_date(

@@ -15,7 +15,7 @@ import hashlib
 import heapq
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -48,8 +48,11 @@ from services.models import (
     Baggage,
     Booking,
     Cabin,
+    FareRules,
     Itinerary,
+    PassengerCategory,
     Passengers,
+    PriceLine,
     SearchQuery,
     Segment,
     today_anywhere,
@@ -167,6 +170,19 @@ class DemoProvider(FlightProvider):
             await asyncio.sleep(self._latency)
         self._check(query)
         return _Generator(self, query).itineraries()
+
+    async def cheapest_by_day(self, query: SearchQuery, days: Sequence[date]) -> dict[date, Money]:
+        """Generated like a search (so the calendar matches the results), without the latency
+        and without counting as a search."""
+        last = self._today() + timedelta(days=self.horizon_days)
+        found: dict[date, Money] = {}
+        for day in days:
+            if day > last:
+                continue
+            fares = _Generator(self, query.model_copy(update={"departure": day})).itineraries()
+            if fares:
+                found[day] = min((f.price for f in fares), key=lambda price: price.amount)
+        return found
 
     async def recheck(self, itinerary: Itinerary, passengers: Passengers) -> Recheck:
         if itinerary.provider != DEMO:
@@ -322,6 +338,7 @@ class _Generator:
             segments += inbound
             fare = (fare + self._fare(back, self.query.return_date, inbound[0].departure)) * 0.92
         price = self._total(fare)
+        price_lines = self._price_lines(fare)
         signature = ";".join(
             f"{s.flight_number}@{s.departure.isoformat()}{'R' if s.inbound else ''}"
             for s in segments
@@ -339,6 +356,9 @@ class _Generator:
             booking_token=f"demo:{itinerary_id}",
             seats_left=None if self.rng.random() < 0.4 else self.rng.randint(1, 9),
             baggage=self._baggage(low_cost),
+            price_lines=price_lines,
+            taxes=_sum((line.taxes_each or line.each * 0) * line.count for line in price_lines),
+            rules=self._rules(low_cost),
         )
 
     def _direction(self, legs: list[_Leg], day: date, *, inbound: bool) -> list[Segment]:
@@ -399,6 +419,37 @@ class _Generator:
         infant = self._money(adult_fare_eur * 0.10)
         return adult * passengers.adults + child * passengers.children + infant * passengers.infants
 
+    def _price_lines(self, adult_fare_eur: float) -> tuple[PriceLine, ...]:
+        """The split of ``_total`` per category, a fifth of each fare being taxes and fees."""
+        passengers = self.query.passengers
+        shares = (
+            (PassengerCategory.ADULT, passengers.adults, 1.0),
+            (PassengerCategory.CHILD, passengers.children, 0.75),
+            (PassengerCategory.INFANT, passengers.infants, 0.10),
+        )
+        lines = []
+        for category, count, share in shares:
+            if count:
+                each = self._money(adult_fare_eur * share)
+                taxes = Money(amount=each.amount // 5, currency=each.currency)
+                lines.append(PriceLine(category=category, count=count, each=each, taxes_each=taxes))
+        return tuple(lines)
+
+    def _rules(self, low_cost: bool) -> FareRules:
+        """Low-cost fares change for a fee and never refund; network economy refunds for a fee;
+        business and first change and refund free. Fixed by the fare, not drawn at random."""
+        if self.query.cabin in (Cabin.BUSINESS, Cabin.FIRST):
+            zero = self._money(0) * 0
+            return FareRules(refundable=True, refund_fee=zero, changeable=True, change_fee=zero)
+        if low_cost:
+            return FareRules(refundable=False, changeable=True, change_fee=self._money(45))
+        return FareRules(
+            refundable=True,
+            refund_fee=self._money(100),
+            changeable=True,
+            change_fee=self._money(60),
+        )
+
     def _money(self, eur: float) -> Money:
         """A whole-unit fare in the query currency (JPY to the ten, like airlines quote)."""
         major = Decimal(str(round(eur, 2))) * _EUR_RATES[self.currency]
@@ -413,6 +464,13 @@ class _Generator:
             )
         premium = self.query.cabin in (Cabin.BUSINESS, Cabin.FIRST)
         return Baggage(hand_kg=8, hold_kg=32 if premium else 23)
+
+
+def _sum(amounts: Iterable[Money]) -> Money | None:
+    total: Money | None = None
+    for amount in amounts:
+        total = amount if total is None else total + amount
+    return total
 
 
 _AHEAD = ((3, 1.6), (7, 1.35), (14, 1.2), (30, 1.05), (90, 1.0), (10_000, 0.95))

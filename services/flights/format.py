@@ -117,6 +117,66 @@ def _direction_detail(
     return lines
 
 
+_CATEGORY_LABELS = {"adult": "Adult", "child": "Child", "infant": "Infant"}
+
+
+def price_lines(itinerary: Itinerary, passengers: Passengers | None = None) -> list[str]:
+    """The total, split per adult/child/infant and with the taxes included where the provider
+    gives them; otherwise the total and whom it is for."""
+    lines: list[str] = []
+    for line in itinerary.price_lines:
+        label = _CATEGORY_LABELS.get(line.category.value, line.category.value)
+        if line.count == 1:
+            lines.append(f"{label}: {esc(line.each.format())}")
+        else:
+            lines.append(
+                f"{label} × {line.count}: {esc(line.each.format())} each = "
+                f"{esc(line.total.format())}"
+            )
+    if itinerary.taxes is not None and itinerary.taxes.amount > 0:
+        lines.append(f"Taxes and fees, included: {esc(itinerary.taxes.format())}")
+    who = f" for {esc(passengers.describe())}" if passengers is not None else ""
+    lines.append(f"<b>Total {esc(itinerary.price.format())}</b>{who}")
+    return lines
+
+
+def _fee(fee: Money | None) -> str:
+    if fee is None:
+        return ", fee set by the airline"
+    if fee.amount == 0:
+        return ", free"
+    return f", fee {esc(fee.format())} per traveller"
+
+
+def rules_lines(itinerary: Itinerary, *, bags: bool = True) -> list[str]:
+    """Changes, refunds and bags as the fare states them; what is not stated is said so."""
+    rules = itinerary.rules
+    lines: list[str] = []
+    if rules is None or rules.changeable is None:
+        lines.append("Changes: ask the airline (the fare does not say)")
+    elif rules.changeable:
+        lines.append("Changes: allowed" + _fee(rules.change_fee))
+    else:
+        lines.append("Changes: not allowed")
+    if rules is None or rules.refundable is None:
+        lines.append("Refund: ask the airline (the fare does not say)")
+    elif rules.refundable:
+        lines.append("Refund: refundable" + _fee(rules.refund_fee))
+    else:
+        lines.append("Refund: not refundable")
+    if bags:
+        included = _baggage_line(itinerary)
+        lines.append(included or "🧳 Bags: as the airline's fare includes (not stated)")
+    return lines
+
+
+def price_basis(passengers: Passengers) -> str:
+    """Whether a listed price is one traveller's or the party's."""
+    if passengers.total == 1:
+        return "Prices are per person, taxes included."
+    return f"Prices are the total for {esc(passengers.describe())}, taxes included."
+
+
 def _baggage_line(itinerary: Itinerary) -> str | None:
     baggage = itinerary.baggage
     if baggage is None:
@@ -161,11 +221,12 @@ def itinerary_detail(
     baggage = _baggage_line(itinerary)
     if baggage:
         lines.append(baggage)
-    if itinerary.seats_left is not None and itinerary.seats_left <= 5:
+    needed = passengers.seats if passengers is not None else 1
+    if itinerary.seats_left is not None and needed <= itinerary.seats_left <= 5:
         seats = "seat" if itinerary.seats_left == 1 else "seats"
         lines.append(f"Only {itinerary.seats_left} {seats} left at this price")
-    who = f" for {esc(passengers.describe())}" if passengers is not None else ""
-    lines.append(f"<b>Total {esc(itinerary.price.format())}</b>{who}")
+    lines += rules_lines(itinerary, bags=False)
+    lines += price_lines(itinerary, passengers)
     if itinerary.is_demo:
         lines.append(f"<i>{esc(DEMO_NOTE)}</i>")
     return "\n".join(lines)

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 
 from pydantic import TypeAdapter, ValidationError
 
 from services import metrics
 from services.cache import Cache, CacheUnavailableError
-from services.flights.base import FlightProvider
+from services.flights.base import FlightProvider, ProviderError
 from services.models import Itinerary, SearchLogEntry, SearchQuery
+from services.money import Money
 from services.storage.base import Storage, StorageUnavailableError
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,31 @@ class FlightSearchService:
         return SearchOutcome(
             itineraries=itineraries, cached=not flight.computed, search_id=search_id
         )
+
+    async def cheapest_by_day(self, query: SearchQuery, days: Sequence[date]) -> dict[date, Money]:
+        """The cheapest fare per day for a price calendar: from searches already in the cache
+        (no provider call), and from the provider where it can tell cheaply (the demo always).
+        Never raises for a provider or cache problem: the calendar then simply has no prices."""
+        found: dict[date, Money] = {}
+        missing: list[date] = []
+        for day in days:
+            try:
+                cached = await self._cache.get(
+                    self.cache_key(query.model_copy(update={"departure": day}))
+                )
+            except CacheUnavailableError:
+                cached = None
+            itineraries = self._decode(cached) if cached else None
+            if itineraries:
+                found[day] = min((i.price for i in itineraries), key=lambda price: price.amount)
+            else:
+                missing.append(day)
+        if missing:
+            try:
+                found |= await self.provider.cheapest_by_day(query, missing)
+            except ProviderError:
+                log.info("no calendar prices from the provider this time")
+        return found
 
     async def _forget(self, key: str) -> None:
         try:

@@ -325,6 +325,11 @@ class Storage(ABC):
         """Store one search; returns its id for the funnel marks."""
 
     @abstractmethod
+    async def last_route(self, user_id: int) -> tuple[str, str] | None:
+        """The (origin, destination) place codes of the user's newest logged search, for
+        "Again: Lisbon → Tokyo?" at /start; None if they never searched."""
+
+    @abstractmethod
     async def mark_search_stage(self, search_id: int, stage: str) -> None:
         """Funnel: ``stage`` is "chosen" (itinerary picked) or "reviewed" (reached review)."""
 

@@ -906,6 +906,14 @@ class SQLiteStorage(Storage):
         assert row is not None
         return int(row["id"])
 
+    async def last_route(self, user_id: int) -> tuple[str, str] | None:
+        row = await self._one(
+            "SELECT origin, destination FROM flight_searches WHERE user_id = ? "
+            "ORDER BY created_at DESC, id DESC LIMIT 1",
+            (user_id,),
+        )
+        return (str(row["origin"]), str(row["destination"])) if row else None
+
     async def mark_search_stage(self, search_id: int, stage: str) -> None:
         column = rows.stage_column(stage)
         await self._changes(

@@ -663,6 +663,17 @@ class SupabaseStorage(Storage):
             raise StorageUnavailableError("Supabase did not return the search id")
         return int(row["id"])
 
+    async def last_route(self, user_id: int) -> tuple[str, str] | None:
+        row = await self._first(
+            self._table("flight_searches")
+            .select("origin,destination")
+            .eq("user_id", user_id)
+            .order("created_at", desc=True)
+            .order("id", desc=True)
+            .limit(1)
+        )
+        return (str(row["origin"]), str(row["destination"])) if row else None
+
     async def mark_search_stage(self, search_id: int, stage: str) -> None:
         column = rows.stage_column(stage)
         await self._execute(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from bot.sandbox import ChatMessage, SandboxBotApi, UserAction
 from bot.web import init_app, start_site
 from conversations.state import ChatKey, StateRecord
 from services.flights.base import FlightProvider
-from services.models import today_anywhere
+from services.models import today_anywhere, utcnow
 
 TOKEN = "424242:SANDBOX-test-token-not-a-secret"
 
@@ -120,6 +120,7 @@ async def running_bot(
     redis_url: str | None = None,
     provider: FlightProvider | None = None,
     admin_ids: str = "",
+    clock: Callable[[], datetime] | None = None,
     **settings: Any,
 ) -> AsyncIterator[BotKit]:
     """A polling bot on the sandbox, with its web server for the sandbox checkout page."""
@@ -143,7 +144,11 @@ async def running_bot(
     await sandbox.start()
     try:
         async with open_runtime(
-            config, token=TOKEN, telegram_base_url=sandbox.url, provider=provider
+            config,
+            token=TOKEN,
+            telegram_base_url=sandbox.url,
+            provider=provider,
+            clock=clock or utcnow,
         ) as runtime:
             runner = await start_site(
                 init_app(runtime, telegram_webhook_route=False), sock=listener
