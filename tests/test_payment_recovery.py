@@ -1,7 +1,7 @@
 """Money is never lost or given away: payments that were taken but not finished are finished.
 
-The booking service against real storage (SQLite and the Supabase stack), the Stripe and Kiwi
-stand-ins and the real webhook route. A failed storage write is a real one: a trigger in the
+The booking service against real storage (SQLite and the Supabase stack), the Stripe, Kiwi and
+Duffel stand-ins and the real webhook route. A failed storage write is a real one: a trigger in the
 database refuses the paid → confirmed update (SQLite: ``RAISE(ABORT)``; PostgreSQL: a plpgsql
 exception, which PostgREST answers with an error), as a full disk or a lost connection would.
 A worker that dies mid-ticketing is a cancelled task here; tests/test_payment_recovery_workers.py
