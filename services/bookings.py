@@ -870,6 +870,7 @@ class BookingService:
                 await self._alert(texts.alert_fare_rose(booking, total, refunded=None))
                 await self._tell(booking.user_id, texts.payment_received_ticket_pending(booking))
             return False
+        await self._release_order(booking)  # nobody will pay the held order at its new price
         refunded = await self._ticketing_failed(
             booking,
             refunded_text=texts.fare_rose_refunded,

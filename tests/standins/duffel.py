@@ -71,6 +71,8 @@ class DuffelStandIn:
     - ``hold_for``: how long a hold order keeps the seats unpaid;
     - ``fail_with``: statuses for the next requests, one per request (e.g. ``[500, 429]``);
     - ``delay``: seconds to wait before answering;
+    - ``hold``: paths whose requests are held (after their effect, before the answer) until
+      ``release()``; ``held`` is set when one arrives. A test kills the client meanwhile;
     - per offer or order: ``expire_offer``, ``sell_out``, ``change_offer_price``,
       ``change_order_price`` (the airline re-prices a hold after its guarantee).
     """
@@ -86,6 +88,9 @@ class DuffelStandIn:
     fail_with: list[int] = field(default_factory=list)
     delay: float = 0.0
     webhook_url: str | None = None
+    hold: set[str] = field(default_factory=set)
+    held: asyncio.Event = field(default_factory=asyncio.Event)
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
 
     requests: Counter[str] = field(default_factory=Counter)
     offers: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -120,9 +125,15 @@ class DuffelStandIn:
         return self.base_url
 
     async def close(self) -> None:
+        self.release()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def release(self) -> None:
+        """Answer the held requests and hold no more."""
+        self.hold.clear()
+        self._released.set()
 
     @property
     def places(self) -> PlaceIndex:
@@ -186,6 +197,9 @@ class DuffelStandIn:
                 )
             return _error(status, "api_error", "internal_server_error", "Something went wrong")
         response: web.StreamResponse = await handler(request)
+        if request.path in self.hold:
+            self.held.set()
+            await self._released.wait()
         response.headers["ratelimit-limit"] = "60"
         response.headers["ratelimit-remaining"] = "59"
         response.headers["x-request-id"] = secrets.token_hex(8)
