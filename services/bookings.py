@@ -1396,11 +1396,12 @@ class BookingService:
         if booking is None:
             log.info("provider event %s is for no booking of ours", event.id)
             return
+        event_id = f"{self._provider.name}:{event.id}"
         async with self._booking_locks.hold(booking.id):
             booking = await self._reload(booking)
-            if not await self._storage.record_payment_event(
-                f"{self._provider.name}:{event.id}", event.type, booking.id
-            ):
+            # As for Stripe's events: applied only once its effects are done, so a delivery
+            # that failed half way (a refund Stripe refused, a crash) is finished by the next.
+            if not await self._storage.receive_payment_event(event_id, event.type, booking.id):
                 log.info("provider event %s already handled", event.id)
                 return
             if event.kind == "schedule_changed":
@@ -1412,14 +1413,23 @@ class BookingService:
                 await self._alert(texts.alert_order_cancelled_at_provider(booking))
             elif event.kind == "ticketed" and booking.status is S.PAID:
                 await self._alert(texts.alert_provider_ticketed(booking))
+            await self._storage.mark_payment_event_applied(event_id)
 
     async def _on_airline_cancelled(self, booking: Booking, event: ProviderEvent) -> None:
-        """The airline cancelled the flight: the traveller is owed the whole fare back."""
+        """The airline cancelled the flight: the traveller is owed the whole fare back.
+
+        The intent is noted before the booking moves, so a delivery that stopped between the
+        move and the refund is finished by the next one instead of leaving the money held."""
+        marker = f"airline-cancelled:{booking.id}"
+        if booking.status is S.CONFIRMED:
+            await self._once(marker, booking.id)
         if not await self._storage.transition(booking.id, S.CONFIRMED, S.CANCELLED):
             current = await self._reload(booking)
             if current.status is S.PAID:
                 await self._alert(texts.alert_airline_cancelled(current, refunded=False))
-            return
+            if current.status is not S.CANCELLED or not await self._noted(booking.id, marker):
+                return
+            booking = current
         refund = await self._refund(
             booking, amount=None, reason="airline cancelled", key=f"refund:{booking.id}:airline"
         )
