@@ -154,6 +154,20 @@ async def test_a_sold_out_offer_is_said_before_the_travellers_details(
     assert standin.orders == {}
 
 
+async def test_the_detail_says_the_duffel_fares_refund_and_change_rules_before_any_question(
+    bot: BotKit, standin: DuffelStandIn
+) -> None:
+    standin.refund_penalty = Decimal(30)
+    basic = await to_detail(bot, "1")
+    assert "Refund: not refundable" in basic.text
+    assert "Changes: allowed, fee €25.00 for the booking" in basic.text
+    assert "the fare does not say" not in basic.text
+    await bot.press(USER, "Back to results")
+    flexible = await bot.press(USER, "3")
+    assert "Refund: refundable, fee €30.00 for the booking" in flexible.text
+    assert "Full name" in flexible.text
+
+
 async def test_a_price_change_between_hold_and_pay_is_refunded_in_full(
     bot: BotKit, standin: DuffelStandIn
 ) -> None:
