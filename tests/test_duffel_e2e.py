@@ -20,11 +20,12 @@ import pytest
 from services.flights.duffel import DuffelProvider
 from services.models import Booking, BookingStatus
 from tests.standins.duffel import TOKEN, WEBHOOK_SECRET, DuffelStandIn
-from tests.support.botkit import BotKit, future_day, running_bot
+from tests.support.botkit import BotKit, Reply, future_day, running_bot
 from tests.test_cli import Console, _env, _free_port
+from tests.test_conversation_e2e import to_results
 
 USER = 7101
-TRAVELLER = ["Maria", "Silva", "17.05.1990"]
+TRAVELLER = ["Maria Silva", "17.05.1990"]  # the name in one answer; the birth date accepts it
 TRAVELLER_REST = ["Portugal", "CA1234567", "2031-08-20", "maria@example.com"]
 PHONE = "+351 912 345 678"
 
@@ -47,25 +48,20 @@ async def bot(tmp_path: Path, standin: DuffelStandIn) -> AsyncIterator[BotKit]:
         yield kit
 
 
-async def to_detail(bot: BotKit, option: str = "1") -> None:
-    await bot.say(USER, "/start")
-    await bot.say(USER, "Lisbon")
-    await bot.say(USER, "FCO")
-    await bot.press(USER, "One-way")
-    await bot.say(USER, future_day(60).isoformat())
-    await bot.press(USER, "Search flights")
-    await bot.press(USER, option)
+async def to_detail(bot: BotKit, option: str = "1") -> Reply:
+    """A result's number: its detail, the price checked with Duffel and the first question."""
+    await to_results(bot, USER)
+    return await bot.press(USER, option)
 
 
 async def to_review(bot: BotKit, option: str = "1") -> None:
     await to_detail(bot, option)
-    await bot.press(USER, "Book for")
     for answer in TRAVELLER:
         await bot.say(USER, answer)
     await bot.press(USER, "Female")
     for answer in TRAVELLER_REST:
         await bot.say(USER, answer)
-    await bot.say(USER, PHONE)
+    await bot.say(USER, PHONE)  # typed, not skipped: the airline gets it
 
 
 async def pay_on_sandbox_page(bot: BotKit) -> None:
@@ -148,12 +144,28 @@ async def test_an_offer_expired_by_pay_time_charges_nothing(
 async def test_a_sold_out_offer_is_said_before_the_travellers_details(
     bot: BotKit, standin: DuffelStandIn
 ) -> None:
-    await to_detail(bot)
+    await to_results(bot, USER)
     for offer_id in standin.offers:
         standin.sell_out(offer_id)
-    reply = await bot.press(USER, "Book for")
+    reply = await bot.press(USER, "1")  # the price check runs before the first question
     assert "sold out" in reply.text
+    assert "Full name" not in reply.text
+    assert (await bot.state(USER)).state == "search:results"
     assert standin.orders == {}
+
+
+async def test_the_detail_says_the_duffel_fares_refund_and_change_rules_before_any_question(
+    bot: BotKit, standin: DuffelStandIn
+) -> None:
+    standin.refund_penalty = Decimal(30)
+    basic = await to_detail(bot, "1")
+    assert "Refund: not refundable" in basic.text
+    assert "Changes: allowed, fee €25.00 for the booking" in basic.text
+    assert "the fare does not say" not in basic.text
+    await bot.press(USER, "Back to results")
+    flexible = await bot.press(USER, "3")
+    assert "Refund: refundable, fee €30.00 for the booking" in flexible.text
+    assert "Full name" in flexible.text
 
 
 async def test_a_price_change_between_hold_and_pay_is_refunded_in_full(
@@ -389,19 +401,13 @@ async def test_the_console_books_with_duffel_against_the_standin(
         await console.expect(r"Type a message")
         await console.type("/start", "Where are you flying from")
         await console.type("Lisbon", "To where")
-        await console.type("FCO", "One-way or return")
-        await console.type(console.button("One-way"), "When do you fly")
-        await console.type(future_day(60).isoformat(), "Who is travelling")
-        await console.type(console.button("Search flights"), r"Page 1 of")
+        await console.type("FCO", "When do you fly")
+        await console.type(future_day(60).isoformat(), r"Page 1 of")
         assert "ZZ" in console.output
-        await console.type(console.button("1"), "Book for")
-        await console.type(console.button("Book for"), "First name")
-        for answer, prompt in [
-            ("Maria", "Last name"),
-            ("Silva", "Date of birth"),
-            ("17.05.1990", "Gender"),
-        ]:
-            await console.type(answer, prompt)
+        # The result's number: detail, price checked with Duffel and the first question.
+        await console.type(console.button("1"), "Full name")
+        await console.type("Maria Silva", "On the ticket: SILVA/MARIA")
+        await console.type("17.05.1990", "Gender")
         await console.type(console.button("Female"), "Nationality")
         for answer, prompt in [
             ("Portugal", "Passport number"),

@@ -14,7 +14,14 @@ from services.flights.airlines import airline_name
 from services.flights.dates import format_day, format_duration
 from services.flights.places import PlaceIndex
 from services.messages import esc
-from services.models import Itinerary, Passengers, SearchQuery, Segment, today_anywhere
+from services.models import (
+    FareRules,
+    Itinerary,
+    Passengers,
+    SearchQuery,
+    Segment,
+    today_anywhere,
+)
 from services.money import Money
 
 DEMO_NOTE = "Demo fare: generated for trying the bot, not a real flight."
@@ -140,28 +147,43 @@ def price_lines(itinerary: Itinerary, passengers: Passengers | None = None) -> l
     return lines
 
 
-def _fee(fee: Money | None) -> str:
+def _fee(fee: Money | None, per: str = "per traveller") -> str:
     if fee is None:
         return ", fee set by the airline"
     if fee.amount == 0:
         return ", free"
-    return f", fee {esc(fee.format())} per traveller"
+    return f", fee {esc(fee.format())} {per}"
+
+
+def _stated_rules(itinerary: Itinerary) -> tuple[FareRules | None, str]:
+    """The fare's rules and what their fees are counted on. Duffel gives its offer-wide
+    ``conditions`` (a penalty for the whole booking) rather than per-traveller ``rules``."""
+    if itinerary.rules is not None or itinerary.conditions is None:
+        return itinerary.rules, "per traveller"
+    stated = itinerary.conditions
+    rules = FareRules(
+        refundable=stated.refundable,
+        refund_fee=stated.refund_penalty,
+        changeable=stated.changeable,
+        change_fee=stated.change_penalty,
+    )
+    return rules, "for the booking"
 
 
 def rules_lines(itinerary: Itinerary, *, bags: bool = True) -> list[str]:
     """Changes, refunds and bags as the fare states them; what is not stated is said so."""
-    rules = itinerary.rules
+    rules, per = _stated_rules(itinerary)
     lines: list[str] = []
     if rules is None or rules.changeable is None:
         lines.append("Changes: ask the airline (the fare does not say)")
     elif rules.changeable:
-        lines.append("Changes: allowed" + _fee(rules.change_fee))
+        lines.append("Changes: allowed" + _fee(rules.change_fee, per))
     else:
         lines.append("Changes: not allowed")
     if rules is None or rules.refundable is None:
         lines.append("Refund: ask the airline (the fare does not say)")
     elif rules.refundable:
-        lines.append("Refund: refundable" + _fee(rules.refund_fee))
+        lines.append("Refund: refundable" + _fee(rules.refund_fee, per))
     else:
         lines.append("Refund: not refundable")
     if bags:
