@@ -256,6 +256,8 @@ try:
     )
 except RuntimeError:
     log.exception("ticketing failed")
+# Airlines write a name as the ticket prints it, the way the booking form now shows it.
+log.error("airline refused passenger VASCONCELOS/QUITERIA MRS")
 try:
     Traveller.model_validate({"first_name": "Quiteria", "passport_number": "XK7654321"})
 except ValueError:
@@ -285,6 +287,7 @@ async def test_tracebacks_and_uncaught_errors_are_cleaned_too(tmp_path: Path) ->
     assert "ticketing failed" in text
     assert "RuntimeError: provider refused passenger <redacted> <redacted>" in text
     assert "<email> <phone>" in text
+    assert "refused passenger <redacted>/<redacted> MRS" in text
     assert "CRITICAL travelbot: uncaught exception" in text
     assert "uncaught exception in thread worker-thread" in text
     assert "KeyError" in text
