@@ -35,6 +35,7 @@ EMAIL: Final = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # A number written with its country code: '+' or '00', then at least 7 more digits, spaced or not.
 PHONE: Final = re.compile(r"(?<![\w+])(?:\+|00)\d(?:[\s().-]?\d){6,16}(?!\d)")
 _TOKEN: Final = re.compile(r"[\w@+-]+(?:[.\-/][\w@+-]+)*")
+_PARTS: Final = re.compile(r"([./])")  # kept by split, so the token is put back as it was
 
 REDACTED: Final = "<redacted>"
 
@@ -66,9 +67,18 @@ class Redactor:
         if not self._known:
             return text
         known = self._known
-        return _TOKEN.sub(
-            lambda m: REDACTED if m.group(0).casefold() in known else m.group(0), text
-        )
+
+        def hide(match: re.Match[str]) -> str:
+            token = match.group(0)
+            if token.casefold() in known:
+                return REDACTED
+            # 'SILVA/MARIA', as tickets print a name: each part is looked for too.
+            parts = _PARTS.split(token)
+            if len(parts) == 1:
+                return token
+            return "".join(REDACTED if part.casefold() in known else part for part in parts)
+
+        return _TOKEN.sub(hide, text)
 
     def __len__(self) -> int:
         return len(self._known)

@@ -14,14 +14,14 @@ from redis.asyncio import Redis
 
 from conversations.state import ChatKey
 from conversations.state_memory import encode_record
-from tests.support.botkit import BotKit, future_day, running_bot
+from tests.support.botkit import BotKit, running_bot
+from tests.test_conversation_e2e import to_field
 
 USER = 7301
 
 # What the traveller types, and the forms it may be stored in once normalised.
 TYPED = {
-    "first_name": "Quiteria",
-    "last_name": "Vasconcelos",
+    "full_name": "Quiteria Vasconcelos",  # one answer, stored as first and last name
     "birth_date": "17.05.1990",
     "passport": "XK7654321",
     "expiry": "2031-08-20",
@@ -33,6 +33,7 @@ STORED_FORMS = (
     "Quiteria",
     "VASCONCELOS",
     "Vasconcelos",
+    "VASCONCELOS/QUITERIA",  # the name as printed on the ticket
     "1990-05-17",
     "XK7654321",
     "2031-08-20",
@@ -73,16 +74,12 @@ def _personal(raw: str) -> list[str]:
 
 
 async def _to_review(bot: BotKit) -> None:
-    await bot.say(USER, "/start")
-    await bot.say(USER, "Lisbon")
-    await bot.say(USER, "FCO")
-    await bot.press(USER, "One-way")
-    await bot.say(USER, future_day(90).isoformat())
-    await bot.press(USER, "Search flights")
-    await bot.press(USER, "1")
-    await bot.press(USER, "Book for")
-    for answer in (TYPED["first_name"], TYPED["last_name"], TYPED["birth_date"]):
-        await bot.say(USER, answer)
+    await to_field(bot, USER)
+    await bot.say(USER, TYPED["full_name"])
+    confirmed = await bot.press(USER, "✓ VASCONCELOS/QUITERIA")
+    assert confirmed.notice is not None
+    assert "Name confirmed" in confirmed.notice
+    await bot.say(USER, TYPED["birth_date"])
     await bot.press(USER, "Female")
     for answer in ("Portugal", TYPED["passport"], TYPED["expiry"], TYPED["email"]):
         await bot.say(USER, answer)
@@ -131,8 +128,13 @@ async def test_deletedata_removes_the_details_from_the_record(
     reply = await bot.press(USER, "Yes, erase my data")
     assert "your data is erased" in reply.text
     assert _personal(await _raw_record(kit)) == []
+    # The form is gone: a city typed now starts a new search, not the booking it was in.
     reply = await bot.say(USER, "Lisbon")
-    assert "/start" in reply.text  # the form is gone: a new search starts from /start
+    assert "To where?" in reply.text
+    state = await bot.state(USER)
+    assert state.state == "search:destination"
+    assert state.data.get("booking") is None
+    assert _personal(await _raw_record(kit)) == []
 
 
 async def test_deletedata_after_pay_leaves_nothing_in_the_record(

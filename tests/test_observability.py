@@ -17,7 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.test_conversation_e2e import TRAVELLER, TRAVELLER_REST, to_payment, to_results
 from tests.test_workers import new_user, pay_on, reference_of, running_workers
 
-PERSONAL = [*TRAVELLER, *TRAVELLER_REST[1:]]  # names, birth date, passport, expiry, email
+# The full name is typed in one answer and stored as first and last name: look for each.
+NAME, *BORN = TRAVELLER
+PERSONAL = [*NAME.split(), *BORN, *TRAVELLER_REST[1:]]  # names, birth date, passport, expiry, email
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -71,7 +73,7 @@ async def test_a_worker_reports_traffic_in_metrics_and_json_logs(
     handled = sum(
         value for (name, _), value in samples.items() if name == "travelbot_updates_total"
     )
-    assert handled == delivered > 20
+    assert handled == delivered >= 18  # the booker's 14 turns to Pay, the browser's 4
     assert _value(samples, "travelbot_updates_total", kind="callback_query", outcome="error") == 0
     assert _value(samples, "travelbot_turn_seconds_count") == handled
     search = {"provider": "demo", "operation": "search"}
@@ -91,6 +93,6 @@ async def test_a_worker_reports_traffic_in_metrics_and_json_logs(
     assert any(reference in record["message"] for record in records)  # the booking's own lines
     assert not [r for r in records if r["level"] in ("ERROR", "CRITICAL")], output
     for secret in [*PERSONAL, str(booker)]:
-        assert secret not in text, secret
-    for secret in PERSONAL:
-        assert secret not in output, secret
+        assert secret.casefold() not in text.casefold(), secret
+    for secret in PERSONAL:  # in any case: names are stored upper case ("SILVA")
+        assert secret.casefold() not in output.casefold(), secret
