@@ -12,6 +12,7 @@ import os
 import sqlite3
 import stat
 import sys
+from contextlib import closing
 from datetime import date
 from pathlib import Path
 
@@ -71,7 +72,7 @@ async def _raw(backend: StorageFactory) -> str:
 async def _set_travellers_raw(backend: StorageFactory, booking_id: str, value: object) -> None:
     """Overwrite a booking's travellers behind the storage's back (a row from before)."""
     if backend.stack is None:
-        with sqlite3.connect(backend.sqlite_path) as db:
+        with closing(sqlite3.connect(backend.sqlite_path)) as db, db:
             db.execute(
                 "update bookings set travellers = ? where id = ?", (json.dumps(value), booking_id)
             )
@@ -198,7 +199,7 @@ async def test_erasure_leaves_no_ciphertext_behind(
         )
         assert json.loads(row["travellers"])[0][SEALED] is None
     else:
-        with sqlite3.connect(storage_factory.sqlite_path) as db:
+        with closing(sqlite3.connect(storage_factory.sqlite_path)) as db, db:
             (row,) = db.execute("select travellers from bookings").fetchall()
         assert json.loads(row[0])[0][SEALED] is None
     assert SEALED in before

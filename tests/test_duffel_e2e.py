@@ -10,6 +10,7 @@ import re
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
+from contextlib import closing
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -434,9 +435,9 @@ async def test_the_console_books_with_duffel_against_the_standin(
         if process.returncode is None:
             process.kill()
             await process.wait()
-    rows = sqlite3.connect(tmp_path / "data/travelbot.sqlite3").execute(
-        "select status, provider_order_id, airline_reference from bookings"
-    )
-    (row,) = list(rows)
+    with closing(sqlite3.connect(tmp_path / "data/travelbot.sqlite3")) as db:
+        (row,) = db.execute(
+            "select status, provider_order_id, airline_reference from bookings"
+        ).fetchall()
     assert row == ("confirmed", standin.only_order()["id"], pnr)
     assert re.fullmatch(r"[A-Z0-9]{6}", pnr)

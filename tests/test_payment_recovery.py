@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -65,7 +65,7 @@ class ConfirmWriteFault:
 
     async def arm(self) -> None:
         if self._factory.stack is None:
-            with sqlite3.connect(self._factory.sqlite_path) as db:
+            with closing(sqlite3.connect(self._factory.sqlite_path)) as db, db:
                 db.execute(
                     "CREATE TRIGGER test_fail_confirm BEFORE UPDATE OF status ON bookings "
                     "WHEN NEW.status = 'confirmed' "
@@ -92,7 +92,7 @@ class ConfirmWriteFault:
         if not self.armed:
             return
         if self._factory.stack is None:
-            with sqlite3.connect(self._factory.sqlite_path) as db:
+            with closing(sqlite3.connect(self._factory.sqlite_path)) as db, db:
                 db.execute("DROP TRIGGER test_fail_confirm")
             db.close()
         else:

@@ -125,7 +125,7 @@ async def test_sqlite_creates_its_folder_uses_wal_and_keeps_data(tmp_path: Path)
 
 async def test_an_older_sqlite_file_is_upgraded_in_place(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
-    with sqlite3.connect(path) as raw:
+    with closing(sqlite3.connect(path)) as raw, raw:
         for statement in SCHEMA_STEPS[0]:
             raw.execute(statement)
         raw.execute(
@@ -150,7 +150,7 @@ async def test_an_older_sqlite_file_is_upgraded_in_place(tmp_path: Path) -> None
 
 async def test_a_newer_sqlite_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.sqlite3"
-    with sqlite3.connect(path) as raw:
+    with closing(sqlite3.connect(path)) as raw, raw:
         raw.execute(f"pragma user_version = {SCHEMA_VERSION + 1}")
     raw.close()
 
