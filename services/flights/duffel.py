@@ -39,10 +39,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import aiohttp
 from tenacity import (
     AsyncRetrying,
-    RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from services.flights.base import (
@@ -63,6 +61,7 @@ from services.flights.base import (
 )
 from services.flights.breaker import CircuitBreaker
 from services.flights.contacts import e164
+from services.flights.retrying import RetryableError, RetryPolicy
 from services.models import (
     Baggage,
     Booking,
@@ -108,13 +107,6 @@ _GONE_CODES = frozenset(
     }
 )
 _PRICE_CODES = frozenset({"price_changed", "offer_price_changed"})
-
-
-class _RetryableError(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 class _MalformedError(ValueError):
@@ -165,8 +157,9 @@ class DuffelProvider(FlightProvider):
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
         self._attempts = max(1, attempts)
-        self._jitter = wait_exponential_jitter(multiplier=backoff, max=max_backoff, jitter=backoff)
-        self._max_retry_after = max_retry_after
+        self._retry = RetryPolicy(
+            backoff=backoff, max_backoff=max_backoff, max_retry_after=max_retry_after
+        )
         self._max_connections = max_connections
         self._limit = limit
         self._session = session
@@ -493,13 +486,13 @@ class DuffelProvider(FlightProvider):
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._attempts),
-                wait=self._wait,
-                retry=retry_if_exception(self._worth_retrying),
+                wait=self._retry.wait,
+                retry=retry_if_exception(self._retry.worth_retrying),
                 reraise=True,
             ):
                 with attempt:
                     data = await self._read_once(method, path, params, body)
-        except _RetryableError as exc:
+        except RetryableError as exc:
             self.breaker.failure()
             log.warning("Duffel %s unavailable after retries: %s", path, exc.reason)
             raise ProviderUnavailableError(_UNAVAILABLE, retry_after=exc.retry_after) from exc
@@ -535,11 +528,11 @@ class DuffelProvider(FlightProvider):
         except aiohttp.ClientConnectionError as exc:
             if isinstance(exc, aiohttp.ServerTimeoutError):
                 raise TimeoutError(str(exc)) from exc
-            raise _RetryableError(f"connection: {exc.__class__.__name__}") from exc
+            raise RetryableError(f"connection: {exc.__class__.__name__}") from exc
         except aiohttp.ClientPayloadError as exc:
-            raise _RetryableError("truncated response") from exc
+            raise RetryableError("truncated response") from exc
         if status == 429 or status >= 500:
-            raise _RetryableError(f"HTTP {status}", retry_after)
+            raise RetryableError(f"HTTP {status}", retry_after)
         if status in (401, 403):
             raise ProviderError(
                 f"Duffel refused our access token (HTTP {status}); DUFFEL_ACCESS_TOKEN needs "
@@ -554,7 +547,7 @@ class DuffelProvider(FlightProvider):
                 errors=list((payload or {}).get("errors") or []),
             )
         if payload is None:
-            raise _RetryableError("response is not JSON")
+            raise RetryableError("response is not JSON")
         return _data(payload)
 
     async def _write(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -583,17 +576,6 @@ class DuffelProvider(FlightProvider):
             return await self._write(path, body)
         except TicketingError as exc:
             raise ProviderUnavailableError("Duffel did not answer: try again in a minute.") from exc
-
-    def _worth_retrying(self, exc: BaseException) -> bool:
-        if not isinstance(exc, _RetryableError):
-            return False
-        return exc.retry_after is None or exc.retry_after <= self._max_retry_after
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, _RetryableError) and exc.retry_after is not None:
-            return exc.retry_after
-        return float(self._jitter(state))
 
 
 # webhooks --------------------------------------------------------------------------------------

@@ -26,10 +26,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import aiohttp
 from tenacity import (
     AsyncRetrying,
-    RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from services.flights.base import (
@@ -50,6 +48,7 @@ from services.flights.base import (
 from services.flights.breaker import CircuitBreaker
 from services.flights.contacts import e164
 from services.flights.places import PlaceIndex
+from services.flights.retrying import RetryableError, RetryPolicy
 from services.models import (
     Baggage,
     Booking,
@@ -72,15 +71,6 @@ _UNAVAILABLE = "Flight search is unavailable right now: try again in a minute."
 # confirm_payment must follow save_booking within this (Tequila's booking flow).
 KIWI_CONFIRM_WINDOW = timedelta(minutes=30)
 _MAX_TERM = 64
-
-
-class _RetryableError(Exception):
-    """A response worth trying again: 5xx, 429 or a dropped connection."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 class _MalformedError(ValueError):
@@ -122,9 +112,9 @@ class KiwiProvider(FlightProvider):
         self._places = places
         self._timeout = timeout
         self._attempts = max(1, attempts)
-        # backoff, 2x backoff, 4x... up to max_backoff, plus up to one backoff of jitter
-        self._jitter = wait_exponential_jitter(multiplier=backoff, max=max_backoff, jitter=backoff)
-        self._max_retry_after = max_retry_after
+        self._retry = RetryPolicy(
+            backoff=backoff, max_backoff=max_backoff, max_retry_after=max_retry_after
+        )
         self._poll_interval = poll_interval
         self._max_polls = max(1, max_polls)
         self._limit = limit
@@ -565,13 +555,13 @@ class KiwiProvider(FlightProvider):
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._attempts),
-                wait=self._wait,
-                retry=retry_if_exception(self._worth_retrying),
+                wait=self._retry.wait,
+                retry=retry_if_exception(self._retry.worth_retrying),
                 reraise=True,
             ):
                 with attempt:
                     body = await self._get_once(path, params)
-        except _RetryableError as exc:
+        except RetryableError as exc:
             self.breaker.failure()
             log.warning("Kiwi %s unavailable after retries: %s", path, exc.reason)
             raise ProviderUnavailableError(_UNAVAILABLE, retry_after=exc.retry_after) from exc
@@ -603,11 +593,11 @@ class KiwiProvider(FlightProvider):
         except aiohttp.ClientConnectionError as exc:
             if isinstance(exc, aiohttp.ServerTimeoutError):
                 raise TimeoutError(str(exc)) from exc
-            raise _RetryableError(f"connection: {exc.__class__.__name__}") from exc
+            raise RetryableError(f"connection: {exc.__class__.__name__}") from exc
         except aiohttp.ClientPayloadError as exc:
-            raise _RetryableError("truncated response") from exc
+            raise RetryableError("truncated response") from exc
         if status == 429 or status >= 500:
-            raise _RetryableError(f"HTTP {status}", retry_after)
+            raise RetryableError(f"HTTP {status}", retry_after)
         if status in (401, 403):
             raise ProviderError(
                 f"Kiwi refused our API key (HTTP {status}); the bot's Kiwi access needs checking."
@@ -615,7 +605,7 @@ class KiwiProvider(FlightProvider):
         if status >= 400:
             raise ProviderError(f"Kiwi rejected the request (HTTP {status}): {_message(body)}")
         if body is None:
-            raise _RetryableError("response is not JSON")
+            raise RetryableError("response is not JSON")
         return body
 
     async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -636,17 +626,6 @@ class KiwiProvider(FlightProvider):
             raise TicketingError(f"Kiwi did not answer {path}") from exc
         log.info("Kiwi %s answered HTTP %d", path, status)
         return status, data or {}
-
-    def _worth_retrying(self, exc: BaseException) -> bool:
-        if not isinstance(exc, _RetryableError):
-            return False
-        return exc.retry_after is None or exc.retry_after <= self._max_retry_after
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, _RetryableError) and exc.retry_after is not None:
-            return exc.retry_after
-        return float(self._jitter(state))
 
 
 class _ExpiredError(ProviderError):
