@@ -1235,8 +1235,23 @@ class SandboxBotApi:
         text, entities = message_text(
             params["text"], params.get("parse_mode"), params.get("entities")
         )
-        markup = params.get("reply_markup")
-        inline, buttons, reply_keyboard = _read_markup(markup)
+        return self._post_bot_message(
+            chat, params, text=text, html=_source_html(params), entities=entities
+        )
+
+    def _post_bot_message(
+        self,
+        chat: _Chat,
+        params: dict[str, Any],
+        *,
+        text: str,
+        html: str,
+        entities: list[JsonDict],
+        document: SandboxDocument | None = None,
+    ) -> _Result:
+        """A new bot message in ``chat`` (sendMessage, sendDocument): its markup and reply
+        target read from ``params``, the chat's send limit taken, then stored and recorded."""
+        inline, buttons, reply_keyboard = _read_markup(params.get("reply_markup"))
         reply_to = self._reply_target(chat, params.get("reply_parameters"))
         self._take_send_slot(chat.user.id)
         message_id = chat.next_message_id
@@ -1247,7 +1262,7 @@ class SandboxBotApi:
             message_id=message_id,
             from_bot=True,
             text=text,
-            html=_source_html(params),
+            html=html,
             date=_now(),
             seq=seq,
             changed_seq=seq,
@@ -1256,8 +1271,11 @@ class SandboxBotApi:
             reply_to_message_id=reply_to,
             reply_keyboard=reply_keyboard,
             reply_markup=inline,
+            document=document,
         )
         chat.messages[message_id] = message
+        if document is not None:
+            self._files[document.file_id] = document
         self._record(
             EventKind.BOT_MESSAGE, chat_id=chat.user.id, message_id=message_id, message=message
         )
@@ -1274,34 +1292,14 @@ class SandboxBotApi:
             )
             if len(text) > _MAX_CAPTION:
                 raise ApiError.bad_request("message caption is too long")
-        inline, buttons, reply_keyboard = _read_markup(params.get("reply_markup"))
-        reply_to = self._reply_target(chat, params.get("reply_parameters"))
-        self._take_send_slot(chat.user.id)
-        message_id = chat.next_message_id
-        chat.next_message_id += 1
-        seq = self._seq + 1
-        message = ChatMessage(
-            chat_id=chat.user.id,
-            message_id=message_id,
-            from_bot=True,
+        return self._post_bot_message(
+            chat,
+            params,
             text=text,
             html=params.get("caption") or "",
-            date=_now(),
-            seq=seq,
-            changed_seq=seq,
-            entities=tuple(entities),
-            buttons=buttons,
-            reply_to_message_id=reply_to,
-            reply_keyboard=reply_keyboard,
-            reply_markup=inline,
+            entities=entities,
             document=document,
         )
-        chat.messages[message_id] = message
-        self._files[document.file_id] = document
-        self._record(
-            EventKind.BOT_MESSAGE, chat_id=chat.user.id, message_id=message_id, message=message
-        )
-        return _Result(self._message_payload(message))
 
     def _document(self, value: object) -> SandboxDocument:
         """An uploaded file becomes a new document; a string names one sent before."""
