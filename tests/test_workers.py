@@ -259,6 +259,8 @@ _VOLATILE = [
     # Each booking's own airline reference and e-tickets (the demo airline's too).
     (re.compile(r"Airline booking reference: \w+"), "Airline booking reference: <pnr>"),
     (re.compile(r"E-tickets: [\d, ]+"), "E-tickets: <tickets>"),
+    # The payment deadline is the clock's at Pay: two chats can straddle a minute.
+    (re.compile(r"Pay by \d\d:\d\d UTC"), "Pay by <deadline> UTC"),
 ]
 
 
