@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from services.models import BookingStatus
-from tests.support.flowkit import SeamKit, to_field, to_payment, to_review
+from tests.support.flowkit import Chat, SeamKit, to_field, to_payment, to_review
 from tests.support.happy_path import (
     CONFIRMED,
     EMAIL,
@@ -73,10 +73,7 @@ async def test_the_full_name_in_one_answer_is_shown_as_printed(seam: SeamKit) ->
     assert await _values(chat) == {"first_name": "ANA MARIA", "last_name": "DA SILVA"}
 
 
-async def _values(chat: object) -> dict[str, object]:
-    from tests.support.flowkit import Chat
-
-    assert isinstance(chat, Chat)
+async def _values(chat: Chat) -> dict[str, object]:
     values: dict[str, object] = (await chat.record()).data["booking"]["travellers"][0]["values"]
     return values
 
@@ -225,3 +222,7 @@ async def test_a_returning_traveller_is_offered_the_saved_details(seam: SeamKit)
     assert reply.state == "book:review"  # nothing left to ask
     assert "MARIA SILVA" in reply.text
     assert PASSPORT_MASKED in reply.text
+    await chat.press("Pay")
+    profile = await seam.storage.get_profile(USER)
+    assert profile is not None
+    assert len(profile.saved_travellers) == 1  # the same person is saved once

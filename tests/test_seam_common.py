@@ -141,18 +141,25 @@ async def test_a_payment_can_be_resumed_or_abandoned_from_my_bookings(seam: Seam
 async def test_someone_elses_booking_button_shows_nothing(seam: SeamKit) -> None:
     chat = await to_payment(seam)
     reference = (await chat.booking()).reference
-    reply = await seam.chat(USER + 1).press_data(f"!booking|{reference}")
+    stranger = seam.chat(USER + 1)
+    reply = await stranger.press_data(f"!booking|{reference}")
     assert reply.toast == "Booking not found."
     assert reply.messages == []
+    await stranger.press_data(f"!cancelyes|{reference}")
+    await stranger.press_data(f"!abandon|{reference}")
+    assert (await chat.booking()).status is BookingStatus.AWAITING_PAYMENT
 
 
 async def test_a_confirmed_booking_is_cancelled_and_refunded(seam: SeamKit) -> None:
     chat = seam.chat(USER)
     booking = await seam.booked(chat)
     await chat.say("/mybookings")
-    await chat.press(booking.reference)
+    detail = await chat.press(booking.reference)
+    assert f"Booking {booking.reference}" in detail.text
+    assert PASSPORT_MASKED in detail.text
     question = await chat.press("Cancel and refund")
     assert "Yes, cancel and refund" in question.labels
+    assert (await chat.booking()).status is BookingStatus.CONFIRMED  # nothing before "yes"
     reply = await chat.press("Yes, cancel and refund")
     assert f"Booking {booking.reference} is cancelled." in reply.text
     after = await chat.booking()

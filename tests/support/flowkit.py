@@ -225,6 +225,11 @@ class Chat:
                 return message.labels
         return []
 
+    async def current(self, action: str, arg: str = "") -> str:
+        """A button of the conversation's current step as the bot renders it: for a state an
+        earlier version stored, whose message this chat never saw."""
+        return encode_callback((await self.record()).version, action, arg)
+
     def stale(self, record: StateRecord, action: str, arg: str = "") -> str:
         """A button's data as an older step of this conversation had it: expired now."""
         return encode_callback(max(record.version - 1, 1), action, arg)
