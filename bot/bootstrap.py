@@ -11,7 +11,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -96,7 +96,6 @@ class Runtime:
     bookings: BookingService
     engine: Engine
     places: PlaceIndex
-    extra: dict[str, Any] = field(default_factory=dict)
     broadcasts: BroadcastWorker | None = None
     receipts: EmailReceipts | None = None
 
