@@ -25,7 +25,7 @@ from conversations.engine import (
 )
 from conversations.flow import SHOW_HELP, Command, Extension, Flow, FlowDeclarationError, Registry
 from conversations.router import build_registry
-from conversations.state import ChatKey
+from conversations.state import ChatKey, StateRecord
 from conversations.state_memory import MemoryStateStore
 from services.messages import Button, Message
 
@@ -269,3 +269,26 @@ def test_the_bots_menus_and_help_a_traveller_and_an_admin_see() -> None:
         "/deletedata — erase your data\n"
         "/help — this message"
     )
+
+
+async def plant(store: MemoryStateStore, state: str, data: dict[str, Any]) -> None:
+    turn = await store.begin(KEY)
+    await store.commit(turn, StateRecord(state=state, data=data, version=7), ttl=60)
+
+
+@pytest.mark.parametrize(
+    ("state", "data"),
+    [
+        ("box:gone", {"said": ["kept"]}),  # a state this version no longer has
+        ("box:open", {"said": 5}),  # data stored in an older shape
+    ],
+)
+async def test_a_record_the_flows_cannot_use_starts_the_chat_over(
+    store: MemoryStateStore, state: str, data: dict[str, Any]
+) -> None:
+    await plant(store, state, data)
+    answer = await engine(store, HOME, BOX).handle(
+        Event(kind="text", user=User(id=5), chat_id=5, text="hello")
+    )
+    assert [r.text for r in answer.replies] == ["idle"]
+    assert (await store.peek(KEY)).state is None
