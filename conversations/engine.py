@@ -2,10 +2,12 @@
 
 Flows declare their states as data (``State``: a text handler, button handlers by action, a hint);
 a handler is a function of (deps, data, event[, pressed]) that returns a ``Step`` (new state, new
-data, replies). The engine is generic over the deps and the conversation data, so mypy checks each
-flow's handlers against the engine that runs them; the data a handler gets is always loaded (by
-``Router.load_data``, which is told the state it is loading for), never None. Replies are ``services.messages.Message`` values: the engine turns each button into a
-compact callback token that carries the conversation version, so a button from an older step is
+data, replies). The engine is generic over the deps and the conversation data, so mypy checks
+each flow's handlers against the engine that runs them. A handler always gets loaded data, never
+None: ``Router.load_data`` is told the state it loads for, so the data knows the chat's current
+state (``Conversation.loaded_state``) for the commands and global buttons that run in any state.
+Replies are ``services.messages.Message`` values: the engine turns each button into a compact
+callback token that carries the conversation version, so a button from an older step is
 recognised and refused without touching anything.
 """
 
