@@ -120,6 +120,11 @@ class RefundFailedError(BookingError):
     """The booking was cancelled but the money could not be sent back yet; admins are alerted."""
 
 
+class RefundUnconfirmedError(PaymentUnavailableError):
+    """Stripe gave no answer to a refund, nor to the question whether it was made. Its amount
+    stays claimed on the booking, so nobody can send that money back a second time."""
+
+
 # Statuses of a booking nobody has paid for yet, which the traveller can still give up.
 UNPAID = (S.DRAFT, S.AWAITING_PAYMENT, S.EXPIRED)
 
@@ -1142,6 +1147,11 @@ class BookingService:
                     reason=reason or "requested_by_customer",
                     key=f"refund:{booking.id}:admin",
                 )
+            except RefundUnconfirmedError as error:
+                raise RefundFailedError(
+                    f"The refund for {booking.reference} is unconfirmed: {error}. Its amount "
+                    "stays held so it cannot go out twice; check the payment in Stripe."
+                ) from None
             except PaymentError as error:
                 status = (await self._reload(booking)).status.value
                 raise RefundFailedError(
@@ -1217,16 +1227,18 @@ class BookingService:
         attempt = await self._storage.reserve_refund(booking.id, wanted.amount)
         if attempt is None:
             raise AlreadyRefundedError(texts.already_refunded(await self._reload(booking)))
+        attempt_key = f"{key}:{attempt}"
         try:
             refund = await self._gateway.refund(
                 current.payment_intent_id,
                 amount=wanted,
                 reason=reason,
-                idempotency_key=f"{key}:{attempt}",
+                idempotency_key=attempt_key,
             )
+        except PaymentUnavailableError:
+            refund = await self._refund_made_after_all(current, wanted, attempt_key)
         except PaymentError:
-            # Refused, or no answer (then Stripe's own bound still holds: refunds never
-            # exceed the charge). Either way the money is claimable again. A worker that dies
+            # Refused: nothing was sent, so the money is claimable again. A worker that dies
             # here leaves the claim pending: nobody can refund that money twice meanwhile.
             await self._storage.settle_refund(booking.id, wanted.amount, sent=False)
             raise
@@ -1235,6 +1247,27 @@ class BookingService:
         log.info("booking %s refunded %s (%s)", booking.reference, refund.amount, refund.id)
         metrics.payment("refunded")
         return refund
+
+    async def _refund_made_after_all(self, booking: Booking, wanted: Money, key: str) -> Refund:
+        """No answer to a refund does not mean no refund: Stripe may have made it and the
+        answer been lost. Releasing the claim then would let the next attempt, under a new
+        key, send the money back twice, so Stripe is asked first. Raises when it was not made
+        (the claim released) or when that cannot be known now (the claim kept)."""
+        assert booking.payment_intent_id is not None
+        try:
+            found = await self._gateway.find_refund(booking.payment_intent_id, key)
+        except PaymentError as error:
+            log.warning("refund for %s: no answer, and no way to check yet", booking.reference)
+            await self._alert(texts.alert_refund_unconfirmed(booking, wanted, key))
+            raise RefundUnconfirmedError(
+                f"Stripe did not answer, so whether {wanted.format()} went back is not known "
+                f"yet ({error})"
+            ) from None
+        if found is None:
+            await self._storage.settle_refund(booking.id, wanted.amount, sent=False)
+            raise PaymentUnavailableError("Stripe did not answer; no refund was made")
+        log.info("booking %s: a refund whose answer was lost was made", booking.reference)
+        return found
 
     # the provider's order: hold before the charge, pay after it, cancel with the airline ----
     async def _hold_order(self, booking: Booking, deadline: datetime) -> tuple[Booking, datetime]:

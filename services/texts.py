@@ -388,6 +388,15 @@ def alert_refund_failed(booking: Booking, error: str) -> str:
     )
 
 
+def alert_refund_unconfirmed(booking: Booking, amount: Money, key: str) -> str:
+    return (
+        f"🚨 Refund of {amount.format()} for booking {esc(booking.reference)}: Stripe did not "
+        "answer, nor say afterwards whether it made it. The amount stays held so that it is "
+        f"not refunded twice. Look in Stripe's dashboard for a refund whose metadata "
+        f"idempotency_key is {key}."
+    )
+
+
 def alert_payment_on_ended_booking(booking: Booking, paid: Money) -> str:
     return (
         f"⚠️ A payment of {paid.format()} arrived for booking {esc(booking.reference)}, which "

@@ -56,7 +56,9 @@ def costing(itinerary: Itinerary, amount: int) -> Itinerary:  # noqa: F811 - the
 
 def refund_requests(world: World) -> list[int]:  # noqa: F811
     """Statuses Stripe answered to refund requests that reached it."""
-    return [r.status for r in world.stripe.requests if r.path == "/v1/refunds"]
+    return [
+        r.status for r in world.stripe.requests if (r.method, r.path) == ("POST", "/v1/refunds")
+    ]
 
 
 # bounded by what remains ---------------------------------------------------------------------
@@ -278,7 +280,7 @@ async def test_an_admin_refund_can_be_retried_after_stripe_failed_it(
     assert refunded.status is S.REFUNDED
     [refund] = world.stripe.refunds.values()
     assert refund["amount"] == booking.amount.amount
-    keys = [r.idempotency_key for r in world.stripe.requests if r.path == "/v1/refunds"]
+    keys = [r.idempotency_key for r in world.stripe.requests if r.method == "POST"][-2:]
     assert len(set(keys)) == 2  # a new attempt, a new key
 
 
@@ -318,6 +320,54 @@ async def test_a_cancellation_whose_refund_failed_is_refunded_by_the_next_try(
     )
     assert refunded.status is S.REFUNDED
     assert len(world.stripe.refunds) == 1
+
+
+# a refund whose answer was lost ------------------------------------------------------------------
+async def test_a_partial_refund_whose_answer_was_lost_is_not_sent_twice(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking = await pay_and_confirm(world, itinerary)
+    part = eur(2550)
+    # Stripe makes the refund, then every answer (the client's own retries too) is lost.
+    world.stripe.lose_answers("POST /v1/refunds", times=3)
+
+    done = await world.service.refund_by_admin(
+        booking.reference, amount=part, reason=None, admin_id=7
+    )
+
+    assert done.status is S.CONFIRMED
+    assert (done.refunded_minor, done.refund_pending_minor) == (2550, 0)
+    assert [r["amount"] for r in world.stripe.refunds.values()] == [2550]
+    assert any("25.50" in message.text for _, message in world.notifier.sent)
+
+
+async def test_a_refund_nobody_can_confirm_keeps_its_amount_held(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking = await pay_and_confirm(world, itinerary)
+    part = eur(2550)
+    # The refund is made, but its answers and the lookups after them are all lost.
+    world.stripe.lose_answers("POST /v1/refunds", times=3)
+    world.stripe.lose_answers("GET /v1/refunds", times=10)
+
+    with pytest.raises(RefundFailedError, match="unconfirmed"):
+        await world.service.refund_by_admin(booking.reference, amount=part, reason=None, admin_id=7)
+    held = await world.booking(booking.reference)
+    assert (held.refunded_minor, held.refund_pending_minor) == (0, 2550)
+    [alert] = [a for a in world.alerts if "did not answer" in a]
+    assert booking.reference in alert
+    assert "idempotency_key" in alert
+
+    # Refunding "the rest" now sends only what is not held: the charge is never exceeded.
+    rest = await world.service.refund_by_admin(
+        booking.reference, amount=None, reason=None, admin_id=7
+    )
+    assert sorted(r["amount"] for r in world.stripe.refunds.values()) == sorted(
+        [2550, booking.amount.amount - 2550]
+    )
+    assert rest.refunded_minor == booking.amount.amount - 2550
 
 
 # a payment for a booking the traveller already cancelled ---------------------------------------
