@@ -83,6 +83,9 @@ FARE_HOLD_SLACK = timedelta(minutes=1)
 REFUND_RECORD_TYPE = "refund.created"  # how our own refunds appear in a booking's event history
 # Payment links are Checkout Sessions at Stripe; old buttons never expire, so these caps are
 # what stops one traveller making dozens a minute.
+# A refund claim unsettled this long has no worker any more: a refund call, retries included,
+# is over in well under two minutes.
+REFUND_CLAIM_STALE = timedelta(minutes=15)
 MAX_OPEN_LINKS_PER_USER = 3  # unpaid bookings whose link is still payable
 MAX_RENEWALS_PER_BOOKING = 5  # new links for one booking after its first
 
@@ -968,7 +971,63 @@ class BookingService:
                     settled += 1
             except Exception:
                 log.warning("reconciling %s failed", booking.reference, exc_info=True)
-        return settled
+        return settled + await self.resolve_refund_claims()
+
+    async def resolve_refund_claims(self) -> int:
+        """End refund claims that nobody settled for ``REFUND_CLAIM_STALE`` (their worker
+        stopped mid-refund, or Stripe never said whether it made one) with what Stripe says
+        went back: the money is then refundable again, or counted as refunded and the
+        traveller told. Returns how many claims it ended."""
+        ended = 0
+        stale = await self._storage.list_stale_refund_claims(
+            self._now() - REFUND_CLAIM_STALE, limit=OVERDUE_BATCH
+        )
+        for booking in stale:
+            try:
+                if await self._resolve_refund_claim(booking):
+                    ended += 1
+            except Exception:
+                log.warning("resolving %s's refund claim failed", booking.reference, exc_info=True)
+        return ended
+
+    async def _resolve_refund_claim(self, booking: Booking) -> bool:
+        if booking.payment_intent_id is None:
+            return False
+        currency = booking.amount.currency
+        total = (await self._gateway.refunded_total(booking.payment_intent_id, currency)).amount
+        # What went back for this claim: nothing below what was already counted, nothing above
+        # what was claimed (a refund made elsewhere reaches us as charge.refunded).
+        claimed_to = booking.refunded_minor + booking.refund_pending_minor
+        refunded = min(max(total, booking.refunded_minor), claimed_to)
+        if not await self._storage.resolve_refund_claim(
+            booking.id,
+            expected_refunded=booking.refunded_minor,
+            expected_pending=booking.refund_pending_minor,
+            refunded=refunded,
+        ):
+            return False  # settled meanwhile, by its own worker or another sweeper
+        current = await self._reload(booking)
+        made = refunded - booking.refunded_minor
+        log.info(
+            "booking %s: a stale refund claim of %d ended, %d of it refunded",
+            booking.reference,
+            booking.refund_pending_minor,
+            made,
+        )
+        if made > 0:
+            full = current.refunded_minor >= current.amount.amount
+            if full:
+                for expected in (S.CANCELLED, S.FAILED):
+                    if await self._storage.transition(booking.id, expected, S.REFUNDED):
+                        break
+                current = await self._reload(booking)
+            amount = Money(amount=made, currency=currency)
+            await self._tell(current.user_id, texts.refund_issued(current, amount, full=full))
+            self._receipts.refunded(current, amount, full=full)
+        if refunded < claimed_to:
+            released = Money(amount=claimed_to - refunded, currency=currency)
+            await self._alert(texts.alert_refund_claim_released(current, released))
+        return True
 
     async def _settle_expired(self, booking: Booking) -> bool:
         """Ask the gateway once about an expired booking's last session."""

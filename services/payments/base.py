@@ -110,6 +110,11 @@ class PaymentGateway(ABC):
         Raises ``PaymentUnavailableError`` when that cannot be found out now."""
 
     @abstractmethod
+    async def refunded_total(self, payment_intent_id: str, currency: str) -> Money:
+        """What the payment's refunds add up to, those still on their way included: the truth
+        a refund claim whose outcome was never recorded is settled by."""
+
+    @abstractmethod
     def parse_event(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
         """Verify the signature first, then parse. Raises InvalidSignatureError /
         MalformedEventError."""

@@ -219,16 +219,28 @@ class StripeGateway(PaymentGateway):
         return _refund_from(_as_dict(refund))
 
     async def find_refund(self, payment_intent_id: str, idempotency_key: str) -> Refund | None:
+        for data in await self._refunds_of(payment_intent_id):
+            if (data.get("metadata") or {}).get(REFUND_KEY_FIELD) == idempotency_key:
+                return _refund_from(data)
+        return None
+
+    async def refunded_total(self, payment_intent_id: str, currency: str) -> Money:
+        total = Money(amount=0, currency=currency)
+        for data in await self._refunds_of(payment_intent_id):
+            if data.get("status") in ("failed", "canceled"):
+                continue
+            refund = _refund_from(data)
+            if refund.amount.currency != currency:
+                raise PaymentError(f"a refund of {payment_intent_id} is not in {currency}")
+            total = total + refund.amount
+        return total
+
+    async def _refunds_of(self, payment_intent_id: str) -> list[Mapping[str, Any]]:
         # A payment is refunded a handful of times at most: one page of 100 holds them all.
         page = await self._call(
             self._client.v1.refunds.list_async({"payment_intent": payment_intent_id, "limit": 100})
         )
-        for data in _as_dict(page).get("data") or []:
-            if not isinstance(data, Mapping):
-                continue
-            if (data.get("metadata") or {}).get(REFUND_KEY_FIELD) == idempotency_key:
-                return _refund_from(data)
-        return None
+        return [data for data in _as_dict(page).get("data") or [] if isinstance(data, Mapping)]
 
     # webhooks --------------------------------------------------------------------------------
     def parse_event(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
