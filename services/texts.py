@@ -393,7 +393,7 @@ def alert_refund_unconfirmed(booking: Booking, amount: Money, key: str) -> str:
         f"🚨 Refund of {amount.format()} for booking {esc(booking.reference)}: Stripe did not "
         "answer, nor say afterwards whether it made it. The amount stays held so that it is "
         f"not refunded twice. Look in Stripe's dashboard for a refund whose metadata "
-        f"idempotency_key is {key}."
+        f"idempotency_key is {esc(key)}."
     )
 
 
