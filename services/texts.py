@@ -388,6 +388,24 @@ def alert_refund_failed(booking: Booking, error: str) -> str:
     )
 
 
+def alert_refund_unconfirmed(booking: Booking, amount: Money, key: str) -> str:
+    return (
+        f"🚨 Refund of {amount.format()} for booking {esc(booking.reference)}: Stripe did not "
+        "answer, nor say afterwards whether it made it. The amount stays held so that it is "
+        f"not refunded twice. Look in Stripe's dashboard for a refund whose metadata "
+        f"idempotency_key is {esc(key)}."
+    )
+
+
+def alert_refund_claim_released(booking: Booking, amount: Money) -> str:
+    return (
+        f"🚨 A refund of {amount.format()} for booking {esc(booking.reference)} was started "
+        "but never made (its worker stopped, or Stripe failed it). The money is refundable "
+        f"again: status {booking.status.value}; retry /refund {esc(booking.reference)} if it "
+        "is owed."
+    )
+
+
 def alert_payment_on_ended_booking(booking: Booking, paid: Money) -> str:
     return (
         f"⚠️ A payment of {paid.format()} arrived for booking {esc(booking.reference)}, which "
