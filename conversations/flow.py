@@ -49,15 +49,21 @@ SHOW_HELP = _ShowHelp()
 @dataclass(frozen=True, slots=True)
 class Command(Generic[DepsT, DataT]):
     """A slash command. ``menu`` is its description in Telegram's command menu and ``help`` its
-    line in /help (empty: not listed there). ``admin`` lists it only in admins' menus; the
-    handler itself refuses everyone else (``conversations.flows.admin.admin_command`` does, and
-    audits the attempt), since a menu is no access control."""
+    line in /help (empty: not listed there), after the command and its ``args`` as typed
+    (``/reminders on|off — …``). ``position`` places it in both (lower first; equal positions
+    keep the order of ``conversations.router.FLOWS``): the common flow's commands hold 10 to 90,
+    so a feature picks the number between the ones it belongs between. ``admin`` lists it only
+    in admins' menus, after the traveller commands; the handler itself refuses everyone else
+    (``conversations.flows.admin.admin_command`` does, and audits the attempt), since a menu is
+    no access control."""
 
     name: str
     handler: TextHandler[DepsT, DataT] | _ShowHelp
     menu: str
     help: str = ""
+    args: str = ""
     admin: bool = False
+    position: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +129,11 @@ class Registry(Generic[DepsT, DataT]):
     def help_text(self) -> str:
         """The /help answer: the intro, then one line per traveller command that has one.
         Admin commands are not listed (admins find them in their menu and in /admin)."""
-        lines = [f"/{c.name} — {c.help}" for c in self.commands if c.help and not c.admin]
+        lines = [
+            f"/{' '.join(filter(None, (c.name, c.args)))} — {c.help}"
+            for c in self.commands
+            if c.help and not c.admin
+        ]
         return f"{self._help_intro}\n\n" + "\n".join(lines)
 
     # --- the router -----------------------------------------------------------------------------
@@ -189,8 +199,9 @@ class Registry(Generic[DepsT, DataT]):
                     )
 
     def _collect_commands(self) -> tuple[Command[DepsT, DataT], ...]:
-        commands = [command for flow in self.flows for command in flow.commands]
-        _no_duplicates("command", [f"/{c.name}" for c in commands])
+        in_order = [command for flow in self.flows for command in flow.commands]
+        _no_duplicates("command", [f"/{c.name}" for c in in_order])
+        commands = sorted(in_order, key=lambda command: command.position)  # stable: ties keep order
         for command in commands:
             if not command.menu:
                 raise FlowDeclarationError(f"command /{command.name} has no menu description")

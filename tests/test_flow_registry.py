@@ -249,6 +249,40 @@ def test_menus_list_admin_commands_for_admins_only() -> None:
     )
 
 
+def test_a_features_command_takes_its_place_in_menus_and_help() -> None:
+    home: ToyFlow = Flow(
+        name="home",
+        prefix="home:",
+        idle=State("", hint="idle", on_text=idle_text),
+        commands=(
+            Command("open", open_box, menu="Open the box", help="open the box", position=10),
+            Command("help", SHOW_HELP, menu="What I can do", help="this message", position=90),
+        ),
+    )
+    lid: ToyFlow = Flow(
+        name="lid",
+        prefix="lid:",
+        commands=(
+            Command(
+                "lid",
+                admin_only,
+                menu="Lid up or down",
+                help="lift or lower the lid",
+                args="up|down",
+                position=20,
+            ),
+        ),
+    )
+    toys = registry(home, BOX, lid)  # listed last, shown where its position puts it
+    assert [name for name, _ in toys.menu(admin=False)] == ["open", "lid", "help"]
+    assert toys.help_text() == (
+        "I keep boxes.\n\n"
+        "/open — open the box\n"
+        "/lid up|down — lift or lower the lid\n"
+        "/help — this message"
+    )
+
+
 def test_the_bots_menus_and_help_a_traveller_and_an_admin_see() -> None:
     bot = build_registry()
     traveller = [name for name, _ in bot.menu(admin=False)]

@@ -399,23 +399,41 @@ FLOW: Flow[FlowDeps, Conversation] = Flow(
     name="common",
     prefix="common:",
     idle=IDLE,
+    # Positions in the menus and /help: a feature's command goes between the two it belongs
+    # between (Command.position).
     commands=(
-        Command("start", cmd_start, menu="Search for flights", help="search for flights"),
+        Command(
+            "start", cmd_start, menu="Search for flights", help="search for flights", position=10
+        ),
         Command(
             "mybookings",
             cmd_mybookings,
             menu="Your bookings",
             help="your bookings, payments and cancellations",
+            position=20,
         ),
         Command(
             "cancel",
             cmd_cancel,
             menu="Stop the current step",
             help="stop what we're doing (your bookings are kept)",
+            position=40,
         ),
-        Command("mydata", cmd_mydata, menu="What I store about you", help="what I store about you"),
-        Command("deletedata", cmd_deletedata, menu="Erase your data", help="erase your data"),
-        Command("help", SHOW_HELP, menu="What I can do", help="this message"),
+        Command(
+            "mydata",
+            cmd_mydata,
+            menu="What I store about you",
+            help="what I store about you",
+            position=50,
+        ),
+        Command(
+            "deletedata",
+            cmd_deletedata,
+            menu="Erase your data",
+            help="erase your data",
+            position=70,
+        ),
+        Command("help", SHOW_HELP, menu="What I can do", help="this message", position=90),
     ),
     global_buttons={
         "!mybookings": btn_mybookings,
