@@ -9,6 +9,7 @@ one outcome and one message: the status rules decide, never the arrival order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -498,13 +499,26 @@ class BookingService:
             if attempt is None:  # refunded already, or a second payment: a person must look
                 await self._alert(texts.alert_payment_on_ended_booking(current, session.amount))
                 return True
+            key = f"refund:{booking.id}:ended:{attempt}"
             try:
                 refund = await self._gateway.refund(
                     intent,
                     amount=session.amount,
                     reason="requested_by_customer",
-                    idempotency_key=f"refund:{booking.id}:ended:{attempt}",
+                    idempotency_key=key,
                 )
+            except PaymentUnavailableError:
+                found = None
+                with contextlib.suppress(PaymentError):
+                    found = await self._gateway.find_refund(intent, key)
+                if found is None:
+                    # Released and raised: the webhook answers 5xx, Stripe delivers the event
+                    # again and the refund is tried again under a new key. The booking records
+                    # no payment, so nobody else could refund it. Refunding the whole charge,
+                    # a repeat of a refund that was made after all is refused by Stripe.
+                    await self._storage.settle_refund(booking.id, session.amount.amount, sent=False)
+                    raise
+                refund = found
             except PaymentError as error:
                 await self._storage.settle_refund(booking.id, session.amount.amount, sent=False)
                 log.warning("late payment on %s not refunded: %s", current.reference, error)

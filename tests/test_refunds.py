@@ -444,6 +444,28 @@ async def test_a_refund_a_stopped_worker_never_made_becomes_refundable_again(
 
 
 # a payment for a booking the traveller already cancelled ---------------------------------------
+async def test_a_late_payment_stripe_could_not_refund_is_refunded_on_redelivery(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking, session = await world.service.start_checkout(USER, itinerary, (traveller(),))
+    paid = world.stripe.complete_session(session.id)
+    assert await world.service.abandon(USER, booking.reference)
+    world.stripe.fail_next("/v1/refunds")  # Stripe's API has a bad moment
+
+    # The first delivery fails loudly, so that Stripe delivers the event again.
+    assert await world.stripe.deliver(world.webhook, paid) == [500]
+    assert (await world.booking(booking.reference)).refund_pending_minor == 0
+    assert await world.stripe.deliver(world.webhook, paid) == [200]
+
+    ended = await world.booking(booking.reference)
+    assert ended.status is S.REFUNDED
+    [refund] = world.stripe.refunds.values()
+    assert refund["amount"] == booking.amount.amount
+    [told] = world.notifier.containing("after it was cancelled")
+    assert booking.amount.format() in told.text
+
+
 async def test_a_payment_arriving_after_the_traveller_cancelled_is_refunded_not_ticketed(
     world: World,  # noqa: F811
     itinerary: Itinerary,  # noqa: F811
