@@ -24,6 +24,7 @@ from bot.config import FlightProvider as ProviderChoice
 from bot.config import Settings
 from bot.observability import timed_updates
 from bot.telegram_http import AiohttpRequest
+from conversations.data import Conversation
 from conversations.deps import FlowDeps
 from conversations.engine import Engine
 from conversations.flows.admin import StoreChatStates
@@ -95,7 +96,7 @@ class Runtime:
     adapters: Adapters
     application: Application[Any, Any, Any, Any, Any, Any]
     bookings: BookingService
-    engine: Engine
+    engine: Engine[FlowDeps, Conversation]
     places: PlaceIndex
     extra: dict[str, Any] = field(default_factory=dict)
     broadcasts: BroadcastWorker | None = None

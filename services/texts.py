@@ -458,6 +458,27 @@ def fare_hold_note(booking: Booking) -> str:
     )
 
 
+def payment_link(booking: Booking, url: str, expires_at: datetime, *, sandbox: bool) -> Message:
+    """The payment link for a booking, with its deadline: after Pay, and for "Pay now" or a new
+    link from the booking's view (one renderer, so both read the same)."""
+    amount = booking.amount.format()
+    deadline = expires_at.strftime("%H:%M UTC")
+    label = f"Pay {amount} (test payment)" if sandbox else f"💳 Pay {amount} securely"
+    text = (
+        f"Booking <b>{esc(booking.reference)}</b> is held for you. Pay by <b>{deadline}</b> to "
+        "keep this fare."
+        + fare_hold_note(booking)
+        + ("\n<i>This is a sandbox: no real money is taken.</i>" if sandbox else "")
+    )
+    return Message(
+        text=text,
+        buttons=(
+            (Button(label=label, url=url),),
+            (Button(label="Cancel this booking", action="!abandon", arg=booking.reference),),
+        ),
+    )
+
+
 def fare_gone_at_pay(booking: Booking) -> str:
     return (
         "Sorry, this fare has just sold out or expired with the airline. Nothing was charged. "
