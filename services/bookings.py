@@ -9,6 +9,7 @@ one outcome and one message: the status rules decide, never the arrival order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -84,6 +85,9 @@ FARE_HOLD_SLACK = timedelta(minutes=1)
 REFUND_RECORD_TYPE = "refund.created"  # how our own refunds appear in a booking's event history
 # Payment links are Checkout Sessions at Stripe; old buttons never expire, so these caps are
 # what stops one traveller making dozens a minute.
+# A refund claim unsettled this long has no worker any more: a refund call, retries included,
+# is over in well under two minutes.
+REFUND_CLAIM_STALE = timedelta(minutes=15)
 MAX_OPEN_LINKS_PER_USER = 3  # unpaid bookings whose link is still payable
 MAX_RENEWALS_PER_BOOKING = 5  # new links for one booking after its first
 
@@ -119,6 +123,11 @@ class AlreadyRefundedError(NothingToRefundError):
 
 class RefundFailedError(BookingError):
     """The booking was cancelled but the money could not be sent back yet; admins are alerted."""
+
+
+class RefundUnconfirmedError(PaymentUnavailableError):
+    """Stripe gave no answer to a refund, nor to the question whether it was made. Its amount
+    stays claimed on the booking, so nobody can send that money back a second time."""
 
 
 # Bookings settled per sweep; the rest wait for the next minute.
@@ -505,13 +514,26 @@ class BookingService:
             if attempt is None:  # refunded already, or a second payment: a person must look
                 await self._alert(texts.alert_payment_on_ended_booking(current, session.amount))
                 return True
+            key = f"refund:{booking.id}:ended:{attempt}"
             try:
                 refund = await self._gateway.refund(
                     intent,
                     amount=session.amount,
                     reason="requested_by_customer",
-                    idempotency_key=f"refund:{booking.id}:ended:{attempt}",
+                    idempotency_key=key,
                 )
+            except PaymentUnavailableError:
+                found = None
+                with contextlib.suppress(PaymentError):
+                    found = await self._gateway.find_refund(intent, key)
+                if found is None:
+                    # Released and raised: the webhook answers 5xx, Stripe delivers the event
+                    # again and the refund is tried again under a new key. The booking records
+                    # no payment, so nobody else could refund it. Refunding the whole charge,
+                    # a repeat of a refund that was made after all is refused by Stripe.
+                    await self._storage.settle_refund(booking.id, session.amount.amount, sent=False)
+                    raise
+                refund = found
             except PaymentError as error:
                 await self._storage.settle_refund(booking.id, session.amount.amount, sent=False)
                 log.warning("late payment on %s not refunded: %s", current.reference, error)
@@ -978,7 +1000,61 @@ class BookingService:
                     settled += 1
             except Exception:
                 log.warning("reconciling %s failed", booking.reference, exc_info=True)
-        return settled
+        return settled + await self.resolve_refund_claims()
+
+    async def resolve_refund_claims(self) -> int:
+        """End refund claims that nobody settled for ``REFUND_CLAIM_STALE`` (their worker
+        stopped mid-refund, or Stripe never said whether it made one) with what Stripe says
+        went back: the money is then refundable again, or counted as refunded and the
+        traveller told. Returns how many claims it ended."""
+        ended = 0
+        stale = await self._storage.list_stale_refund_claims(
+            self._now() - REFUND_CLAIM_STALE, limit=OVERDUE_BATCH
+        )
+        for booking in stale:
+            try:
+                if await self._resolve_refund_claim(booking):
+                    ended += 1
+            except Exception:
+                log.warning("resolving %s's refund claim failed", booking.reference, exc_info=True)
+        return ended
+
+    async def _resolve_refund_claim(self, booking: Booking) -> bool:
+        if booking.payment_intent_id is None:
+            return False
+        currency = booking.amount.currency
+        total = (await self._gateway.refunded_total(booking.payment_intent_id, currency)).amount
+        # What went back for this claim: nothing below what was already counted, nothing above
+        # what was claimed (a refund made elsewhere reaches us as charge.refunded).
+        claimed_to = booking.refunded_minor + booking.refund_pending_minor
+        refunded = min(max(total, booking.refunded_minor), claimed_to)
+        if not await self._storage.resolve_refund_claim(
+            booking.id,
+            expected_refunded=booking.refunded_minor,
+            expected_pending=booking.refund_pending_minor,
+            refunded=refunded,
+        ):
+            return False  # settled meanwhile, by its own worker or another sweeper
+        current = await self._reload(booking)
+        made = refunded - booking.refunded_minor
+        log.info(
+            "booking %s: a stale refund claim of %d ended, %d of it refunded",
+            booking.reference,
+            booking.refund_pending_minor,
+            made,
+        )
+        if made > 0:
+            full = current.refunded_minor >= current.amount.amount
+            if full:
+                await self._end_refunded(booking)
+                current = await self._reload(booking)
+            amount = Money(amount=made, currency=currency)
+            await self._tell(current.user_id, texts.refund_issued(current, amount, full=full))
+            self._receipts.refunded(current, amount, full=full)
+        if refunded < claimed_to:
+            released = Money(amount=claimed_to - refunded, currency=currency)
+            await self._alert(texts.alert_refund_claim_released(current, released))
+        return True
 
     async def _settle_expired(self, booking: Booking) -> bool:
         """Ask the gateway once about an expired booking's last session."""
@@ -1043,10 +1119,8 @@ class BookingService:
         current = await self._reload(booking)
         if event.payment_intent and current.payment_intent_id not in (None, event.payment_intent):
             return  # another payment of the booking (a duplicate, another amount) went back
-        for expected in REFUND_FROM_STATUSES:
-            if await self._storage.transition(booking.id, expected, S.REFUNDED):
-                log.info("booking %s refunded (from %s)", booking.reference, expected)
-                return
+        if await self._end_refunded(booking):
+            return
         current = await self._reload(booking)
         if current.status.booked:
             await self._alert(texts.alert_refunded_outside(current))
@@ -1145,6 +1219,11 @@ class BookingService:
                     reason=reason or "requested_by_customer",
                     key=f"refund:{booking.id}:admin",
                 )
+            except RefundUnconfirmedError as error:
+                raise RefundFailedError(
+                    f"The refund for {booking.reference} is unconfirmed: {error}. Its amount "
+                    "stays held so it cannot go out twice; check the payment in Stripe."
+                ) from None
             except PaymentError as error:
                 status = (await self._reload(booking)).status.value
                 raise RefundFailedError(
@@ -1152,9 +1231,7 @@ class BookingService:
                     f"(status now {status}; you can run the refund again)."
                 ) from None
             if full:
-                for expected in REFUND_FROM_STATUSES:
-                    if await self._storage.transition(booking.id, expected, S.REFUNDED):
-                        break
+                await self._end_refunded(booking)
             await self._storage.append_audit(
                 AuditEntry(
                     admin_id=admin_id,
@@ -1175,6 +1252,15 @@ class BookingService:
             )
             self._receipts.refunded(updated, refund.amount, full=full)
             return updated
+
+    async def _end_refunded(self, booking: Booking) -> bool:
+        """A full refund went back: the booking moves to refunded from whichever status a full
+        refund leaves from. False when it is in none of them (already refunded, or still on)."""
+        for expected in REFUND_FROM_STATUSES:
+            if await self._storage.transition(booking.id, expected, S.REFUNDED):
+                log.info("booking %s refunded (from %s)", booking.reference, expected)
+                return True
+        return False
 
     async def _claim_full_refund(self, booking: Booking) -> bool:
         """Move the booking to the status a full refund leaves from (cancelled or failed)."""
@@ -1220,16 +1306,18 @@ class BookingService:
         attempt = await self._storage.reserve_refund(booking.id, wanted.amount)
         if attempt is None:
             raise AlreadyRefundedError(texts.already_refunded(await self._reload(booking)))
+        attempt_key = f"{key}:{attempt}"
         try:
             refund = await self._gateway.refund(
                 current.payment_intent_id,
                 amount=wanted,
                 reason=reason,
-                idempotency_key=f"{key}:{attempt}",
+                idempotency_key=attempt_key,
             )
+        except PaymentUnavailableError:
+            refund = await self._refund_made_after_all(current, wanted, attempt_key)
         except PaymentError:
-            # Refused, or no answer (then Stripe's own bound still holds: refunds never
-            # exceed the charge). Either way the money is claimable again. A worker that dies
+            # Refused: nothing was sent, so the money is claimable again. A worker that dies
             # here leaves the claim pending: nobody can refund that money twice meanwhile.
             await self._storage.settle_refund(booking.id, wanted.amount, sent=False)
             raise
@@ -1238,6 +1326,27 @@ class BookingService:
         log.info("booking %s refunded %s (%s)", booking.reference, refund.amount, refund.id)
         metrics.payment("refunded")
         return refund
+
+    async def _refund_made_after_all(self, booking: Booking, wanted: Money, key: str) -> Refund:
+        """No answer to a refund does not mean no refund: Stripe may have made it and the
+        answer been lost. Releasing the claim then would let the next attempt, under a new
+        key, send the money back twice, so Stripe is asked first. Raises when it was not made
+        (the claim released) or when that cannot be known now (the claim kept)."""
+        assert booking.payment_intent_id is not None
+        try:
+            found = await self._gateway.find_refund(booking.payment_intent_id, key)
+        except PaymentError as error:
+            log.warning("refund for %s: no answer, and no way to check yet", booking.reference)
+            await self._alert(texts.alert_refund_unconfirmed(booking, wanted, key))
+            raise RefundUnconfirmedError(
+                f"Stripe did not answer, so whether {wanted.format()} went back is not known "
+                f"yet ({error})"
+            ) from None
+        if found is None:
+            await self._storage.settle_refund(booking.id, wanted.amount, sent=False)
+            raise PaymentUnavailableError("Stripe did not answer; no refund was made")
+        log.info("booking %s: a refund whose answer was lost was made", booking.reference)
+        return found
 
     # the provider's order: hold before the charge, pay after it, cancel with the airline ----
     async def _hold_order(self, booking: Booking, deadline: datetime) -> tuple[Booking, datetime]:

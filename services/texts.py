@@ -386,6 +386,24 @@ def alert_refund_failed(booking: Booking, error: str) -> str:
     )
 
 
+def alert_refund_unconfirmed(booking: Booking, amount: Money, key: str) -> str:
+    return (
+        f"🚨 Refund of {amount.format()} for booking {esc(booking.reference)}: Stripe did not "
+        "answer, nor say afterwards whether it made it. The amount stays held so that it is "
+        f"not refunded twice. Look in Stripe's dashboard for a refund whose metadata "
+        f"idempotency_key is {esc(key)}."
+    )
+
+
+def alert_refund_claim_released(booking: Booking, amount: Money) -> str:
+    return (
+        f"🚨 A refund of {amount.format()} for booking {esc(booking.reference)} was started "
+        "but never made (its worker stopped, or Stripe failed it). The money is refundable "
+        f"again: status {booking.status.value}; retry /refund {esc(booking.reference)} if it "
+        "is owed."
+    )
+
+
 def alert_payment_on_ended_booking(booking: Booking, paid: Money) -> str:
     return (
         f"⚠️ A payment of {paid.format()} arrived for booking {esc(booking.reference)}, which "
@@ -435,6 +453,27 @@ def fare_hold_note(booking: Booking) -> str:
     return (
         "\nThe airline cannot hold this fare: its price is confirmed only when the ticket is "
         "issued, right after you pay. If it changes first, you get your money back in full."
+    )
+
+
+def payment_link(booking: Booking, url: str, expires_at: datetime, *, sandbox: bool) -> Message:
+    """The payment link for a booking, with its deadline: after Pay, and for "Pay now" or a new
+    link from the booking's view (one renderer, so both read the same)."""
+    amount = booking.amount.format()
+    deadline = expires_at.strftime("%H:%M UTC")
+    label = f"Pay {amount} (test payment)" if sandbox else f"💳 Pay {amount} securely"
+    text = (
+        f"Booking <b>{esc(booking.reference)}</b> is held for you. Pay by <b>{deadline}</b> to "
+        "keep this fare."
+        + fare_hold_note(booking)
+        + ("\n<i>This is a sandbox: no real money is taken.</i>" if sandbox else "")
+    )
+    return Message(
+        text=text,
+        buttons=(
+            (Button(label=label, url=url),),
+            (Button(label="Cancel this booking", action="!abandon", arg=booking.reference),),
+        ),
     )
 
 

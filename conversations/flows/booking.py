@@ -13,6 +13,7 @@ from typing import Any
 from conversations.data import BookingDraft, Conversation, TravellerDraft
 from conversations.deps import FlowDeps
 from conversations.engine import KEEP, Event, Pressed, State, Step
+from conversations.flow import Extension, Flow
 from conversations.flows import search as search_flow
 from services import redact, texts
 from services import travellers as fields
@@ -748,14 +749,7 @@ async def on_pay(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pres
     return _step(
         PAYMENT,
         conv,
-        payment_message(
-            booking.reference,
-            session.url,
-            session.expires_at,
-            booking.amount.format(),
-            sandbox=deps.sandbox_payments,
-            note=texts.fare_hold_note(booking),
-        ),
+        texts.payment_link(booking, session.url, session.expires_at, sandbox=deps.sandbox_payments),
     )
 
 
@@ -771,25 +765,6 @@ def merge_saved(
     for person in (*newest, *earlier):
         kept.setdefault((person.first_name, person.last_name, person.birth_date), person)
     return tuple(kept.values())[:MAX_SAVED]
-
-
-def payment_message(
-    reference: str, url: str, expires_at: Any, amount: str, *, sandbox: bool, note: str = ""
-) -> Message:
-    deadline = expires_at.strftime("%H:%M UTC")
-    label = f"Pay {amount} (test payment)" if sandbox else f"💳 Pay {amount} securely"
-    text = (
-        f"Booking <b>{esc(reference)}</b> is held for you. Pay by <b>{deadline}</b> to keep this fare."
-        + note
-        + ("\n<i>This is a sandbox: no real money is taken.</i>" if sandbox else "")
-    )
-    return Message(
-        text=text,
-        buttons=(
-            (Button(label=label, url=url),),
-            (Button(label="Cancel this booking", action="!abandon", arg=reference),),
-        ),
-    )
 
 
 async def on_payment_text(deps: FlowDeps, conv: Conversation, event: Event) -> Step:
@@ -822,19 +797,7 @@ async def on_payment_text(deps: FlowDeps, conv: Conversation, event: Event) -> S
     )
 
 
-STATES = {
-    # A result's number starts the booking (detail and first question together); the rest of
-    # the results state is the search flow's.
-    search_flow.RESULTS: State(
-        search_flow.RESULTS,
-        hint=search_flow.STATES[search_flow.RESULTS].hint,
-        buttons={**search_flow.STATES[search_flow.RESULTS].buttons, "pick": on_pick_and_book},
-    ),
-    search_flow.DETAIL: State(
-        search_flow.DETAIL,
-        hint="Tap Book to continue with this flight, or Back to see the other results.",
-        buttons={"book": on_book, "back": search_flow.on_back},
-    ),
+STATES: dict[str, State[FlowDeps, Conversation]] = {
     PRICE: State(
         PRICE,
         hint="Tap Continue to book at the new price, or Back to see the other results.",
@@ -873,3 +836,14 @@ STATES = {
         on_text=on_payment_text,
     ),
 }
+
+FLOW: Flow[FlowDeps, Conversation] = Flow(
+    name="booking",
+    prefix="book:",
+    states=tuple(STATES.values()),
+    extends=(
+        # A result's number starts the booking (detail and first question together).
+        Extension(search_flow.RESULTS, {"pick": on_pick_and_book}),
+        Extension(search_flow.DETAIL, {"book": on_book}),
+    ),
+)

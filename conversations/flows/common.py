@@ -10,6 +10,7 @@ from typing import Any
 from conversations.data import Conversation
 from conversations.deps import FlowDeps
 from conversations.engine import KEEP, Event, Pressed, State, Step
+from conversations.flow import SHOW_HELP, Command, Flow
 from conversations.flows import search as search_flow
 from services import texts
 from services.bookings import BookingError
@@ -20,24 +21,7 @@ from services.payments.base import PaymentError
 
 log = logging.getLogger(__name__)
 
-HELP = (
-    "I find and book flights.\n\n"
-    "/start — search for flights\n"
-    "/mybookings — your bookings, payments and cancellations\n"
-    "/cancel — stop what we're doing (your bookings are kept)\n"
-    "/mydata — what I store about you\n"
-    "/deletedata — erase your data\n"
-    "/help — this message"
-)
-
-USER_COMMANDS = (
-    ("start", "Search for flights"),
-    ("mybookings", "Your bookings"),
-    ("cancel", "Stop the current step"),
-    ("mydata", "What I store about you"),
-    ("deletedata", "Erase your data"),
-    ("help", "What I can do"),
-)
+HELP_INTRO = "I find and book flights."  # /help: then a line per command (conversations.flow)
 
 
 def _keep(conv: Conversation | None, *replies: Message, notice: Notice | None = None) -> Step:
@@ -92,10 +76,6 @@ async def _cancel_unpaid(deps: FlowDeps, user_id: int, reference: str) -> Messag
         text=f"Booking <b>{esc(reference.upper())}</b> is cancelled; nothing was charged. "
         "/start to search again."
     )
-
-
-async def cmd_help(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
-    return _keep(conv, Message(text=HELP))
 
 
 async def cmd_cancel(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
@@ -326,18 +306,9 @@ async def btn_renew(
         return _keep(
             conv, Message(text="I couldn't create a payment link just now. Try again in a minute.")
         )
-    from conversations.flows.booking import payment_message
-
     return _keep(
         conv,
-        payment_message(
-            booking.reference,
-            session.url,
-            session.expires_at,
-            booking.amount.format(),
-            sandbox=deps.sandbox_payments,
-            note=texts.fare_hold_note(booking),
-        ),
+        texts.payment_link(booking, session.url, session.expires_at, sandbox=deps.sandbox_payments),
     )
 
 
@@ -419,26 +390,58 @@ async def idle_text(deps: FlowDeps, conv: Conversation | None, event: Event) -> 
     )
 
 
-IDLE = State(
+IDLE: State[FlowDeps, Conversation] = State(
     "", hint="Type /start to search for flights, or /help to see what I can do.", on_text=idle_text
 )
 
-COMMANDS = {
-    "start": cmd_start,
-    "help": cmd_help,
-    "cancel": cmd_cancel,
-    "mybookings": cmd_mybookings,
-    "mydata": cmd_mydata,
-    "deletedata": cmd_deletedata,
-}
-
-GLOBAL_BUTTONS = {
-    "!mybookings": btn_mybookings,
-    "!booking": btn_booking,
-    "!renew": btn_renew,
-    "!abandon": btn_abandon,
-    "!cancelask": btn_cancel_ask,
-    "!cancelyes": btn_cancel_yes,
-    "!deleteyes": btn_delete_yes,
-    "!deleteno": btn_delete_no,
-}
+FLOW: Flow[FlowDeps, Conversation] = Flow(
+    name="common",
+    prefix="common:",
+    idle=IDLE,
+    # Positions in the menus and /help: a feature's command goes between the two it belongs
+    # between (Command.position).
+    commands=(
+        Command(
+            "start", cmd_start, menu="Search for flights", help="search for flights", position=10
+        ),
+        Command(
+            "mybookings",
+            cmd_mybookings,
+            menu="Your bookings",
+            help="your bookings, payments and cancellations",
+            position=20,
+        ),
+        Command(
+            "cancel",
+            cmd_cancel,
+            menu="Stop the current step",
+            help="stop what we're doing (your bookings are kept)",
+            position=40,
+        ),
+        Command(
+            "mydata",
+            cmd_mydata,
+            menu="What I store about you",
+            help="what I store about you",
+            position=50,
+        ),
+        Command(
+            "deletedata",
+            cmd_deletedata,
+            menu="Erase your data",
+            help="erase your data",
+            position=70,
+        ),
+        Command("help", SHOW_HELP, menu="What I can do", help="this message", position=90),
+    ),
+    global_buttons={
+        "!mybookings": btn_mybookings,
+        "!booking": btn_booking,
+        "!renew": btn_renew,
+        "!abandon": btn_abandon,
+        "!cancelask": btn_cancel_ask,
+        "!cancelyes": btn_cancel_yes,
+        "!deleteyes": btn_delete_yes,
+        "!deleteno": btn_delete_no,
+    },
+)

@@ -28,6 +28,7 @@ from conversations.calendar import (
 from conversations.data import Conversation, ResultsView, SearchDraft
 from conversations.deps import FlowDeps
 from conversations.engine import Event, Pressed, State, Step
+from conversations.flow import Flow
 from services.flights import format as fmt
 from services.flights.base import ProviderError, ProviderUnavailableError
 from services.flights.dates import (
@@ -967,7 +968,7 @@ async def on_back(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
     return await show_results(deps, conv, event, edit=True)
 
 
-STATES = {
+STATES: dict[str, State[FlowDeps, Conversation]] = {
     ORIGIN: State(
         ORIGIN,
         hint="Type the city or airport you're flying from, e.g. Berlin or BER.",
@@ -1020,8 +1021,8 @@ STATES = {
     RESULTS: State(
         RESULTS,
         hint="Tap a flight's number to see it, use the buttons to sort or page, or /cancel.",
+        # A result's number ("pick") is the booking flow's: it opens the booking with the detail.
         buttons={
-            "pick": on_pick,
             "page": on_page,
             "sort": on_sort,
             "direct": on_direct,
@@ -1030,4 +1031,14 @@ STATES = {
             "pax_open": on_change_travellers,
         },
     ),
+    # The detail view of chats stored by earlier versions; its "Book" is the booking flow's.
+    DETAIL: State(
+        DETAIL,
+        hint="Tap Book to continue with this flight, or Back to see the other results.",
+        buttons={"back": on_back},
+    ),
 }
+
+FLOW: Flow[FlowDeps, Conversation] = Flow(
+    name="search", prefix="search:", states=tuple(STATES.values())
+)

@@ -164,6 +164,16 @@ class SandboxGateway(PaymentGateway):
             status="succeeded",
         )
 
+    async def find_refund(self, payment_intent_id: str, idempotency_key: str) -> Refund | None:
+        """Never asked: a sandbox refund is answered in the same call, so none is ever lost."""
+        return None
+
+    async def refunded_total(self, payment_intent_id: str, currency: str) -> Money:
+        """The booking's own record: a sandbox refund moves no money, so one whose worker
+        stopped before recording it was, in effect, never made."""
+        booking = await self._booking_by_intent(payment_intent_id)
+        return Money(amount=booking.refunded_minor, currency=currency)
+
     async def _booking_by_intent(self, payment_intent_id: str) -> Booking:
         # Refunds are rare and the sandbox is for local runs: a scan is fine here. A booking
         # cancelled before its payment arrived has no intent recorded yet: it is found by the

@@ -214,6 +214,22 @@ class Storage(ABC):
         released so the money can be refunded again."""
 
     @abstractmethod
+    async def list_stale_refund_claims(
+        self, updated_before: datetime, *, limit: int = 100
+    ) -> list[Booking]:
+        """Bookings with money claimed for a refund and untouched since ``updated_before``:
+        the worker sending it stopped, or Stripe never said whether it made the refund."""
+
+    @abstractmethod
+    async def resolve_refund_claim(
+        self, booking_id: str, *, expected_refunded: int, expected_pending: int, refunded: int
+    ) -> bool:
+        """End a stale claim with what the gateway says went back: ``refunded`` becomes the
+        amount refunded and nothing stays pending, in one conditional update that applies
+        only while the booking still reads ``expected_refunded`` / ``expected_pending`` (of
+        two sweepers, one wins; a late ``settle_refund`` of the same claim changes nothing)."""
+
+    @abstractmethod
     async def claim_checkout_renewal(self, booking_id: str, limit: int) -> int | None:
         """Count one more payment link for the booking unless it already had ``limit``;
         returns its number (1, 2, ...; unique per booking) or None at the limit."""

@@ -248,6 +248,10 @@ SCHEMA_STEPS: tuple[tuple[str, ...], ...] = (
             FROM bookings WHERE status = 'paid'
         """,
     ),
+    (  # supabase/migrations/20261202000900_refund_claims.sql
+        "CREATE INDEX bookings_refund_claims_idx ON bookings (updated_at) "
+        "WHERE refund_pending_minor > 0",
+    ),
 )
 SCHEMA_VERSION = len(SCHEMA_STEPS)
 
@@ -703,6 +707,30 @@ class SQLiteStorage(Storage):
             "WHERE id = ? AND refund_pending_minor >= ?",
             (amount_minor, amount_minor if sent else 0, _now(), canonical, amount_minor),
         )
+
+    async def list_stale_refund_claims(
+        self, updated_before: datetime, *, limit: int = 100
+    ) -> list[Booking]:
+        found = await self._all(
+            "SELECT * FROM bookings WHERE refund_pending_minor > 0 AND updated_at < ? "
+            "ORDER BY updated_at, rowid LIMIT ?",
+            (_ts(updated_before), limit),
+        )
+        return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
+
+    async def resolve_refund_claim(
+        self, booking_id: str, *, expected_refunded: int, expected_pending: int, refunded: int
+    ) -> bool:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        changed = await self._changes(
+            "UPDATE bookings SET refunded_minor = ?, refund_pending_minor = 0, updated_at = ? "
+            "WHERE id = ? AND refunded_minor = ? AND refund_pending_minor = ? "
+            "AND refund_pending_minor > 0",
+            (refunded, _now(), canonical, expected_refunded, expected_pending),
+        )
+        return changed > 0
 
     async def claim_checkout_renewal(self, booking_id: str, limit: int) -> int | None:
         canonical = rows.normalise_booking_id(booking_id)

@@ -437,6 +437,38 @@ class SupabaseStorage(Storage):
             )
         )
 
+    async def list_stale_refund_claims(
+        self, updated_before: datetime, *, limit: int = 100
+    ) -> list[Booking]:
+        found = await self._rows(
+            self._table("bookings")
+            .select("*")
+            .gt("refund_pending_minor", 0)
+            .lt("updated_at", rows.aware(updated_before).isoformat())
+            .order("updated_at")
+            .limit(limit)
+        )
+        return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
+
+    async def resolve_refund_claim(
+        self, booking_id: str, *, expected_refunded: int, expected_pending: int, refunded: int
+    ) -> bool:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        changed = await self._rows(
+            self._table("bookings")
+            .update(
+                {"refunded_minor": refunded, "refund_pending_minor": 0},
+                returning="representation",
+            )
+            .eq("id", canonical)
+            .eq("refunded_minor", expected_refunded)
+            .eq("refund_pending_minor", expected_pending)
+            .gt("refund_pending_minor", 0)
+        )
+        return bool(changed)
+
     async def claim_checkout_renewal(self, booking_id: str, limit: int) -> int | None:
         canonical = rows.normalise_booking_id(booking_id)
         if canonical is None:
