@@ -11,7 +11,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -98,7 +98,6 @@ class Runtime:
     bookings: BookingService
     engine: Engine[FlowDeps, Conversation]
     places: PlaceIndex
-    extra: dict[str, Any] = field(default_factory=dict)
     broadcasts: BroadcastWorker | None = None
     receipts: EmailReceipts | None = None
 

@@ -9,7 +9,7 @@ sends a fresh payment link.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from services.flights.dates import format_day, format_duration
 from services.flights.format import day_offset, stops_text
@@ -20,11 +20,6 @@ from services.money import Money
 
 
 # formatting (the search flow's helpers, so dates and durations read the same everywhere) -----
-def day(value: date | datetime) -> str:
-    """'Fri 12 Mar' ('Tue 4 Jan 2028' in another year)."""
-    return format_day(value.date() if isinstance(value, datetime) else value)
-
-
 def duration(value: timedelta) -> str:
     """'14h 05m'; '45m' under an hour."""
     return format_duration(value)
@@ -48,7 +43,7 @@ def _direction(title: str, segments: tuple[Segment, ...]) -> list[str]:
     first, last = segments[0], segments[-1]
     head = (
         f"{title} <b>{esc(first.origin)} → {esc(last.destination)}</b> · "
-        f"{day(first.departure)} · {duration(last.arrival - first.departure)}, "
+        f"{format_day(first.departure)} · {duration(last.arrival - first.departure)}, "
         f"{esc(stops_text(segments))}"
     )
     return [head, *(f"  {_segment_line(s)}" for s in segments)]
@@ -117,7 +112,7 @@ def payment_received_ticket_pending(booking: Booking) -> Message:
         text=(
             f"💳 Payment of <b>{booking.amount.format()}</b> received for booking "
             f"<b>{esc(booking.reference)}</b> ({route(booking)}, "
-            f"{day(booking.itinerary.departure)}).\n"
+            f"{format_day(booking.itinerary.departure)}).\n"
             "Issuing the ticket is taking a little longer than usual. You don't need to do "
             "anything: I'll message you here as soon as it is confirmed."
         ),
@@ -129,7 +124,7 @@ def link_expired(booking: Booking) -> Message:
     return Message(
         text=(
             f"⌛ The payment link for booking <b>{esc(booking.reference)}</b> "
-            f"({route(booking)}, {day(booking.itinerary.departure)}) has expired and nothing "
+            f"({route(booking)}, {format_day(booking.itinerary.departure)}) has expired and nothing "
             "was charged.\nTap below for a new link: I'll check the fare is still available "
             "at the same price first."
         ),
@@ -141,7 +136,7 @@ def payment_cancelled(booking: Booking) -> Message:
     return Message(
         text=(
             f"Booking <b>{esc(booking.reference)}</b> is cancelled and nothing was charged: "
-            f"you cancelled the payment ({route(booking)}, {day(booking.itinerary.departure)})."
+            f"you cancelled the payment ({route(booking)}, {format_day(booking.itinerary.departure)})."
             "\n/start to search again."
         ),
         buttons=((_open_button(booking),),),
@@ -185,7 +180,7 @@ def ticketing_failed_refunded(booking: Booking, refunded: Money) -> Message:
         text=(
             f"😞 Sorry: the airline could not issue the ticket for booking "
             f"<b>{esc(booking.reference)}</b> ({route(booking)}, "
-            f"{day(booking.itinerary.departure)}).\n"
+            f"{format_day(booking.itinerary.departure)}).\n"
             f"Your payment of <b>{refunded.format()}</b> has been refunded in full; banks "
             "usually show it within 5–10 days.\n/start to search for another flight."
         ),
@@ -209,7 +204,7 @@ def cancelled_refunded(booking: Booking, refunded: Money) -> Message:
     return Message(
         text=(
             f"Booking <b>{esc(booking.reference)}</b> ({route(booking)}, "
-            f"{day(booking.itinerary.departure)}) is cancelled.\n"
+            f"{format_day(booking.itinerary.departure)}) is cancelled.\n"
             f"<b>{refunded.format()}</b> is on its way back to your card; banks usually show "
             "it within 5–10 days."
         ),
@@ -223,7 +218,7 @@ def refund_issued(booking: Booking, refunded: Money, *, full: bool) -> Message:
         text=(
             f"💸 {what}: <b>{refunded.format()}</b> for booking "
             f"<b>{esc(booking.reference)}</b> ({route(booking)}, "
-            f"{day(booking.itinerary.departure)}).\nBanks usually show it within 5–10 days."
+            f"{format_day(booking.itinerary.departure)}).\nBanks usually show it within 5–10 days."
         ),
         buttons=((_open_button(booking),),),
     )
@@ -279,7 +274,7 @@ def cannot_cancel(booking: Booking) -> str:
 def already_departed(booking: Booking) -> str:
     return (
         f"Booking {booking.reference} can't be changed: the flight left on "
-        f"{day(booking.itinerary.departure)}."
+        f"{format_day(booking.itinerary.departure)}."
     )
 
 
@@ -323,9 +318,12 @@ def fare_changed(booking: Booking, new_price: Money) -> str:
 
 
 def nothing_to_refund(booking: Booking) -> str:
-    return (
-        f"Nothing to refund on booking {booking.reference}: it is {booking.status.label.lower()}."
+    why = (
+        "no payment is recorded on it"
+        if booking.status.holds_payment
+        else f"no payment was taken (status: {booking.status.label})"
     )
+    return f"Nothing to refund on booking {booking.reference}: {why}."
 
 
 def refund_too_large(booking: Booking, amount: Money) -> str:
@@ -534,7 +532,7 @@ def cancelled_not_refunded(booking: Booking) -> Message:
     return Message(
         text=(
             f"Booking <b>{esc(booking.reference)}</b> ({route(booking)}, "
-            f"{day(booking.itinerary.departure)}) is cancelled with the airline. Its fare was "
+            f"{format_day(booking.itinerary.departure)}) is cancelled with the airline. Its fare was "
             "non-refundable, so nothing is refunded."
         ),
         buttons=((_open_button(booking),),),
@@ -566,7 +564,7 @@ def schedule_changed(booking: Booking, summary: str) -> Message:
     return Message(
         text=(
             f"🕑 <b>Schedule change</b> for booking <b>{esc(booking.reference)}</b> "
-            f"({route(booking)}, {day(booking.itinerary.departure)}).\n{esc(summary)}\n"
+            f"({route(booking)}, {format_day(booking.itinerary.departure)}).\n{esc(summary)}\n"
             "If the new times don't work for you, reply here and we'll help."
         ),
         buttons=((_open_button(booking),),),
@@ -582,7 +580,7 @@ def airline_cancelled(booking: Booking, refunded: Money | None) -> Message:
     return Message(
         text=(
             f"❌ The airline cancelled the flight of booking <b>{esc(booking.reference)}</b> "
-            f"({route(booking)}, {day(booking.itinerary.departure)}). {money}\n"
+            f"({route(booking)}, {format_day(booking.itinerary.departure)}). {money}\n"
             "/start to search for another flight."
         ),
         buttons=((_open_button(booking),),),
@@ -659,7 +657,7 @@ def fare_rose_refunded(booking: Booking, refunded: Money) -> Message:
     return Message(
         text=(
             f"😞 Sorry: the airline raised the fare for booking <b>{esc(booking.reference)}</b> "
-            f"({route(booking)}, {day(booking.itinerary.departure)}) before the ticket could be "
+            f"({route(booking)}, {format_day(booking.itinerary.departure)}) before the ticket could be "
             f"issued, so nothing was booked.\nYour payment of <b>{refunded.format()}</b> has "
             "been refunded in full; banks usually show it within 5–10 days.\n/start to search "
             "again."

@@ -740,7 +740,8 @@ async def test_nothing_to_refund_is_a_clear_refusal(world: World, itinerary: Iti
     with pytest.raises(NothingToRefundError) as refused:
         await world.service.refund_by_admin(booking.reference, amount=None, reason=None, admin_id=7)
     assert str(refused.value) == (
-        f"Nothing to refund on booking {booking.reference}: it is awaiting payment."
+        f"Nothing to refund on booking {booking.reference}: no payment was taken "
+        "(status: Awaiting payment)."
     )
     with pytest.raises(UnknownBookingError):
         await world.service.refund_by_admin("ZZZZZZ", amount=None, reason=None, admin_id=7)

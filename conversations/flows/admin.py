@@ -44,12 +44,11 @@ from conversations.engine import (
 from conversations.flow import Command, Flow
 from conversations.state import ChatKey, LockTimeoutError, StateRecord, StateStore, Turn
 from services import admin as views
-from services import texts
 from services.admin import AdminInputError, AdminService, usage
-from services.bookings import REFUND_RECORD_TYPE, BookingError
+from services.bookings import REFUND_RECORD_TYPE, BookingError, refund_refusal
 from services.broadcast import MAX_TEXT, escape_text
 from services.messages import Button, Message, Notice, esc
-from services.models import Booking, BookingStatus, Profile
+from services.models import BookingStatus, Profile
 from services.money import Money
 from services.storage import StorageUnavailableError
 
@@ -68,9 +67,6 @@ BLOCKED_NOTICE = (
     "for are not affected."
 )
 WELCOME_BACK = "You can use the bot again. /start to search for flights."
-REFUNDABLE = frozenset(
-    {BookingStatus.PAID, BookingStatus.CONFIRMED, BookingStatus.FAILED, BookingStatus.CANCELLED}
-)
 
 Handler = Callable[[FlowDeps, Conversation | None, Event], Awaitable[Step]]
 Impl = Callable[[FlowDeps, Conversation, Event, str], Awaitable[Step]]
@@ -350,7 +346,8 @@ async def do_refund(deps: FlowDeps, conv: Conversation, event: Event, args: str)
     booking = await service.booking(request.reference)
     if booking is None:
         return _keep(conv, Message(text=f"No booking with reference {esc(request.reference)}."))
-    refusal = _refund_refusal(booking)
+    refused = refund_refusal(booking)
+    refusal = None if refused is None else esc(str(refused))
     amount: Money | None = None
     if refusal is None and request.amount is not None:
         try:
@@ -358,15 +355,8 @@ async def do_refund(deps: FlowDeps, conv: Conversation, event: Event, args: str)
         except AdminInputError as error:
             refusal = str(error)
         else:
-            if amount > booking.amount:
-                refusal = esc(
-                    f"{amount.format()} is more than booking {booking.reference} was paid "
-                    f"({booking.amount.format()})."
-                )
-            elif amount > booking.refundable:
-                refusal = esc(texts.refund_exceeds_what_is_left(booking, amount))
-    if refusal is None and booking.refundable.amount <= 0:
-        refusal = esc(texts.already_refunded(booking))
+            refused = refund_refusal(booking, amount)
+            refusal = None if refused is None else esc(str(refused))
     if refusal is not None:
         await service.audit(event.user.id, "refund_refused", booking.reference, reason=refusal)
         return _keep(conv, Message(text=refusal))
@@ -410,18 +400,6 @@ async def do_refund(deps: FlowDeps, conv: Conversation, event: Event, args: str)
         ),
         refund=pending,
     )
-
-
-def _refund_refusal(booking: Booking) -> str | None:
-    if booking.status is BookingStatus.REFUNDED:
-        why = "it has already been refunded"
-    elif booking.status not in REFUNDABLE:
-        why = f"no payment was taken (status: {booking.status.label})"
-    elif booking.payment_intent_id is None:
-        why = "no payment is recorded on it"
-    else:
-        return None
-    return f"Nothing to refund on booking {esc(booking.reference)}: {why}."
 
 
 @_admin_state

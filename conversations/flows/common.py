@@ -14,6 +14,7 @@ from conversations.flow import SHOW_HELP, Command, Flow
 from conversations.flows import search as search_flow
 from services import texts
 from services.bookings import BookingError
+from services.flights.dates import format_date, format_day
 from services.messages import Button, Document, Message, Notice, esc
 from services.models import Booking, BookingStatus, Profile
 from services.payments.base import PaymentError
@@ -95,7 +96,7 @@ async def _bookings_list(deps: FlowDeps, user_id: int) -> Message:
     if not bookings:
         return Message(text="You have no bookings yet. /start to search for flights.")
     lines = [
-        f"<b>{esc(b.reference)}</b> · {texts.route(b)} · {texts.day(b.departure_date)} · "
+        f"<b>{esc(b.reference)}</b> · {texts.route(b)} · {format_day(b.departure_date)} · "
         f"{b.amount.format()} · {b.status.label}"
         for b in bookings
     ]
@@ -170,19 +171,19 @@ def _mydata_summary(profile: Profile | None, bookings: list[Booking]) -> str:
             f"name {esc(profile.first_name)}" if profile.first_name else "",
             f"username @{esc(profile.username)}" if profile.username else "",
             f"language {esc(profile.language)}" if profile.language else "",
-            f"since {texts.day(profile.created_at.date())}" if profile.created_at else "",
+            f"since {format_day(profile.created_at.date())}" if profile.created_at else "",
         ]
         lines.append("Profile: " + (", ".join(k for k in known if k) or "your Telegram id"))
     saved = profile.saved_travellers if profile else ()
     lines.append(f"\n<b>Saved travellers</b> ({len(saved)})")
     lines += [
-        f"• {esc(t.full_name)}, {t.category.value}, born {t.birth_date.day} {t.birth_date:%b %Y}, "
+        f"• {esc(t.full_name)}, {t.category.value}, born {format_date(t.birth_date)}, "
         f"passport {esc(t.passport_masked)}"
         for t in saved[:MYDATA_LIST]
     ] or ["none"]
     lines.append(f"\n<b>Bookings</b> ({len(bookings)})")
     lines += [
-        f"• {esc(b.reference)} · {texts.route(b)} · {texts.day(b.departure_date)} · "
+        f"• {esc(b.reference)} · {texts.route(b)} · {format_day(b.departure_date)} · "
         f"{b.amount.format()} · {b.status.label}"
         for b in bookings[:MYDATA_LIST]
     ] or ["none"]
@@ -215,7 +216,7 @@ async def cmd_mydata(deps: FlowDeps, conv: Conversation | None, event: Event) ->
 def _trip_line(booking: Booking) -> str:
     return (
         f"<b>{esc(booking.reference)}</b> · {texts.route(booking)} · "
-        f"{texts.day(booking.itinerary.departure)}"
+        f"{format_day(booking.itinerary.departure)}"
     )
 
 
@@ -335,11 +336,9 @@ async def btn_cancel_ask(
             conv, notice=Notice(text="Only a confirmed booking can be cancelled.", alert=True)
         )
     try:  # the airline says what it gives back before the traveller confirms
-        quote = await deps.bookings.cancellation_preview(event.user.id, booking.reference)
+        refund = await deps.bookings.cancellation_preview(event.user.id, booking.reference)
     except BookingError as error:
         return _keep(conv, Message(text=esc(str(error))))
-    # Never more than is left: an admin may have refunded part of it already.
-    refund = booking.refundable if quote is None else min(quote.refund, booking.refundable)
     return _keep(
         conv,
         Message(

@@ -17,7 +17,14 @@ from datetime import date, timedelta
 
 from pydantic import ValidationError
 
-from conversations.calendar import calendar_keyboard, month_days, price_label
+from conversations.calendar import (
+    calendar_keyboard,
+    day_arg,
+    month_days,
+    parse_day_arg,
+    parse_month_arg,
+    price_label,
+)
 from conversations.data import Conversation, ResultsView, SearchDraft
 from conversations.deps import FlowDeps
 from conversations.engine import Event, Pressed, State, Step
@@ -590,25 +597,18 @@ def _which_day(typed: str, readings: tuple[date, ...], today: date) -> Message:
         text=f"Which day do you mean by “{esc(typed.strip())}”?",
         buttons=(
             tuple(
-                Button(label=format_day(day, today=today), action="day", arg=f"{day:%Y%m%d}")
+                Button(label=format_day(day, today=today), action="day", arg=day_arg(day))
                 for day in readings
             ),
         ),
     )
 
 
-def _parse_compact_day(arg: str) -> date | None:
-    try:
-        return date(int(arg[:4]), int(arg[4:6]), int(arg[6:8])) if len(arg) == 8 else None
-    except ValueError:
-        return None
-
-
 async def on_calendar_day(
     deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed
 ) -> Step:
     state = _date_state(conv)
-    day = _parse_compact_day(pressed.arg)
+    day = parse_day_arg(pressed.arg)
     if day is None:
         return _step(state, conv, notice=Notice(text="That day can't be picked."))
     try:
@@ -627,7 +627,7 @@ async def on_calendar_page(
     deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed
 ) -> Step:
     state = _date_state(conv)
-    month = _parse_compact_day(pressed.arg + "01") if len(pressed.arg) == 6 else None
+    month = parse_month_arg(pressed.arg)
     today = _today(deps, conv)
     if (
         month is None

@@ -16,6 +16,7 @@ import stripe
 from stripe.params import RefundCreateParams
 from stripe.params.checkout import SessionCreateParams
 
+from services.flights.dates import format_day
 from services.models import Booking, utcnow
 from services.money import Money
 from services.payments.base import (
@@ -52,11 +53,11 @@ def product_name(booking: Booking) -> str:
     """What the traveller sees on Stripe's page: 'Flight LIS → NRT, Fri 12 Mar'."""
     out = booking.itinerary.outbound
     first = out[0].departure
-    name = f"Flight {out[0].origin} → {out[-1].destination}, {first:%a} {first.day} {first:%b}"
+    name = f"Flight {out[0].origin} → {out[-1].destination}, {format_day(first)}"
     inbound = booking.itinerary.inbound
     if inbound:
         back = inbound[0].departure
-        name = name.replace(" → ", " ⇄ ") + f" – {back:%a} {back.day} {back:%b}"
+        name = name.replace(" → ", " ⇄ ") + f" – {format_day(back)}"
     return name
 
 

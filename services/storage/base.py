@@ -53,19 +53,6 @@ BROADCAST_TRANSITIONS: dict[BroadcastStatus, frozenset[BroadcastStatus]] = {
 }
 
 
-# A booking in one of these can still move (money may still arrive or be refunded), so its
-# payment events are kept however old: the ledger answers Stripe's redeliveries and /booking
-# shows them. Refunded is final; an expired booking's Checkout Session lasted at most 24 hours.
-LIVE_BOOKING_STATUSES = frozenset(
-    {
-        BookingStatus.DRAFT,
-        BookingStatus.AWAITING_PAYMENT,
-        BookingStatus.PAID,
-        BookingStatus.CONFIRMED,
-        BookingStatus.FAILED,
-        BookingStatus.CANCELLED,
-    }
-)
 # Rows deleted per table per retention run, so one run never holds a table for long.
 PURGE_BATCH = 5000
 RETENTION_TABLES = ("admin_audit", "payment_events", "flight_searches")
@@ -376,7 +363,7 @@ class Storage(ABC):
     ) -> dict[str, int]:
         """Delete, oldest first and at most ``limit`` rows per table, what only grows: refused
         admin attempts (audit action ``denied``), payment events of no live booking (see
-        ``LIVE_BOOKING_STATUSES``) and searches, each older than its cutoff. Admin actions and
+        ``LIVE_STATUSES``) and searches, each older than its cutoff. Admin actions and
         bookings are never deleted. Returns the rows deleted per table name."""
 
     # broadcasts ------------------------------------------------------------------------------

@@ -22,6 +22,9 @@ from typing import Any
 import aiosqlite
 
 from services.models import (
+    BOOKED_STATUSES,
+    LIVE_STATUSES,
+    PAST_PAYMENT_STATUSES,
     AuditEntry,
     Booking,
     BookingStatus,
@@ -40,7 +43,6 @@ from services.models import (
 from services.storage import rows
 from services.storage.base import (
     FUNNEL_STAGES,
-    LIVE_BOOKING_STATUSES,
     PURGE_BATCH,
     REFERENCE_ATTEMPTS,
     BookingNotFoundError,
@@ -972,7 +974,7 @@ class SQLiteStorage(Storage):
         searches_before: datetime,
         limit: int = PURGE_BATCH,
     ) -> dict[str, int]:
-        live = sorted(status.value for status in LIVE_BOOKING_STATUSES)
+        live = sorted(status.value for status in LIVE_STATUSES)
         marks = ", ".join("?" for _ in live)
         async with self._transaction() as db:
             audit = await db.execute(
@@ -1007,7 +1009,7 @@ class SQLiteStorage(Storage):
         revenue = await self._all(
             "SELECT currency, sum(amount_minor) AS total FROM bookings "
             "WHERE created_at >= ? AND status IN (?, ?) GROUP BY currency",
-            (start, *(s.value for s in rows.REVENUE_STATUSES)),
+            (start, *(s.value for s in BOOKED_STATUSES)),
         )
         counts = await self._one(
             "SELECT (SELECT count(*) FROM flight_searches WHERE created_at >= ?) AS searches, "
@@ -1032,7 +1034,8 @@ class SQLiteStorage(Storage):
 
     async def funnel(self, since: datetime) -> dict[str, int]:
         start = _ts(since)
-        paid = tuple(s.value for s in rows.PAID_STATUSES)
+        # "paid" in the funnel: past the payment stage (money was taken at some point)
+        paid = tuple(s.value for s in PAST_PAYMENT_STATUSES)
         marks = ", ".join("?" for _ in paid)
         sql = (
             "SELECT count(*) AS search, count(chosen_at) AS chosen, "  # noqa: S608 - placeholders only

@@ -19,6 +19,7 @@ from postgrest import APIError, APIResponse
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from services.models import (
+    LIVE_STATUSES,
     AuditEntry,
     Booking,
     BookingStatus,
@@ -37,7 +38,6 @@ from services.models import (
 from services.storage import rows
 from services.storage.base import (
     FUNNEL_STAGES,
-    LIVE_BOOKING_STATUSES,
     PURGE_BATCH,
     REFERENCE_ATTEMPTS,
     RETENTION_TABLES,
@@ -744,7 +744,7 @@ class SupabaseStorage(Storage):
                         "p_denied_audit_before": _iso(denied_audit_before),
                         "p_payment_events_before": _iso(payment_events_before),
                         "p_searches_before": _iso(searches_before),
-                        "p_live_statuses": sorted(s.value for s in LIVE_BOOKING_STATUSES),
+                        "p_live_statuses": sorted(s.value for s in LIVE_STATUSES),
                         "p_limit": limit,
                     },
                 )
