@@ -28,6 +28,8 @@ import pytest
 from bot.bootstrap import Services, open_services
 from bot.config import load_settings
 from bot.sandbox.formatting import message_text
+from conversations.data import Conversation
+from conversations.deps import FlowDeps
 from conversations.engine import (
     Engine,
     Event,
@@ -246,7 +248,7 @@ class SeamKit:
     _chats: dict[int, Chat] = field(default_factory=dict)
 
     @property
-    def engine(self) -> Engine:
+    def engine(self) -> Engine[FlowDeps, Conversation]:
         return self.services.engine
 
     @property
