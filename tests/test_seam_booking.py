@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from services.models import BookingStatus
-from tests.support.flowkit import Chat, SeamKit, to_field, to_payment, to_review
+from services.bookings import MAX_OPEN_LINKS_PER_USER
+from services.models import BookingStatus, Itinerary
+from tests.support.flowkit import TRAVELLER_ID, Chat, SeamKit, to_field, to_payment, to_review
 from tests.support.happy_path import (
     CONFIRMED,
     EMAIL,
@@ -13,8 +14,9 @@ from tests.support.happy_path import (
     PASSPORT_MASKED,
     TRAVELLER_MOVES,
 )
+from tests.test_admin_harness import traveller
 
-USER = 4001
+USER = TRAVELLER_ID  # the traveller of the flowkit paths
 
 
 async def test_the_happy_path_books_pays_and_confirms(seam: SeamKit) -> None:
@@ -226,3 +228,15 @@ async def test_a_returning_traveller_is_offered_the_saved_details(seam: SeamKit)
     profile = await seam.storage.get_profile(USER)
     assert profile is not None
     assert len(profile.saved_travellers) == 1  # the same person is saved once
+
+
+async def test_pay_says_what_to_do_when_too_many_links_are_open(seam: SeamKit) -> None:
+    chat = await to_review(seam)
+    chosen = Itinerary.model_validate((await chat.record()).data["booking"]["itinerary"])
+    for n in range(MAX_OPEN_LINKS_PER_USER):
+        other = chosen.model_copy(update={"id": f"{chosen.id}-{n}"})
+        await seam.bookings.start_checkout(chat.id, other, (traveller(),))
+    reply = await chat.press("Pay")
+    assert "You already have 3 bookings waiting for payment" in reply.text
+    assert reply.state == "book:review"  # still where they were
+    assert not any(b.url for b in reply.last.buttons)

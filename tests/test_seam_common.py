@@ -12,6 +12,7 @@ from conversations.state import RateLimit
 from services.models import BookingStatus
 from tests.support.flowkit import (
     ADMIN_ID,
+    TRAVELLER_ID,
     SeamKit,
     to_departure,
     to_origin,
@@ -19,7 +20,7 @@ from tests.support.flowkit import (
 )
 from tests.support.happy_path import PASSPORT, PASSPORT_MASKED
 
-USER = 5001  # the traveller of the flowkit paths
+USER = TRAVELLER_ID  # the traveller of the flowkit paths
 
 
 async def test_start_greets_and_asks_the_first_question(seam: SeamKit) -> None:

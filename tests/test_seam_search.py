@@ -16,6 +16,7 @@ from tests.support.flowkit import (
     REPRICE,
     REPRICED_ROUTE,
     SOLD_OUT_ROUTE,
+    TRAVELLER_ID,
     Chat,
     SeamKit,
     cheapest_offer,
@@ -31,7 +32,7 @@ from tests.support.flowkit import (
 )
 from tests.support.happy_path import TRAVELLER_MOVES
 
-USER = 6001
+USER = TRAVELLER_ID  # the traveller of the flowkit paths
 
 
 async def test_a_city_with_several_airports_offers_them_all(seam: SeamKit) -> None:
