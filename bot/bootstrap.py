@@ -1,7 +1,9 @@
 """The composition root: the one place adapters are chosen, built, wired and closed.
 
-Nothing is built at import time. ``Runtime.open`` reads the settings, picks each port's adapter
-(ARCHITECTURE.md), builds the PTB Application and the services, and closes them all on exit.
+Nothing is built at import time. ``open_services`` reads the settings, picks each port's adapter
+(ARCHITECTURE.md) and builds the services, flow deps and engine on them; ``open_runtime`` puts
+the PTB Application and the background work around that. Both close what they opened on exit.
+The flow tests at the engine seam call ``open_services`` alone (tests/support/flowkit.py).
 """
 
 from __future__ import annotations
