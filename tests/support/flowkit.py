@@ -334,15 +334,19 @@ async def open_seam(
     clock: Clock | None = None,
     admin_ids: Sequence[int] = (),
     rate_limited: bool = True,
+    redis_url: str | None = None,
+    redis_prefix: str = "tb",
     **provider_options: Any,
 ) -> AsyncIterator[SeamKit]:
-    """The seam on local adapters; ``provider_options`` go to the demo provider."""
+    """The seam on local adapters (state and cache on Redis instead with ``redis_url``, keys
+    under ``redis_prefix``); ``provider_options`` go to the demo provider."""
     clock = clock or fixed_clock()
     settings = load_settings(
         sqlite_path=":memory:",
         email_outbox_dir=tmp_path / "outbox",
         admin_user_ids=",".join(str(i) for i in admin_ids),
-        redis_url=None,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
         supabase_url=None,
         stripe_secret_key=None,
         stripe_webhook_secret=None,
