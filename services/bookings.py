@@ -801,13 +801,14 @@ class BookingService:
             log.warning("duplicate payment on %s not refunded: %s", booking.reference, error)
         await self._alert(texts.alert_duplicate_payment(current, intent, refunded))
 
-    async def _fulfil(self, booking: Booking) -> None:
+    async def _fulfil(self, booking: Booking) -> bool:
         """Ticket a paid booking, once across workers and attempts.
 
         Whoever holds the booking's fulfilment lease tickets it (renewing the lease while the
         provider works); a worker that dies leaves the lease to run out, and reconciliation
         takes the booking over. The journal carries what an earlier attempt got done: a ticket
-        already issued is not bought again, only confirmed."""
+        already issued is not bought again, only confirmed. Returns whether this worker made
+        the attempt (False: another holds the lease, or the booking is no longer paid)."""
         async with self._booking_locks.hold(f"fulfil:{booking.id}"):
             now = self._now()
             journal = await self._storage.claim_fulfilment(
@@ -815,15 +816,16 @@ class BookingService:
             )
             if journal is None:
                 log.info("booking %s is being ticketed by another worker", booking.reference)
-                return
+                return False
             current = await self._reload(booking)
             if current.status is not S.PAID:
                 await self._storage.release_fulfilment(booking.id, self._worker_id)
-                return
+                return False
             async with self._lease_renewed(booking.id):
                 release = await self._ticket_and_confirm(current, journal)
             if release:
                 await self._storage.release_fulfilment(booking.id, self._worker_id)
+            return True
 
     async def _ticket_and_confirm(self, booking: Booking, journal: Fulfilment) -> bool:
         """One ticketing attempt under the lease. Returns whether to give the lease up (False:
@@ -985,11 +987,12 @@ class BookingService:
             now - self._stuck_after, limit=OVERDUE_BATCH
         ):
             try:
-                await self._fulfil(booking)
+                attempted = await self._fulfil(booking)
             except Exception:  # one booking's trouble must not stop the others
                 log.warning("reconciling %s failed", booking.reference, exc_info=True)
                 continue
-            if (await self._reload(booking)).status is not S.PAID:
+            # Counted by the worker that settled it, not by one that found it settled.
+            if attempted and (await self._reload(booking)).status is not S.PAID:
                 settled += 1
         expired = await self._storage.list_expired_between(
             now - EXPIRED_LOOKBACK, now, limit=OVERDUE_BATCH
