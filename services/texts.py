@@ -460,11 +460,10 @@ def payment_link(booking: Booking, url: str, expires_at: datetime, *, sandbox: b
     """The payment link for a booking, with its deadline: after Pay, and for "Pay now" or a new
     link from the booking's view (one renderer, so both read the same)."""
     amount = booking.amount.format()
-    deadline = expires_at.strftime("%H:%M UTC")
     label = f"Pay {amount} (test payment)" if sandbox else f"💳 Pay {amount} securely"
     text = (
-        f"Booking <b>{esc(booking.reference)}</b> is held for you. Pay by <b>{deadline}</b> to "
-        "keep this fare."
+        f"Booking <b>{esc(booking.reference)}</b> is held for you. Pay by "
+        f"<b>{deadline(expires_at)}</b> to keep this fare."
         + fare_hold_note(booking)
         + ("\n<i>This is a sandbox: no real money is taken.</i>" if sandbox else "")
     )
