@@ -185,6 +185,16 @@ def cancellation_refund(booking: Booking, airline_refund: Money | None) -> Money
     return left if airline_refund is None or airline_refund >= left else airline_refund
 
 
+def cancellation_refusal(booking: Booking, now: datetime) -> CancellationRefusedError | None:
+    """Why the traveller cannot cancel ``booking`` at ``now``, as the error to raise or show;
+    None when they can: a confirmed booking whose flight has not left yet."""
+    if booking.status is not S.CONFIRMED:
+        return CancellationRefusedError(texts.cannot_cancel(booking))
+    if booking.itinerary.departure <= now:
+        return CancellationRefusedError(texts.already_departed(booking))
+    return None
+
+
 def refund_refusal(booking: Booking, amount: Money | None = None) -> NothingToRefundError | None:
     """Why an admin's refund of ``amount`` (None: all that is left) cannot go ahead, as the
     error to raise or show; None when it can."""
@@ -1131,10 +1141,9 @@ class BookingService:
         booking = await self.get(user_id, reference)
         async with self._booking_locks.hold(booking.id):
             booking = await self._reload(booking)
-            if booking.status is not S.CONFIRMED:
-                raise CancellationRefusedError(texts.cannot_cancel(booking))
-            if booking.itinerary.departure <= self._now():
-                raise CancellationRefusedError(texts.already_departed(booking))
+            refusal = cancellation_refusal(booking, self._now())
+            if refusal is not None:
+                raise refusal
             airline_refund = await self._cancel_with_provider(booking)
             if not await self._storage.transition(booking.id, S.CONFIRMED, S.CANCELLED):
                 raise CancellationRefusedError(texts.cannot_cancel(await self._reload(booking)))
@@ -1457,8 +1466,9 @@ class BookingService:
         the traveller confirms. Raises ``CancellationRefusedError`` when the booking cannot be
         cancelled or the airline does not answer."""
         booking = await self.get(user_id, reference)
-        if booking.status is not S.CONFIRMED:
-            raise CancellationRefusedError(texts.cannot_cancel(booking))
+        refusal = cancellation_refusal(booking, self._now())
+        if refusal is not None:
+            raise refusal
         try:
             quote = await self._provider.quote_cancellation(booking)
         except ProviderUnavailableError:

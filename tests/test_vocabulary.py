@@ -276,7 +276,9 @@ def test_a_passport_number_is_masked_the_same_wherever_it_is_shown() -> None:
     )
     shown = {
         "confirmation": texts.confirmation(booking).text,
-        "/mybookings detail": common.booking_view(booking, date(2027, 1, 5)).text,
+        "/mybookings detail": common.booking_view(
+            booking, datetime(2027, 1, 5, 12, tzinfo=UTC)
+        ).text,
         "/mydata": common._mydata_summary(profile, [booking]),
         "/mydata file": json.dumps(common._stored_data(profile, [booking]), ensure_ascii=False),
         "review": "\n".join(booking_flow._traveller_lines(draft)),
