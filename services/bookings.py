@@ -176,6 +176,15 @@ class Erasure:
     anonymised: int = 0  # bookings whose travellers were erased now
 
 
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """A traveller's cancellation, done: the booking as it ended and what went back to the
+    card by it (zero for a non-refundable fare). The chat tells the traveller from this."""
+
+    booking: Booking
+    refunded: Money
+
+
 # Refund rules: the one place that says what goes back. The chat asks these before it offers a
 # button, and the service applies them again under the booking's lock before any money moves.
 def cancellation_refund(booking: Booking, airline_refund: Money | None) -> Money:
@@ -1136,8 +1145,10 @@ class BookingService:
             await self._alert(texts.alert_refunded_outside(current))
 
     # after payment ---------------------------------------------------------------------------
-    async def cancel_by_user(self, user_id: int, reference: str) -> Booking:
-        """Cancel a confirmed booking before departure and refund it in full."""
+    async def cancel_by_user(self, user_id: int, reference: str) -> Cancellation:
+        """Cancel a confirmed booking before departure and refund what the airline gives back
+        (``cancellation_refund``). The traveller pressed for it, so the chat's answer tells
+        them; no notification besides."""
         booking = await self.get(user_id, reference)
         async with self._booking_locks.hold(booking.id):
             booking = await self._reload(booking)
@@ -1149,8 +1160,7 @@ class BookingService:
                 raise CancellationRefusedError(texts.cannot_cancel(await self._reload(booking)))
             if airline_refund is not None and airline_refund.amount == 0:
                 log.info("booking %s cancelled with nothing to refund", booking.reference)
-                await self._tell(booking.user_id, texts.cancelled_not_refunded(booking))
-                return await self._reload(booking)
+                return Cancellation(await self._reload(booking), airline_refund)
             try:
                 # What is left (or what the airline gives back): an admin's partial refund may
                 # be on its way at this moment.
@@ -1170,12 +1180,10 @@ class BookingService:
                 current = await self._reload(booking)
                 await self._alert(texts.alert_refund_failed(current, str(error)))
                 raise RefundFailedError(texts.refund_failed_user(booking)) from None
-            if airline_refund is not None:
-                await self._tell(booking.user_id, texts.cancelled_refunded(booking, refund.amount))
             await self._storage.transition(booking.id, S.CANCELLED, S.REFUNDED)
             log.info("booking %s cancelled by the traveller and refunded", booking.reference)
             self._receipts.refunded(booking, refund.amount, full=True)
-            return await self._reload(booking)
+            return Cancellation(await self._reload(booking), refund.amount)
 
     async def mark_ticketed(self, reference: str) -> Booking:
         """An admin issued the ticket by hand after a manual-ticketing alert: the booking is

@@ -200,16 +200,24 @@ def ticketing_failed_refund_pending(booking: Booking) -> Message:
     )
 
 
-def cancelled_refunded(booking: Booking, refunded: Money) -> Message:
-    return Message(
-        text=(
-            f"Booking <b>{esc(booking.reference)}</b> ({route(booking)}, "
-            f"{format_day(booking.itinerary.departure)}) is cancelled.\n"
-            f"<b>{refunded.format()}</b> is on its way back to your card; banks usually show "
-            "it within 5–10 days."
-        ),
-        buttons=((_open_button(booking),),),
+def cancelled_by_traveller(booking: Booking, refunded: Money) -> Message:
+    """The answer to "Yes, cancel": what comes back (``refunded``, zero for a fare the airline
+    does not refund)."""
+    trip = (
+        f"Booking <b>{esc(booking.reference)}</b> ({route(booking)}, "
+        f"{format_day(booking.itinerary.departure)})"
     )
+    if refunded.amount == 0:
+        text = (
+            f"{trip} is cancelled with the airline. Its fare was non-refundable, so nothing is "
+            "refunded."
+        )
+    else:
+        text = (
+            f"{trip} is cancelled.\n<b>{refunded.format()}</b> is on its way back to your card; "
+            "banks usually show it within 5–10 days."
+        )
+    return Message(text=text, buttons=((_open_button(booking),),))
 
 
 def refund_issued(booking: Booking, refunded: Money, *, full: bool) -> Message:
@@ -524,17 +532,6 @@ def cancel_question(booking: Booking, refund: Money) -> str:
         )
     return (
         f"Cancel booking <b>{esc(booking.reference)}</b> and refund {refund.format()} to your card?"
-    )
-
-
-def cancelled_not_refunded(booking: Booking) -> Message:
-    return Message(
-        text=(
-            f"Booking <b>{esc(booking.reference)}</b> ({route(booking)}, "
-            f"{format_day(booking.itinerary.departure)}) is cancelled with the airline. Its fare was "
-            "non-refundable, so nothing is refunded."
-        ),
-        buttons=((_open_button(booking),),),
     )
 
 

@@ -364,7 +364,7 @@ async def btn_cancel_yes(
     deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed
 ) -> Step:
     try:
-        booking = await deps.bookings.cancel_by_user(event.user.id, pressed.arg)
+        done = await deps.bookings.cancel_by_user(event.user.id, pressed.arg)
     except BookingError as error:
         return _keep(conv, Message(text=esc(str(error))))
     except PaymentError:
@@ -373,12 +373,7 @@ async def btn_cancel_yes(
             conv,
             Message(text="The refund could not be started just now; please try again shortly."),
         )
-    return _keep(
-        conv,
-        Message(
-            text=f"Booking <b>{esc(booking.reference)}</b> is cancelled. Status: {booking.status.label}."
-        ),
-    )
+    return _keep(conv, texts.cancelled_by_traveller(done.booking, done.refunded))
 
 
 async def idle_text(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
