@@ -201,21 +201,15 @@ def ticketing_failed_refund_pending(booking: Booking) -> Message:
 
 
 def cancelled_by_traveller(booking: Booking, refunded: Money) -> Message:
-    """The answer to "Yes, cancel": what comes back (``refunded``, zero for a fare the airline
-    does not refund)."""
-    trip = (
-        f"Booking <b>{esc(booking.reference)}</b> ({route(booking)}, "
-        f"{format_day(booking.itinerary.departure)})"
-    )
+    """The answer to "Yes, cancel", under the question that named the trip: what comes back
+    (``refunded``, zero for a fare the airline does not refund)."""
+    done = f"Booking <b>{esc(booking.reference)}</b> is cancelled."
     if refunded.amount == 0:
-        text = (
-            f"{trip} is cancelled with the airline. Its fare was non-refundable, so nothing is "
-            "refunded."
-        )
+        text = f"{done} Its fare was non-refundable, so nothing is refunded."
     else:
         text = (
-            f"{trip} is cancelled.\n<b>{refunded.format()}</b> is on its way back to your card; "
-            "banks usually show it within 5–10 days."
+            f"{done}\n<b>{refunded.format()}</b> is on its way back to your card; banks usually "
+            "show it within 5–10 days."
         )
     return Message(text=text, buttons=((_open_button(booking),),))
 
