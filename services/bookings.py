@@ -176,6 +176,15 @@ class Erasure:
     anonymised: int = 0  # bookings whose travellers were erased now
 
 
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """A traveller's cancellation, done: the booking as it ended and what went back to the
+    card by it (zero for a non-refundable fare). The chat tells the traveller from this."""
+
+    booking: Booking
+    refunded: Money
+
+
 # Refund rules: the one place that says what goes back. The chat asks these before it offers a
 # button, and the service applies them again under the booking's lock before any money moves.
 def cancellation_refund(booking: Booking, airline_refund: Money | None) -> Money:
@@ -183,6 +192,16 @@ def cancellation_refund(booking: Booking, airline_refund: Money | None) -> Money
     airline order, so everything), never more than is left after refunds already sent."""
     left = booking.refundable
     return left if airline_refund is None or airline_refund >= left else airline_refund
+
+
+def cancellation_refusal(booking: Booking, now: datetime) -> CancellationRefusedError | None:
+    """Why the traveller cannot cancel ``booking`` at ``now``, as the error to raise or show;
+    None when they can: a confirmed booking whose flight has not left yet."""
+    if booking.status is not S.CONFIRMED:
+        return CancellationRefusedError(texts.cannot_cancel(booking))
+    if booking.itinerary.departure <= now:
+        return CancellationRefusedError(texts.already_departed(booking))
+    return None
 
 
 def refund_refusal(booking: Booking, amount: Money | None = None) -> NothingToRefundError | None:
@@ -1129,22 +1148,22 @@ class BookingService:
             await self._alert(texts.alert_refunded_outside(current))
 
     # after payment ---------------------------------------------------------------------------
-    async def cancel_by_user(self, user_id: int, reference: str) -> Booking:
-        """Cancel a confirmed booking before departure and refund it in full."""
+    async def cancel_by_user(self, user_id: int, reference: str) -> Cancellation:
+        """Cancel a confirmed booking before departure and refund what the airline gives back
+        (``cancellation_refund``). The traveller pressed for it, so the chat's answer tells
+        them; no notification besides."""
         booking = await self.get(user_id, reference)
         async with self._booking_locks.hold(booking.id):
             booking = await self._reload(booking)
-            if booking.status is not S.CONFIRMED:
-                raise CancellationRefusedError(texts.cannot_cancel(booking))
-            if booking.itinerary.departure <= self._now():
-                raise CancellationRefusedError(texts.already_departed(booking))
+            refusal = cancellation_refusal(booking, self._now())
+            if refusal is not None:
+                raise refusal
             airline_refund = await self._cancel_with_provider(booking)
             if not await self._storage.transition(booking.id, S.CONFIRMED, S.CANCELLED):
                 raise CancellationRefusedError(texts.cannot_cancel(await self._reload(booking)))
             if airline_refund is not None and airline_refund.amount == 0:
                 log.info("booking %s cancelled with nothing to refund", booking.reference)
-                await self._tell(booking.user_id, texts.cancelled_not_refunded(booking))
-                return await self._reload(booking)
+                return Cancellation(await self._reload(booking), airline_refund)
             try:
                 # What is left (or what the airline gives back): an admin's partial refund may
                 # be on its way at this moment.
@@ -1164,12 +1183,10 @@ class BookingService:
                 current = await self._reload(booking)
                 await self._alert(texts.alert_refund_failed(current, str(error)))
                 raise RefundFailedError(texts.refund_failed_user(booking)) from None
-            if airline_refund is not None:
-                await self._tell(booking.user_id, texts.cancelled_refunded(booking, refund.amount))
             await self._storage.transition(booking.id, S.CANCELLED, S.REFUNDED)
             log.info("booking %s cancelled by the traveller and refunded", booking.reference)
             self._receipts.refunded(booking, refund.amount, full=True)
-            return await self._reload(booking)
+            return Cancellation(await self._reload(booking), refund.amount)
 
     async def mark_ticketed(self, reference: str) -> Booking:
         """An admin issued the ticket by hand after a manual-ticketing alert: the booking is
@@ -1460,8 +1477,9 @@ class BookingService:
         the traveller confirms. Raises ``CancellationRefusedError`` when the booking cannot be
         cancelled or the airline does not answer."""
         booking = await self.get(user_id, reference)
-        if booking.status is not S.CONFIRMED:
-            raise CancellationRefusedError(texts.cannot_cancel(booking))
+        refusal = cancellation_refusal(booking, self._now())
+        if refusal is not None:
+            raise refusal
         try:
             quote = await self._provider.quote_cancellation(booking)
         except ProviderUnavailableError:
