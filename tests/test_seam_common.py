@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -162,10 +163,31 @@ async def test_a_confirmed_booking_is_cancelled_and_refunded(seam: SeamKit) -> N
     assert "Yes, cancel and refund" in question.labels
     assert (await chat.booking()).status is BookingStatus.CONFIRMED  # nothing before "yes"
     reply = await chat.press("Yes, cancel and refund")
-    assert f"Booking {booking.reference} is cancelled." in reply.text
+    [told] = reply.messages  # one answer, saying what comes back
+    assert f"Booking {booking.reference} is cancelled." in told.text
+    assert f"{booking.amount.format()} is on its way back" in told.text
     after = await chat.booking()
     assert after.status is BookingStatus.REFUNDED
     assert after.refunded_minor == booking.amount.amount
+
+
+async def test_cancel_and_refund_is_offered_until_the_flight_leaves_not_all_day(
+    seam: SeamKit,
+) -> None:
+    """The booking service refuses once the flight has left, so the button goes then, not at
+    the end of the departure day: pressed later it could only lead to a refusal."""
+    chat = seam.chat(USER)
+    booking = await seam.booked(chat)
+    departure = booking.itinerary.departure
+    seam.clock.now = departure - timedelta(minutes=1)
+    await chat.say("/mybookings")
+    assert "Cancel and refund" in (await chat.press(booking.reference)).labels
+    seam.clock.now = departure + timedelta(seconds=1)  # the same day where it leaves
+    await chat.say("/mybookings")
+    after = await chat.press(booking.reference)
+    assert "Cancel and refund" not in after.labels
+    assert "‹ My bookings" in after.labels
+    assert (await chat.booking()).status is BookingStatus.CONFIRMED
 
 
 async def test_mydata_summarises_with_the_passport_masked_and_sends_the_file(
