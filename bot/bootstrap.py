@@ -11,7 +11,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +24,7 @@ from bot.config import FlightProvider as ProviderChoice
 from bot.config import Settings
 from bot.observability import timed_updates
 from bot.telegram_http import AiohttpRequest
+from conversations.data import Conversation
 from conversations.deps import FlowDeps
 from conversations.engine import Engine
 from conversations.flows.admin import StoreChatStates
@@ -54,6 +55,7 @@ from services.mail.files import FileSender
 from services.mail.receipts import EmailReceipts
 from services.mail.smtp import SmtpSender, SmtpServer
 from services.models import Booking, today_anywhere, utcnow
+from services.notify import Notifier
 from services.payments.base import PaymentGateway
 from services.payments.sandbox import SandboxGateway
 from services.payments.stripe import StripeGateway
@@ -94,9 +96,8 @@ class Runtime:
     adapters: Adapters
     application: Application[Any, Any, Any, Any, Any, Any]
     bookings: BookingService
-    engine: Engine
+    engine: Engine[FlowDeps, Conversation]
     places: PlaceIndex
-    extra: dict[str, Any] = field(default_factory=dict)
     broadcasts: BroadcastWorker | None = None
     receipts: EmailReceipts | None = None
 
@@ -257,7 +258,7 @@ async def open_runtime(
             # Stripe's page sends the traveller here when they cancel: the chat cancels it.
             return f"https://t.me/{username}?start=cancelled_{booking.reference}"
 
-        alert: Callable[[str], Awaitable[None]] = _admin_alerter(notifier, settings.admin_user_ids)
+        alert: Callable[[str], Awaitable[None]] = admin_alerter(notifier, settings.admin_user_ids)
         receipts = EmailReceipts(
             adapters.mail, sender_address=settings.email_sender_address, alert_admins=alert
         )
@@ -400,15 +401,17 @@ async def _retain(retention: RetentionJob) -> None:
         log.warning("deleting expired records failed; retrying next minute", exc_info=True)
 
 
-def _admin_alerter(
-    notifier: TelegramNotifier, admin_ids: frozenset[int]
+def admin_alerter(
+    notifier: Notifier, admin_ids: frozenset[int]
 ) -> Callable[[str], Awaitable[None]]:
-    from services.messages import Message, esc
+    """Alerts are HTML, their values escaped where they are written (services/texts.py), as
+    every message is: escaping them again here showed admins ``&amp;`` for ``&``."""
+    from services.messages import Message
 
     async def alert(text: str) -> None:
         for admin_id in admin_ids:
             try:
-                await notifier.notify(admin_id, Message(text=f"⚠️ {esc(text)}"))
+                await notifier.notify(admin_id, Message(text=f"⚠️ {text}"))
             except Exception:
                 log.warning("could not alert admin %s", admin_id, exc_info=True)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import socket
@@ -198,7 +197,3 @@ async def start_site(
     )
     await site.start()
     return runner
-
-
-def json_dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))

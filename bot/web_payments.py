@@ -16,6 +16,7 @@ from aiohttp import web
 
 from bot.web_guard import STRIPE_MAX_BYTES, RequestRefusedError, read_body
 from services.bookings import BookingService
+from services.flights.dates import format_day
 from services.models import Booking, BookingStatus
 from services.payments.base import (
     InvalidSignatureError,
@@ -25,7 +26,7 @@ from services.payments.base import (
 )
 from services.payments.sandbox import SandboxGateway
 from services.storage.base import StorageUnavailableError
-from services.texts import day, deadline, route
+from services.texts import deadline, route
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def _summary(booking: Booking) -> str:
     e = html.escape
     rows = [
         ("Booking", e(booking.reference)),
-        ("Flight", e(f"{route(booking)} · {day(booking.itinerary.departure)}")),
+        ("Flight", e(f"{route(booking)} · {format_day(booking.itinerary.departure)}")),
         ("Travellers", str(len(booking.travellers))),
         ("Amount", f"<b>{e(booking.amount.format())}</b>"),
     ]

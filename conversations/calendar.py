@@ -143,8 +143,3 @@ def price_label(amount: Money) -> str:
     if major >= 1000:
         return f"{major / 1000:.1f}k"
     return str(major)
-
-
-def last_bookable_day(today: date, horizon_days: int) -> date:
-    """The last day a provider with this horizon sells."""
-    return today + timedelta(days=horizon_days)

@@ -1,9 +1,13 @@
 """The conversation engine: per-chat lock, load, transition, save, unlock.
 
 Flows declare their states as data (``State``: a text handler, button handlers by action, a hint);
-a handler is a function of (turn, data, event) that returns a ``Step`` (new state, new data,
-replies). Replies are ``services.messages.Message`` values: the engine turns each button into a
-compact callback token that carries the conversation version, so a button from an older step is
+a handler is a function of (deps, data, event[, pressed]) that returns a ``Step`` (new state, new
+data, replies). The engine is generic over the deps and the conversation data, so mypy checks
+each flow's handlers against the engine that runs them. A handler always gets loaded data, never
+None: ``Router.load_data`` is told the state it loads for, so the data knows the chat's current
+state (``Conversation.loaded_state``) for the commands and global buttons that run in any state.
+Replies are ``services.messages.Message`` values: the engine turns each button into a compact
+callback token that carries the conversation version, so a button from an older step is
 recognised and refused without touching anything.
 """
 
@@ -14,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -102,21 +106,24 @@ class TurnResult:
     state: str | None = None
 
 
-TextHandler = Callable[[Any, Any, Event], Awaitable[Step]]
-ButtonHandler = Callable[[Any, Any, Event, Pressed], Awaitable[Step | None]]
+DepsT = TypeVar("DepsT")  # what the flows need from the services (FlowDeps in production)
+DataT = TypeVar("DataT", bound=BaseModel)  # what a chat's conversation remembers
+
+TextHandler = Callable[[DepsT, DataT, Event], Awaitable[Step]]
+ButtonHandler = Callable[[DepsT, DataT, Event, Pressed], Awaitable[Step | None]]
 # Runs first in every turn, with the chat's record as read under the lock: a Step answers the
 # update instead of the flows (a blocked user), None lets the turn go on as usual.
-Gate = Callable[[Any, Turn, Event], Awaitable[Step | None]]
+Gate = Callable[[DepsT, Turn, Event], Awaitable[Step | None]]
 
 
 @dataclass(frozen=True, slots=True)
-class State:
+class State(Generic[DepsT, DataT]):
     """One state of a flow: how it answers text and buttons, and what to say otherwise."""
 
     name: str
     hint: str
-    on_text: TextHandler | None = None
-    buttons: Mapping[str, ButtonHandler] = field(default_factory=dict)
+    on_text: TextHandler[DepsT, DataT] | None = None
+    buttons: Mapping[str, ButtonHandler[DepsT, DataT]] = field(default_factory=dict)
 
 
 def encode_callback(version: int, action: str, arg: str = "") -> str:
@@ -211,18 +218,19 @@ _FIRST_LATE_SAVE = 0.2
 _MAX_LATE_SAVE = 2.0
 
 
-class Router:
-    """Maps what the user did to a flow handler; knows nothing about storage or Telegram."""
+class Router(Generic[DepsT, DataT]):
+    """Maps what the user did to a flow handler; knows nothing about storage or Telegram.
+    Built from the flows' declarations by ``conversations.flow.Registry``."""
 
     def __init__(
         self,
         *,
-        states: Mapping[str, State],
-        commands: Mapping[str, TextHandler],
-        global_buttons: Mapping[str, ButtonHandler],
-        load_data: Callable[[str | None, dict[str, Any]], BaseModel | None],
-        idle: State,
-        gate: Gate | None = None,
+        states: Mapping[str, State[DepsT, DataT]],
+        commands: Mapping[str, TextHandler[DepsT, DataT]],
+        global_buttons: Mapping[str, ButtonHandler[DepsT, DataT]],
+        load_data: Callable[[str | None, dict[str, Any]], DataT],
+        idle: State[DepsT, DataT],
+        gate: Gate[DepsT] | None = None,
     ) -> None:
         self.states = states
         self.commands = commands
@@ -232,14 +240,14 @@ class Router:
         self.gate = gate
 
 
-class Engine:
+class Engine(Generic[DepsT, DataT]):
     """Runs one turn of a chat's conversation under that chat's lock."""
 
     def __init__(
         self,
         store: StateStore,
-        router: Router,
-        deps: Any,
+        router: Router[DepsT, DataT],
+        deps: DepsT,
         *,
         bot_id: int,
         ttl: int,
@@ -370,17 +378,29 @@ class Engine:
         """Run the handler. Returns the step and whether state or data changed."""
         record = turn.record
         state_name = record.state
+        if state_name is not None and state_name not in self.router.states:
+            state_name = None  # a state this version no longer has (or one no flow routes)
         try:
-            data = self.router.load_data(state_name, record.data)
+            data: DataT | None = self.router.load_data(state_name, record.data)
         except ValidationError:
             # Stored data from an older shape: start over rather than crash the chat.
             log.warning("discarding unreadable conversation data in state %s", state_name)
             state_name, data = None, None
+        if data is None or state_name != record.state:
+            # Handlers always get data; a record that is not used starts from nothing, and
+            # counts as nothing when the engine decides whether the turn changed anything.
+            fresh = self.router.load_data(None, {})
+            state = self.router.idle
+            step = await self._dispatch(state, fresh, event, record.version)
+            return self._result(step, None, None)
         state = self.router.states.get(state_name or "", self.router.idle)
-        if state_name is not None and state_name not in self.router.states:
-            state_name, data = None, None
-
         step = await self._dispatch(state, data, event, record.version)
+        return self._result(step, state_name, data)
+
+    @staticmethod
+    def _result(
+        step: Step | None, state_name: str | None, data: BaseModel | None
+    ) -> tuple[Step, bool]:
         if step is None:
             return Step(state=state_name, data=data), False
         if step.state == KEEP:
@@ -389,7 +409,7 @@ class Engine:
         return step, not unchanged
 
     async def _dispatch(
-        self, state: State, data: Any, event: Event, current_version: int
+        self, state: State[DepsT, DataT], data: DataT, event: Event, current_version: int
     ) -> Step | None:
         deps = self.deps
         if event.kind == "command":
@@ -427,11 +447,11 @@ class Engine:
         return await state.on_text(deps, data, event)
 
 
-def _keep(state: State, data: Any, text: str) -> Step:
+def _keep(state: State[Any, Any], data: BaseModel, text: str) -> Step:
     return Step(state=state.name or None, data=data, replies=[Message(text=text)])
 
 
-def _notice_only(state: State, data: Any, notice: Notice) -> Step:
+def _notice_only(state: State[Any, Any], data: BaseModel, notice: Notice) -> Step:
     return Step(state=state.name or None, data=data, notice=notice)
 
 

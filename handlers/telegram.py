@@ -23,6 +23,8 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from telegram.ext import Application, CallbackContext, ExtBot
 
+from conversations.data import Conversation
+from conversations.deps import FlowDeps
 from conversations.engine import UNAVAILABLE, Engine, Event, Outgoing, TurnResult, User, render
 from conversations.state import LockTimeoutError, StateUnavailableError
 from services.messages import Message
@@ -39,7 +41,7 @@ TELEGRAM_TEXT_LIMIT = 4096
 class BotDeps:
     """What the Telegram edge needs from the composition root."""
 
-    engine: Engine
+    engine: Engine[FlowDeps, Conversation]
     storage: Storage
 
 

@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from services import texts
+from services.flights.dates import format_date, format_day
 from services.messages import esc
 from services.models import (
     AuditEntry,
@@ -26,6 +27,8 @@ from services.models import (
     Stats,
     Traveller,
     mask_document,
+    mask_email,
+    mask_phone,
     utcnow,
 )
 from services.money import Money, currency_exponent
@@ -210,26 +213,12 @@ def stats_text(stats: Stats, funnel: dict[str, int], period: Period) -> str:
     return fit(lines)
 
 
-def mask_email(email: str | None) -> str:
-    if not email:
-        return "—"
-    name, _, domain = email.partition("@")
-    return f"{name[:1]}•••@{domain}" if domain else "•••"
-
-
-def mask_phone(phone: str | None) -> str:
-    if not phone:
-        return "—"
-    digits = [c for c in phone if c.isdigit()]
-    return "•••• " + "".join(digits[-3:]) if len(digits) > 3 else "••••"
-
-
 def _traveller_lines(index: int, traveller: Traveller) -> list[str]:
     lines = [
         f"  {index}. {esc(traveller.full_name)} ({traveller.category.value}), born "
-        f"{traveller.birth_date:%Y-%m-%d}, {esc(traveller.nationality)}, passport "
+        f"{format_date(traveller.birth_date)}, {esc(traveller.nationality)}, passport "
         f"{esc(mask_document(traveller.passport_number))} valid to "
-        f"{traveller.passport_expiry:%Y-%m-%d}"
+        f"{format_date(traveller.passport_expiry)}"
     ]
     if traveller.email or traveller.phone:
         lines.append(
@@ -303,7 +292,7 @@ def _refund_lines(booking: Booking) -> list[str]:
 def booking_line(booking: Booking) -> str:
     return (
         f"<code>{esc(booking.reference)}</code> {texts.route(booking)} "
-        f"{texts.day(booking.itinerary.departure)} · {booking.amount.format()} · "
+        f"{format_day(booking.itinerary.departure)} · {booking.amount.format()} · "
         f"{booking.status.label}"
     )
 

@@ -9,6 +9,7 @@ one outcome and one message: the status rules decide, never the arrival order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -23,7 +24,6 @@ from pydantic import ValidationError
 
 from services import metrics, texts
 from services.flights.base import (
-    CancellationQuote,
     FareChangedError,
     FareIncreasedError,
     FareUnavailableError,
@@ -38,13 +38,15 @@ from services.flights.base import (
 from services.mail.receipts import NO_RECEIPTS, BookingReceipts
 from services.messages import Message
 from services.models import (
+    BOOKED_STATUSES,
+    REFUND_FROM_STATUSES,
+    UNPAID_STATUSES,
     AuditEntry,
     Booking,
     BookingStatus,
     Fulfilment,
     Itinerary,
     NewBooking,
-    PassengerCategory,
     Passengers,
     Traveller,
     utcnow,
@@ -83,6 +85,9 @@ FARE_HOLD_SLACK = timedelta(minutes=1)
 REFUND_RECORD_TYPE = "refund.created"  # how our own refunds appear in a booking's event history
 # Payment links are Checkout Sessions at Stripe; old buttons never expire, so these caps are
 # what stops one traveller making dozens a minute.
+# A refund claim unsettled this long has no worker any more: a refund call, retries included,
+# is over in well under two minutes.
+REFUND_CLAIM_STALE = timedelta(minutes=15)
 MAX_OPEN_LINKS_PER_USER = 3  # unpaid bookings whose link is still payable
 MAX_RENEWALS_PER_BOOKING = 5  # new links for one booking after its first
 
@@ -120,8 +125,10 @@ class RefundFailedError(BookingError):
     """The booking was cancelled but the money could not be sent back yet; admins are alerted."""
 
 
-# Statuses of a booking nobody has paid for yet, which the traveller can still give up.
-UNPAID = (S.DRAFT, S.AWAITING_PAYMENT, S.EXPIRED)
+class RefundUnconfirmedError(PaymentUnavailableError):
+    """Stripe gave no answer to a refund, nor to the question whether it was made. Its amount
+    stays claimed on the booking, so nobody can send that money back a second time."""
+
 
 # Bookings settled per sweep; the rest wait for the next minute.
 OVERDUE_BATCH = 200
@@ -169,16 +176,37 @@ class Erasure:
     anonymised: int = 0  # bookings whose travellers were erased now
 
 
-def passengers_of(travellers: tuple[Traveller, ...]) -> Passengers:
-    """Who is travelling, counted by category (what the provider re-prices for)."""
-    count = dict.fromkeys(PassengerCategory, 0)
-    for traveller in travellers:
-        count[traveller.category] += 1
-    return Passengers(
-        adults=count[PassengerCategory.ADULT],
-        children=count[PassengerCategory.CHILD],
-        infants=count[PassengerCategory.INFANT],
-    )
+# Refund rules: the one place that says what goes back. The chat asks these before it offers a
+# button, and the service applies them again under the booking's lock before any money moves.
+def cancellation_refund(booking: Booking, airline_refund: Money | None) -> Money:
+    """What a traveller's cancellation gives back: what the airline refunds (None: there is no
+    airline order, so everything), never more than is left after refunds already sent."""
+    left = booking.refundable
+    return left if airline_refund is None or airline_refund >= left else airline_refund
+
+
+def refund_refusal(booking: Booking, amount: Money | None = None) -> NothingToRefundError | None:
+    """Why an admin's refund of ``amount`` (None: all that is left) cannot go ahead, as the
+    error to raise or show; None when it can."""
+    if booking.status is S.REFUNDED:
+        return AlreadyRefundedError(texts.already_refunded(booking))
+    if not booking.status.holds_payment or booking.payment_intent_id is None:
+        return NothingToRefundError(texts.nothing_to_refund(booking))
+    if amount is not None:
+        if amount.currency != booking.amount.currency:
+            return NothingToRefundError(
+                f"Booking {booking.reference} was paid in {booking.amount.currency}, "
+                f"not {amount.currency}."
+            )
+        if amount.amount <= 0:
+            return NothingToRefundError("The refund amount must be more than zero.")
+        if amount > booking.amount:
+            return NothingToRefundError(texts.refund_too_large(booking, amount))
+    if booking.refundable.amount <= 0:
+        return AlreadyRefundedError(texts.already_refunded(booking))
+    if amount is not None and amount > booking.refundable:
+        return NothingToRefundError(texts.refund_exceeds_what_is_left(booking, amount))
+    return None
 
 
 class BookingService:
@@ -231,10 +259,6 @@ class BookingService:
             f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         )
         self._user_locks = _KeyedLocks()
-
-    @property
-    def gateway(self) -> PaymentGateway:
-        return self._gateway
 
     # lookups ---------------------------------------------------------------------------------
     async def booking_for_session(self, session_id: str) -> Booking | None:
@@ -335,7 +359,7 @@ class BookingService:
         may each let one more through, which a cap on spam can afford."""
         now = self._now()
         count = 0
-        for status in (S.DRAFT, S.AWAITING_PAYMENT, S.EXPIRED):
+        for status in UNPAID_STATUSES:
             for booking in await self._storage.list_bookings_by_status(status, user_id=user_id):
                 if booking.id == besides or (booking.payment_deadline or now) < now:
                     continue
@@ -362,7 +386,7 @@ class BookingService:
         booking = await self.get(user_id, reference)
         async with self._booking_locks.hold(booking.id):
             booking = await self._reload(booking)
-            if booking.status not in (S.AWAITING_PAYMENT, S.EXPIRED, S.DRAFT):
+            if not booking.status.unpaid:
                 raise RenewalRefusedError(texts.cannot_renew(booking))
             if booking.itinerary.departure <= self._now():
                 raise RenewalRefusedError(texts.already_departed(booking))
@@ -374,7 +398,7 @@ class BookingService:
             if current is not None and current.payment_status == "paid":
                 await self._apply_payment(booking, current)
                 booking = await self._reload(booking)
-                if booking.status not in (S.AWAITING_PAYMENT, S.EXPIRED, S.DRAFT):
+                if not booking.status.unpaid:
                     raise RenewalRefusedError(texts.already_paid(booking))
                 # another amount was paid and refunded: the traveller may pay the fare anew
             await self._check_open_links(booking.user_id, besides=booking.id)
@@ -421,7 +445,7 @@ class BookingService:
 
     async def _check_fare(self, booking: Booking) -> None:
         try:
-            passengers = passengers_of(booking.travellers)
+            passengers = booking.passengers
         except ValidationError:
             raise RenewalRefusedError(texts.fare_gone(booking)) from None
         check = await self._provider.recheck(booking.itinerary, passengers)
@@ -457,7 +481,7 @@ class BookingService:
     async def _cancel_unpaid(self, booking: Booking) -> bool:
         """draft, awaiting_payment or expired → cancelled, then the link closed, so that it
         can no longer be paid."""
-        if booking.status not in UNPAID or not await self._storage.transition(
+        if not booking.status.unpaid or not await self._storage.transition(
             booking.id, booking.status, S.CANCELLED
         ):
             return False
@@ -490,13 +514,26 @@ class BookingService:
             if attempt is None:  # refunded already, or a second payment: a person must look
                 await self._alert(texts.alert_payment_on_ended_booking(current, session.amount))
                 return True
+            key = f"refund:{booking.id}:ended:{attempt}"
             try:
                 refund = await self._gateway.refund(
                     intent,
                     amount=session.amount,
                     reason="requested_by_customer",
-                    idempotency_key=f"refund:{booking.id}:ended:{attempt}",
+                    idempotency_key=key,
                 )
+            except PaymentUnavailableError:
+                found = None
+                with contextlib.suppress(PaymentError):
+                    found = await self._gateway.find_refund(intent, key)
+                if found is None:
+                    # Released and raised: the webhook answers 5xx, Stripe delivers the event
+                    # again and the refund is tried again under a new key. The booking records
+                    # no payment, so nobody else could refund it. Refunding the whole charge,
+                    # a repeat of a refund that was made after all is refused by Stripe.
+                    await self._storage.settle_refund(booking.id, session.amount.amount, sent=False)
+                    raise
+                refund = found
             except PaymentError as error:
                 await self._storage.settle_refund(booking.id, session.amount.amount, sent=False)
                 log.warning("late payment on %s not refunded: %s", current.reference, error)
@@ -540,7 +577,7 @@ class BookingService:
         """What ``erase_user_data`` would do now: shown before the traveller confirms."""
         unpaid = [
             booking
-            for status in UNPAID
+            for status in UNPAID_STATUSES
             for booking in await self._storage.list_bookings_by_status(status, user_id=user_id)
         ]
         return Erasure(cancelled=tuple(unpaid), kept=tuple(await self._trips_to_keep(user_id)))
@@ -555,7 +592,7 @@ class BookingService:
         it lands or stops standing (cancelled, refunded); ``erase_held_data`` erases them then.
         """
         cancelled = []
-        for status in UNPAID:
+        for status in UNPAID_STATUSES:
             for booking in await self._storage.list_bookings_by_status(status, user_id=user_id):
                 async with self._booking_locks.hold(booking.id):
                     if await self._cancel_unpaid(await self._reload(booking)):
@@ -576,7 +613,7 @@ class BookingService:
         now = self._now()
         return [
             booking
-            for status in (S.PAID, S.CONFIRMED)
+            for status in BOOKED_STATUSES
             for booking in await self._storage.list_bookings_by_status(status, user_id=user_id)
             if booking.trip_end > now
         ]
@@ -963,7 +1000,61 @@ class BookingService:
                     settled += 1
             except Exception:
                 log.warning("reconciling %s failed", booking.reference, exc_info=True)
-        return settled
+        return settled + await self.resolve_refund_claims()
+
+    async def resolve_refund_claims(self) -> int:
+        """End refund claims that nobody settled for ``REFUND_CLAIM_STALE`` (their worker
+        stopped mid-refund, or Stripe never said whether it made one) with what Stripe says
+        went back: the money is then refundable again, or counted as refunded and the
+        traveller told. Returns how many claims it ended."""
+        ended = 0
+        stale = await self._storage.list_stale_refund_claims(
+            self._now() - REFUND_CLAIM_STALE, limit=OVERDUE_BATCH
+        )
+        for booking in stale:
+            try:
+                if await self._resolve_refund_claim(booking):
+                    ended += 1
+            except Exception:
+                log.warning("resolving %s's refund claim failed", booking.reference, exc_info=True)
+        return ended
+
+    async def _resolve_refund_claim(self, booking: Booking) -> bool:
+        if booking.payment_intent_id is None:
+            return False
+        currency = booking.amount.currency
+        total = (await self._gateway.refunded_total(booking.payment_intent_id, currency)).amount
+        # What went back for this claim: nothing below what was already counted, nothing above
+        # what was claimed (a refund made elsewhere reaches us as charge.refunded).
+        claimed_to = booking.refunded_minor + booking.refund_pending_minor
+        refunded = min(max(total, booking.refunded_minor), claimed_to)
+        if not await self._storage.resolve_refund_claim(
+            booking.id,
+            expected_refunded=booking.refunded_minor,
+            expected_pending=booking.refund_pending_minor,
+            refunded=refunded,
+        ):
+            return False  # settled meanwhile, by its own worker or another sweeper
+        current = await self._reload(booking)
+        made = refunded - booking.refunded_minor
+        log.info(
+            "booking %s: a stale refund claim of %d ended, %d of it refunded",
+            booking.reference,
+            booking.refund_pending_minor,
+            made,
+        )
+        if made > 0:
+            full = current.refunded_minor >= current.amount.amount
+            if full:
+                await self._end_refunded(booking)
+                current = await self._reload(booking)
+            amount = Money(amount=made, currency=currency)
+            await self._tell(current.user_id, texts.refund_issued(current, amount, full=full))
+            self._receipts.refunded(current, amount, full=full)
+        if refunded < claimed_to:
+            released = Money(amount=claimed_to - refunded, currency=currency)
+            await self._alert(texts.alert_refund_claim_released(current, released))
+        return True
 
     async def _settle_expired(self, booking: Booking) -> bool:
         """Ask the gateway once about an expired booking's last session."""
@@ -1028,12 +1119,10 @@ class BookingService:
         current = await self._reload(booking)
         if event.payment_intent and current.payment_intent_id not in (None, event.payment_intent):
             return  # another payment of the booking (a duplicate, another amount) went back
-        for expected in (S.CANCELLED, S.FAILED):
-            if await self._storage.transition(booking.id, expected, S.REFUNDED):
-                log.info("booking %s refunded (from %s)", booking.reference, expected)
-                return
+        if await self._end_refunded(booking):
+            return
         current = await self._reload(booking)
-        if current.status in (S.PAID, S.CONFIRMED):
+        if current.status.booked:
             await self._alert(texts.alert_refunded_outside(current))
 
     # after payment ---------------------------------------------------------------------------
@@ -1058,7 +1147,7 @@ class BookingService:
                 # be on its way at this moment.
                 refund = await self._send_refund(
                     booking,
-                    amount=_part_or_all(booking, airline_refund),
+                    amount=_part_or_all(booking, cancellation_refund(booking, airline_refund)),
                     reason="requested_by_customer",
                     key=f"refund:{booking.id}:cancel",
                 )
@@ -1105,29 +1194,17 @@ class BookingService:
         booking = await self.get(None, reference)
         async with self._booking_locks.hold(booking.id):
             booking = await self._reload(booking)
-            refundable = (S.PAID, S.CONFIRMED, S.FAILED, S.CANCELLED)
-            if booking.status is S.REFUNDED:
-                raise AlreadyRefundedError(texts.already_refunded(booking))
-            if booking.status not in refundable or booking.payment_intent_id is None:
-                raise NothingToRefundError(texts.nothing_to_refund(booking))
+            refusal = refund_refusal(booking, amount)
+            if refusal is not None:
+                raise refusal
             left = booking.refundable
             wanted = left if amount is None else amount
             if booking.status is S.CONFIRMED and wanted == booking.amount:
                 wanted = await self._admin_cancel_with_provider(booking, amount)
                 booking = await self._reload(booking)
-            if wanted.currency != booking.amount.currency:
-                raise NothingToRefundError(
-                    f"Booking {booking.reference} was paid in {booking.amount.currency}, "
-                    f"not {wanted.currency}."
-                )
-            if amount is not None and amount.amount <= 0:
-                raise NothingToRefundError("The refund amount must be more than zero.")
-            if wanted > booking.amount:
-                raise NothingToRefundError(texts.refund_too_large(booking, wanted))
-            if left.amount <= 0:
-                raise AlreadyRefundedError(texts.already_refunded(booking))
-            if wanted > left:
-                raise NothingToRefundError(texts.refund_exceeds_what_is_left(booking, wanted))
+                refusal = refund_refusal(booking, wanted)  # what the airline gives back
+                if refusal is not None:
+                    raise refusal
             # Refunding all that is left ends the booking; less leaves it as it is.
             full = wanted == left
             if full and not await self._claim_full_refund(booking):
@@ -1142,6 +1219,11 @@ class BookingService:
                     reason=reason or "requested_by_customer",
                     key=f"refund:{booking.id}:admin",
                 )
+            except RefundUnconfirmedError as error:
+                raise RefundFailedError(
+                    f"The refund for {booking.reference} is unconfirmed: {error}. Its amount "
+                    "stays held so it cannot go out twice; check the payment in Stripe."
+                ) from None
             except PaymentError as error:
                 status = (await self._reload(booking)).status.value
                 raise RefundFailedError(
@@ -1149,9 +1231,7 @@ class BookingService:
                     f"(status now {status}; you can run the refund again)."
                 ) from None
             if full:
-                for expected in (S.CANCELLED, S.FAILED):
-                    if await self._storage.transition(booking.id, expected, S.REFUNDED):
-                        break
+                await self._end_refunded(booking)
             await self._storage.append_audit(
                 AuditEntry(
                     admin_id=admin_id,
@@ -1173,9 +1253,18 @@ class BookingService:
             self._receipts.refunded(updated, refund.amount, full=full)
             return updated
 
+    async def _end_refunded(self, booking: Booking) -> bool:
+        """A full refund went back: the booking moves to refunded from whichever status a full
+        refund leaves from. False when it is in none of them (already refunded, or still on)."""
+        for expected in REFUND_FROM_STATUSES:
+            if await self._storage.transition(booking.id, expected, S.REFUNDED):
+                log.info("booking %s refunded (from %s)", booking.reference, expected)
+                return True
+        return False
+
     async def _claim_full_refund(self, booking: Booking) -> bool:
         """Move the booking to the status a full refund leaves from (cancelled or failed)."""
-        if booking.status in (S.CANCELLED, S.FAILED):
+        if booking.status in REFUND_FROM_STATUSES:
             return True
         if booking.status is S.CONFIRMED:
             return await self._storage.transition(booking.id, S.CONFIRMED, S.CANCELLED)
@@ -1217,16 +1306,18 @@ class BookingService:
         attempt = await self._storage.reserve_refund(booking.id, wanted.amount)
         if attempt is None:
             raise AlreadyRefundedError(texts.already_refunded(await self._reload(booking)))
+        attempt_key = f"{key}:{attempt}"
         try:
             refund = await self._gateway.refund(
                 current.payment_intent_id,
                 amount=wanted,
                 reason=reason,
-                idempotency_key=f"{key}:{attempt}",
+                idempotency_key=attempt_key,
             )
+        except PaymentUnavailableError:
+            refund = await self._refund_made_after_all(current, wanted, attempt_key)
         except PaymentError:
-            # Refused, or no answer (then Stripe's own bound still holds: refunds never
-            # exceed the charge). Either way the money is claimable again. A worker that dies
+            # Refused: nothing was sent, so the money is claimable again. A worker that dies
             # here leaves the claim pending: nobody can refund that money twice meanwhile.
             await self._storage.settle_refund(booking.id, wanted.amount, sent=False)
             raise
@@ -1235,6 +1326,27 @@ class BookingService:
         log.info("booking %s refunded %s (%s)", booking.reference, refund.amount, refund.id)
         metrics.payment("refunded")
         return refund
+
+    async def _refund_made_after_all(self, booking: Booking, wanted: Money, key: str) -> Refund:
+        """No answer to a refund does not mean no refund: Stripe may have made it and the
+        answer been lost. Releasing the claim then would let the next attempt, under a new
+        key, send the money back twice, so Stripe is asked first. Raises when it was not made
+        (the claim released) or when that cannot be known now (the claim kept)."""
+        assert booking.payment_intent_id is not None
+        try:
+            found = await self._gateway.find_refund(booking.payment_intent_id, key)
+        except PaymentError as error:
+            log.warning("refund for %s: no answer, and no way to check yet", booking.reference)
+            await self._alert(texts.alert_refund_unconfirmed(booking, wanted, key))
+            raise RefundUnconfirmedError(
+                f"Stripe did not answer, so whether {wanted.format()} went back is not known "
+                f"yet ({error})"
+            ) from None
+        if found is None:
+            await self._storage.settle_refund(booking.id, wanted.amount, sent=False)
+            raise PaymentUnavailableError("Stripe did not answer; no refund was made")
+        log.info("booking %s: a refund whose answer was lost was made", booking.reference)
+        return found
 
     # the provider's order: hold before the charge, pay after it, cancel with the airline ----
     async def _hold_order(self, booking: Booking, deadline: datetime) -> tuple[Booking, datetime]:
@@ -1340,21 +1452,21 @@ class BookingService:
             log.warning("booking %s: provider order already on another booking", booking.reference)
             return booking
 
-    async def cancellation_preview(self, user_id: int, reference: str) -> CancellationQuote | None:
-        """What cancelling would refund, asked of the airline before the traveller confirms.
-        None: no airline order to ask about (the booking is refunded in full). Raises
-        ``CancellationRefusedError`` when the booking cannot be cancelled or the airline does
-        not answer."""
+    async def cancellation_preview(self, user_id: int, reference: str) -> Money:
+        """What cancelling would refund (``cancellation_refund``), asked of the airline before
+        the traveller confirms. Raises ``CancellationRefusedError`` when the booking cannot be
+        cancelled or the airline does not answer."""
         booking = await self.get(user_id, reference)
         if booking.status is not S.CONFIRMED:
             raise CancellationRefusedError(texts.cannot_cancel(booking))
         try:
-            return await self._provider.quote_cancellation(booking)
+            quote = await self._provider.quote_cancellation(booking)
         except ProviderUnavailableError:
             raise CancellationRefusedError(texts.airline_unreachable(booking)) from None
         except ProviderError as error:
             log.warning("booking %s: no cancellation quote: %s", booking.reference, error)
             raise CancellationRefusedError(texts.airline_refused_cancel(booking)) from None
+        return cancellation_refund(booking, None if quote is None else quote.refund)
 
     async def _cancel_with_provider(self, booking: Booking) -> Money | None:
         """Cancel the ticketed order with the airline; returns what the airline refunds (in the
@@ -1463,9 +1575,7 @@ class BookingService:
             log.exception("could not alert the admins")
 
 
-def _part_or_all(booking: Booking, refund: Money | None) -> Money | None:
-    """The amount to refund through the gateway: None (all that is left) unless the airline
-    refunds less than that."""
-    if refund is None or refund >= booking.refundable:
-        return None
-    return refund
+def _part_or_all(booking: Booking, refund: Money) -> Money | None:
+    """The amount to send through the gateway: None for all that is left (re-read when it is
+    claimed, so an admin's partial refund meanwhile is not given twice), else ``refund``."""
+    return None if refund == booking.refundable else refund

@@ -7,6 +7,7 @@ Plain pydantic models with no I/O, shared by every layer. Times are timezone-awa
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Annotated, Any, Self
 
@@ -127,6 +128,28 @@ class Passengers(BaseModel):
     def seats(self) -> int:
         """Seats the party needs: infants travel on a lap."""
         return self.adults + self.children
+
+    @classmethod
+    def counting(cls, travellers: Iterable[Traveller]) -> Passengers:
+        """The party a booking's travellers make, by category (what a provider re-prices for).
+        Raises ``ValueError`` (pydantic's) for a party airlines would not take, e.g. no adult."""
+        count = dict.fromkeys(PassengerCategory, 0)
+        for traveller in travellers:
+            count[traveller.category] += 1
+        return cls(
+            adults=count[PassengerCategory.ADULT],
+            children=count[PassengerCategory.CHILD],
+            infants=count[PassengerCategory.INFANT],
+        )
+
+    @property
+    def categories(self) -> tuple[PassengerCategory, ...]:
+        """One category per traveller, adults first: the order their details are asked in."""
+        return (
+            (PassengerCategory.ADULT,) * self.adults
+            + (PassengerCategory.CHILD,) * self.children
+            + (PassengerCategory.INFANT,) * self.infants
+        )
 
     def describe(self) -> str:
         parts = [f"{self.adults} adult" + ("s" if self.adults != 1 else "")]
@@ -357,11 +380,30 @@ class Traveller(BaseModel):
         return f"{self.first_name} {self.last_name}"
 
 
+# Masks: the one way each personal detail is shown back, to travellers and admins alike.
 def mask_document(number: str) -> str:
     """Show only the last four characters of a document number: '•••• 4567'."""
     if not number:
         return ""
     return "•••• " + number[-4:]
+
+
+def mask_email(email: str | None) -> str:
+    """An address shown without giving it away: 'maria@example.com' → 'm•••@example.com';
+    '—' when there is none."""
+    if not email:
+        return "—"
+    name, _, domain = email.rpartition("@")
+    return f"{name[:1]}•••@{domain}" if name and domain else "•••"
+
+
+def mask_phone(phone: str | None) -> str:
+    """A phone number by its last three digits, like a document: '•••• 958'; '—' for none.
+    The length is hidden too."""
+    if not phone:
+        return "—"
+    digits = [c for c in phone if c.isdigit()]
+    return "•••• " + "".join(digits[-3:]) if len(digits) > 3 else "••••"
 
 
 class BookingStatus(enum.StrEnum):
@@ -373,6 +415,28 @@ class BookingStatus(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     REFUNDED = "refunded"
+
+    @property
+    def unpaid(self) -> bool:
+        """Nobody has paid for it yet: a payment link can be made or renewed, and the traveller
+        can still give it up. Every other status is past the payment stage."""
+        return self in UNPAID_STATUSES
+
+    @property
+    def booked(self) -> bool:
+        """Paid and the trip is on: ticketed, or being ticketed (revenue, trips to keep)."""
+        return self in BOOKED_STATUSES
+
+    @property
+    def holds_payment(self) -> bool:
+        """Money may be held on it that an admin can refund (a cancelled booking only if it
+        was paid: check its payment intent too)."""
+        return self in HOLDS_PAYMENT_STATUSES
+
+    @property
+    def live(self) -> bool:
+        """It can still move with money involved, so its payment events are kept however old."""
+        return self in LIVE_STATUSES
 
     @property
     def label(self) -> str:
@@ -406,6 +470,32 @@ TRANSITIONS: dict[BookingStatus, frozenset[BookingStatus]] = {
 }
 
 
+# What a status allows, named once beside the moves (BookingStatus's properties ask these).
+# Tuples in the enum's order, so code that lists bookings status by status stays in one order.
+UNPAID_STATUSES: tuple[BookingStatus, ...] = (
+    BookingStatus.DRAFT,
+    BookingStatus.AWAITING_PAYMENT,
+    BookingStatus.EXPIRED,
+)
+# Past the payment stage: paid at some point, or given up (a cancelled booking may be either).
+PAST_PAYMENT_STATUSES: tuple[BookingStatus, ...] = tuple(
+    s for s in BookingStatus if s not in UNPAID_STATUSES
+)
+BOOKED_STATUSES: tuple[BookingStatus, ...] = (BookingStatus.PAID, BookingStatus.CONFIRMED)
+# Past the payment stage and not yet refunded in full.
+HOLDS_PAYMENT_STATUSES: tuple[BookingStatus, ...] = tuple(
+    s for s in PAST_PAYMENT_STATUSES if s is not BookingStatus.REFUNDED
+)
+# Where a full refund leaves from: the statuses TRANSITIONS lets move to refunded.
+REFUND_FROM_STATUSES: tuple[BookingStatus, ...] = tuple(
+    s for s in BookingStatus if BookingStatus.REFUNDED in TRANSITIONS[s]
+)
+# Refunded is final; an expired booking's Checkout Session lasted at most 24 hours.
+LIVE_STATUSES: tuple[BookingStatus, ...] = tuple(
+    s for s in BookingStatus if s not in (BookingStatus.EXPIRED, BookingStatus.REFUNDED)
+)
+
+
 class IllegalTransitionError(ValueError):
     """A status move that TRANSITIONS does not allow."""
 
@@ -427,6 +517,11 @@ class NewBooking(BaseModel):
     amount: Money
     status: BookingStatus = BookingStatus.DRAFT
     payment_deadline: AwareDatetime | None = None
+
+    @property
+    def passengers(self) -> Passengers:
+        """The party the travellers make, counted by category."""
+        return Passengers.counting(self.travellers)
 
     @property
     def origin(self) -> str:

@@ -9,7 +9,7 @@ sends a fresh payment link.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from services.flights.dates import format_day, format_duration
 from services.flights.format import day_offset, stops_text
@@ -20,11 +20,6 @@ from services.money import Money
 
 
 # formatting (the search flow's helpers, so dates and durations read the same everywhere) -----
-def day(value: date | datetime) -> str:
-    """'Fri 12 Mar' ('Tue 4 Jan 2028' in another year)."""
-    return format_day(value.date() if isinstance(value, datetime) else value)
-
-
 def duration(value: timedelta) -> str:
     """'14h 05m'; '45m' under an hour."""
     return format_duration(value)
@@ -48,7 +43,7 @@ def _direction(title: str, segments: tuple[Segment, ...]) -> list[str]:
     first, last = segments[0], segments[-1]
     head = (
         f"{title} <b>{esc(first.origin)} → {esc(last.destination)}</b> · "
-        f"{day(first.departure)} · {duration(last.arrival - first.departure)}, "
+        f"{format_day(first.departure)} · {duration(last.arrival - first.departure)}, "
         f"{esc(stops_text(segments))}"
     )
     return [head, *(f"  {_segment_line(s)}" for s in segments)]
@@ -117,7 +112,7 @@ def payment_received_ticket_pending(booking: Booking) -> Message:
         text=(
             f"💳 Payment of <b>{booking.amount.format()}</b> received for booking "
             f"<b>{esc(booking.reference)}</b> ({route(booking)}, "
-            f"{day(booking.itinerary.departure)}).\n"
+            f"{format_day(booking.itinerary.departure)}).\n"
             "Issuing the ticket is taking a little longer than usual. You don't need to do "
             "anything: I'll message you here as soon as it is confirmed."
         ),
@@ -129,7 +124,7 @@ def link_expired(booking: Booking) -> Message:
     return Message(
         text=(
             f"⌛ The payment link for booking <b>{esc(booking.reference)}</b> "
-            f"({route(booking)}, {day(booking.itinerary.departure)}) has expired and nothing "
+            f"({route(booking)}, {format_day(booking.itinerary.departure)}) has expired and nothing "
             "was charged.\nTap below for a new link: I'll check the fare is still available "
             "at the same price first."
         ),
@@ -141,7 +136,7 @@ def payment_cancelled(booking: Booking) -> Message:
     return Message(
         text=(
             f"Booking <b>{esc(booking.reference)}</b> is cancelled and nothing was charged: "
-            f"you cancelled the payment ({route(booking)}, {day(booking.itinerary.departure)})."
+            f"you cancelled the payment ({route(booking)}, {format_day(booking.itinerary.departure)})."
             "\n/start to search again."
         ),
         buttons=((_open_button(booking),),),
@@ -185,7 +180,7 @@ def ticketing_failed_refunded(booking: Booking, refunded: Money) -> Message:
         text=(
             f"😞 Sorry: the airline could not issue the ticket for booking "
             f"<b>{esc(booking.reference)}</b> ({route(booking)}, "
-            f"{day(booking.itinerary.departure)}).\n"
+            f"{format_day(booking.itinerary.departure)}).\n"
             f"Your payment of <b>{refunded.format()}</b> has been refunded in full; banks "
             "usually show it within 5–10 days.\n/start to search for another flight."
         ),
@@ -209,7 +204,7 @@ def cancelled_refunded(booking: Booking, refunded: Money) -> Message:
     return Message(
         text=(
             f"Booking <b>{esc(booking.reference)}</b> ({route(booking)}, "
-            f"{day(booking.itinerary.departure)}) is cancelled.\n"
+            f"{format_day(booking.itinerary.departure)}) is cancelled.\n"
             f"<b>{refunded.format()}</b> is on its way back to your card; banks usually show "
             "it within 5–10 days."
         ),
@@ -223,7 +218,7 @@ def refund_issued(booking: Booking, refunded: Money, *, full: bool) -> Message:
         text=(
             f"💸 {what}: <b>{refunded.format()}</b> for booking "
             f"<b>{esc(booking.reference)}</b> ({route(booking)}, "
-            f"{day(booking.itinerary.departure)}).\nBanks usually show it within 5–10 days."
+            f"{format_day(booking.itinerary.departure)}).\nBanks usually show it within 5–10 days."
         ),
         buttons=((_open_button(booking),),),
     )
@@ -279,7 +274,7 @@ def cannot_cancel(booking: Booking) -> str:
 def already_departed(booking: Booking) -> str:
     return (
         f"Booking {booking.reference} can't be changed: the flight left on "
-        f"{day(booking.itinerary.departure)}."
+        f"{format_day(booking.itinerary.departure)}."
     )
 
 
@@ -323,9 +318,12 @@ def fare_changed(booking: Booking, new_price: Money) -> str:
 
 
 def nothing_to_refund(booking: Booking) -> str:
-    return (
-        f"Nothing to refund on booking {booking.reference}: it is {booking.status.label.lower()}."
+    why = (
+        "no payment is recorded on it"
+        if booking.status.holds_payment
+        else f"no payment was taken (status: {booking.status.label})"
     )
+    return f"Nothing to refund on booking {booking.reference}: {why}."
 
 
 def refund_too_large(booking: Booking, amount: Money) -> str:
@@ -388,6 +386,24 @@ def alert_refund_failed(booking: Booking, error: str) -> str:
     )
 
 
+def alert_refund_unconfirmed(booking: Booking, amount: Money, key: str) -> str:
+    return (
+        f"🚨 Refund of {amount.format()} for booking {esc(booking.reference)}: Stripe did not "
+        "answer, nor say afterwards whether it made it. The amount stays held so that it is "
+        f"not refunded twice. Look in Stripe's dashboard for a refund whose metadata "
+        f"idempotency_key is {esc(key)}."
+    )
+
+
+def alert_refund_claim_released(booking: Booking, amount: Money) -> str:
+    return (
+        f"🚨 A refund of {amount.format()} for booking {esc(booking.reference)} was started "
+        "but never made (its worker stopped, or Stripe failed it). The money is refundable "
+        f"again: status {booking.status.value}; retry /refund {esc(booking.reference)} if it "
+        "is owed."
+    )
+
+
 def alert_payment_on_ended_booking(booking: Booking, paid: Money) -> str:
     return (
         f"⚠️ A payment of {paid.format()} arrived for booking {esc(booking.reference)}, which "
@@ -437,6 +453,27 @@ def fare_hold_note(booking: Booking) -> str:
     return (
         "\nThe airline cannot hold this fare: its price is confirmed only when the ticket is "
         "issued, right after you pay. If it changes first, you get your money back in full."
+    )
+
+
+def payment_link(booking: Booking, url: str, expires_at: datetime, *, sandbox: bool) -> Message:
+    """The payment link for a booking, with its deadline: after Pay, and for "Pay now" or a new
+    link from the booking's view (one renderer, so both read the same)."""
+    amount = booking.amount.format()
+    deadline = expires_at.strftime("%H:%M UTC")
+    label = f"Pay {amount} (test payment)" if sandbox else f"💳 Pay {amount} securely"
+    text = (
+        f"Booking <b>{esc(booking.reference)}</b> is held for you. Pay by <b>{deadline}</b> to "
+        "keep this fare."
+        + fare_hold_note(booking)
+        + ("\n<i>This is a sandbox: no real money is taken.</i>" if sandbox else "")
+    )
+    return Message(
+        text=text,
+        buttons=(
+            (Button(label=label, url=url),),
+            (Button(label="Cancel this booking", action="!abandon", arg=booking.reference),),
+        ),
     )
 
 
@@ -495,7 +532,7 @@ def cancelled_not_refunded(booking: Booking) -> Message:
     return Message(
         text=(
             f"Booking <b>{esc(booking.reference)}</b> ({route(booking)}, "
-            f"{day(booking.itinerary.departure)}) is cancelled with the airline. Its fare was "
+            f"{format_day(booking.itinerary.departure)}) is cancelled with the airline. Its fare was "
             "non-refundable, so nothing is refunded."
         ),
         buttons=((_open_button(booking),),),
@@ -527,7 +564,7 @@ def schedule_changed(booking: Booking, summary: str) -> Message:
     return Message(
         text=(
             f"🕑 <b>Schedule change</b> for booking <b>{esc(booking.reference)}</b> "
-            f"({route(booking)}, {day(booking.itinerary.departure)}).\n{esc(summary)}\n"
+            f"({route(booking)}, {format_day(booking.itinerary.departure)}).\n{esc(summary)}\n"
             "If the new times don't work for you, reply here and we'll help."
         ),
         buttons=((_open_button(booking),),),
@@ -543,7 +580,7 @@ def airline_cancelled(booking: Booking, refunded: Money | None) -> Message:
     return Message(
         text=(
             f"❌ The airline cancelled the flight of booking <b>{esc(booking.reference)}</b> "
-            f"({route(booking)}, {day(booking.itinerary.departure)}). {money}\n"
+            f"({route(booking)}, {format_day(booking.itinerary.departure)}). {money}\n"
             "/start to search for another flight."
         ),
         buttons=((_open_button(booking),),),
@@ -620,7 +657,7 @@ def fare_rose_refunded(booking: Booking, refunded: Money) -> Message:
     return Message(
         text=(
             f"😞 Sorry: the airline raised the fare for booking <b>{esc(booking.reference)}</b> "
-            f"({route(booking)}, {day(booking.itinerary.departure)}) before the ticket could be "
+            f"({route(booking)}, {format_day(booking.itinerary.departure)}) before the ticket could be "
             f"issued, so nothing was booked.\nYour payment of <b>{refunded.format()}</b> has "
             "been refunded in full; banks usually show it within 5–10 days.\n/start to search "
             "again."

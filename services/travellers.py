@@ -38,6 +38,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
 from rapidfuzz import fuzz, process
 
+from services.flights.dates import format_date, format_day
 from services.models import (
     Gender,
     Itinerary,
@@ -107,6 +108,14 @@ _HINTS = {
 }
 
 FIELD_ORDER: tuple[TravellerField, ...] = tuple(TravellerField)
+# What the passport gives, asked of everyone; contacts are asked of the lead traveller only.
+PERSON_FIELDS: tuple[TravellerField, ...] = FIELD_ORDER[: FIELD_ORDER.index(TravellerField.EMAIL)]
+LEAD_FIELDS: tuple[TravellerField, ...] = (TravellerField.EMAIL, TravellerField.PHONE)
+
+
+def fields_for(index: int) -> tuple[TravellerField, ...]:
+    """The fields kept for traveller ``index`` of a booking (0 is the lead)."""
+    return PERSON_FIELDS + (LEAD_FIELDS if index == 0 else ())
 
 
 class FieldError(ValueError):
@@ -130,11 +139,6 @@ def travel_dates(itinerary: Itinerary) -> tuple[date, date]:
     """(first_day, last_day): the local departure dates of the trip's first and last flights."""
     ordered = sorted(itinerary.segments, key=lambda segment: segment.departure)
     return ordered[0].departure.date(), ordered[-1].departure.date()
-
-
-def _format_day(day: date) -> str:
-    """A date as the bot writes it back: 'Fri 9 Apr 2027'."""
-    return f"{day:%a} {day.day} {day:%b %Y}"
 
 
 # --------------------------------------------------------------------------- names
@@ -348,7 +352,7 @@ def _parse_date(field: TravellerField, text: str, example: str) -> date:
 
 def _worded(numeric_example: str) -> str:
     day, month, year = (int(part) for part in numeric_example.split("."))
-    return f"{day} {date(year, month, day):%b %Y}"
+    return format_date(date(year, month, day))
 
 
 def age_on(birth_date: date, day: date) -> int:
@@ -400,7 +404,7 @@ def parse_birth_date(
             years = f"{age} year" + ("" if age == 1 else "s")
             raise FieldError(
                 field,
-                f"on the last flight ({_format_day(last_day)}) this traveller will be "
+                f"on the last flight ({format_day(last_day, today=now)}) this traveller will be "
                 f"{years} old, which airlines book as {_CATEGORY_WORDS[actual]}, not as "
                 f"{_CATEGORY_WORDS[category]}. Check the date, or start a new search "
                 "with the right travellers.",
@@ -439,7 +443,7 @@ def parse_passport_expiry(
         raise FieldError(
             field,
             f"the passport must still be valid after the last flight "
-            f"({_format_day(last_day)}), and this one is not. Use another passport, "
+            f"({format_day(last_day, today=now)}), and this one is not. Use another passport, "
             "or renew this one first.",
         )
     if expires > _add_years(now, PASSPORT_MAX_YEARS):
@@ -812,19 +816,6 @@ def parse_phone(text: str) -> str | None:
     return "+" + digits
 
 
-def mask_email(email: str) -> str:
-    """An address shown back without giving it away: 'maria@example.com' → 'm•••@example.com'."""
-    local, _, domain = email.rpartition("@")
-    if not local:
-        return "•••"
-    return f"{local[0]}•••@{domain}"
-
-
-def mask_phone(phone: str) -> str:
-    """'+441234567890' → '+•••••••••890'."""
-    return "+" + "•" * max(len(phone) - 4, 0) + phone[-3:]
-
-
 # --------------------------------------------------------------------------- whole traveller
 
 
@@ -912,6 +903,8 @@ def build_traveller(
 
 __all__ = [
     "FIELD_ORDER",
+    "LEAD_FIELDS",
+    "PERSON_FIELDS",
     "FieldError",
     "TravellerField",
     "age_on",
@@ -919,8 +912,7 @@ __all__ = [
     "category_for",
     "country_label",
     "date_readings",
-    "mask_email",
-    "mask_phone",
+    "fields_for",
     "parse_birth_date",
     "parse_email",
     "parse_field",

@@ -96,17 +96,30 @@ async def test_a_non_admin_keeps_their_conversation(bot: Bot) -> None:
 async def test_admin_commands_are_published_to_admins_only(bot: Bot) -> None:
     await publish_commands(bot.runtime.application.bot, frozenset({ADMIN, OTHER_ADMIN}))
 
-    def names(chat_id: int) -> set[str]:
-        return {command["command"] for command in bot.sandbox.commands_for(chat_id)}
+    def names(chat_id: int) -> list[str]:
+        return [command["command"] for command in bot.sandbox.commands_for(chat_id)]
 
-    admin_only = {
+    travellers = ["start", "mybookings", "cancel", "mydata", "deletedata", "help"]
+    admin_only = [
         *("admin", "stats", "booking", "user", "refund", "ticketed"),
-        *("block", "unblock", "broadcast"),
-    }
-    assert admin_only <= names(ADMIN)
-    assert admin_only <= names(OTHER_ADMIN)
-    assert not admin_only & names(TRAVELLER)
-    assert "start" in names(TRAVELLER)
+        *("block", "unblock", "broadcast", "broadcast_cancel"),
+    ]
+    assert names(TRAVELLER) == travellers
+    assert names(ADMIN) == travellers + admin_only
+    assert names(OTHER_ADMIN) == travellers + admin_only
+
+
+async def test_help_is_the_same_for_an_admin_and_a_traveller(bot: Bot) -> None:
+    # /help lists the traveller commands to everyone: an admin finds theirs in the menu and in
+    # /admin, and a traveller's /help never hints that admin commands exist.
+    traveller = await bot.say(TRAVELLER, "/help")
+    admin = await bot.say(ADMIN, "/help")
+    assert traveller == admin
+    assert len(traveller) == 1
+    assert traveller[0].startswith("I find and book flights.")
+    assert "/mybookings — your bookings, payments and cancellations" in traveller[0]
+    assert "/refund" not in traveller[0]
+    assert "/admin" not in traveller[0]
 
 
 # malformed arguments ------------------------------------------------------------------------------

@@ -685,7 +685,7 @@ async def test_admin_refund_in_full_tells_the_traveller_once(
     assert refunded.status is S.REFUNDED
     [refund] = world.stripe.refunds.values()
     assert refund["amount"] == booking.amount.amount
-    assert refund["metadata"] == {"note": "schedule change"}
+    assert refund["metadata"]["note"] == "schedule change"
     [told] = world.notifier.to(USER)
     assert booking.amount.format() in told.text
     [audit] = await world.storage.list_audit()
@@ -740,7 +740,8 @@ async def test_nothing_to_refund_is_a_clear_refusal(world: World, itinerary: Iti
     with pytest.raises(NothingToRefundError) as refused:
         await world.service.refund_by_admin(booking.reference, amount=None, reason=None, admin_id=7)
     assert str(refused.value) == (
-        f"Nothing to refund on booking {booking.reference}: it is awaiting payment."
+        f"Nothing to refund on booking {booking.reference}: no payment was taken "
+        "(status: Awaiting payment)."
     )
     with pytest.raises(UnknownBookingError):
         await world.service.refund_by_admin("ZZZZZZ", amount=None, reason=None, admin_id=7)

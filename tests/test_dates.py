@@ -70,14 +70,14 @@ def test_today_counts_as_bookable() -> None:
 def test_a_past_date_is_refused_with_the_first_bookable_day(typed: str) -> None:
     with pytest.raises(DateInputError) as caught:
         parse(typed)
-    assert caught.value.message == "That date has passed: pick a day from 25 Nov."
+    assert caught.value.message == "That date has passed: pick a day from Wed 25 Nov."
 
 
 @pytest.mark.parametrize("typed", ["1 Jan 2028", "2028-01-01", "in 400 days"])
 def test_a_date_beyond_the_horizon_is_refused_with_the_last_bookable_day(typed: str) -> None:
     with pytest.raises(DateInputError) as caught:
         parse(typed)
-    assert "up to 21 Oct 2027" in caught.value.message
+    assert "up to Thu 21 Oct 2027" in caught.value.message
     assert caught.value.month == date(2027, 10, 1)  # the calendar can open on the last month
 
 
@@ -85,8 +85,9 @@ def test_a_return_before_the_departure_is_refused() -> None:
     departure = date(2026, 12, 4)
     with pytest.raises(DateInputError) as caught:
         parse("1 Dec", not_before=departure)
-    assert "return can't be before the departure (Fri 4 Dec)" in caught.value.message
-    assert "pick a day from 4 Dec" in caught.value.message
+    assert caught.value.message == (
+        "The return can't be before the departure: pick a day from Fri 4 Dec."
+    )
     assert parse("4 Dec", not_before=departure) == departure  # same-day return is fine
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import unused_port
 
 from services.bookings import (
+    REFUND_CLAIM_STALE,
     BookingError,
     BookingService,
     NothingToRefundError,
@@ -22,7 +24,7 @@ from services.bookings import (
 )
 from services.flights.demo import DemoProvider
 from services.flights.places import PlaceIndex
-from services.models import BookingStatus, Itinerary
+from services.models import Booking, BookingStatus, Itinerary, utcnow
 from services.money import Money
 from services.payments.base import PaymentError
 from services.payments.sandbox import SandboxGateway
@@ -56,7 +58,9 @@ def costing(itinerary: Itinerary, amount: int) -> Itinerary:  # noqa: F811 - the
 
 def refund_requests(world: World) -> list[int]:  # noqa: F811
     """Statuses Stripe answered to refund requests that reached it."""
-    return [r.status for r in world.stripe.requests if r.path == "/v1/refunds"]
+    return [
+        r.status for r in world.stripe.requests if (r.method, r.path) == ("POST", "/v1/refunds")
+    ]
 
 
 # bounded by what remains ---------------------------------------------------------------------
@@ -278,7 +282,7 @@ async def test_an_admin_refund_can_be_retried_after_stripe_failed_it(
     assert refunded.status is S.REFUNDED
     [refund] = world.stripe.refunds.values()
     assert refund["amount"] == booking.amount.amount
-    keys = [r.idempotency_key for r in world.stripe.requests if r.path == "/v1/refunds"]
+    keys = [r.idempotency_key for r in world.stripe.requests if r.method == "POST"][-2:]
     assert len(set(keys)) == 2  # a new attempt, a new key
 
 
@@ -320,7 +324,148 @@ async def test_a_cancellation_whose_refund_failed_is_refunded_by_the_next_try(
     assert len(world.stripe.refunds) == 1
 
 
+# a refund whose answer was lost ------------------------------------------------------------------
+async def test_a_partial_refund_whose_answer_was_lost_is_not_sent_twice(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking = await pay_and_confirm(world, itinerary)
+    part = eur(2550)
+    # Stripe makes the refund, then every answer (the client's own retries too) is lost.
+    world.stripe.lose_answers("POST /v1/refunds", times=3)
+
+    done = await world.service.refund_by_admin(
+        booking.reference, amount=part, reason=None, admin_id=7
+    )
+
+    assert done.status is S.CONFIRMED
+    assert (done.refunded_minor, done.refund_pending_minor) == (2550, 0)
+    assert [r["amount"] for r in world.stripe.refunds.values()] == [2550]
+    assert any("25.50" in message.text for _, message in world.notifier.sent)
+
+
+async def test_a_refund_nobody_can_confirm_keeps_its_amount_held(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking = await pay_and_confirm(world, itinerary)
+    part = eur(2550)
+    # The refund is made, but its answers and the lookups after them are all lost.
+    world.stripe.lose_answers("POST /v1/refunds", times=3)
+    world.stripe.lose_answers("GET /v1/refunds", times=10)
+
+    with pytest.raises(RefundFailedError, match="unconfirmed"):
+        await world.service.refund_by_admin(booking.reference, amount=part, reason=None, admin_id=7)
+    held = await world.booking(booking.reference)
+    assert (held.refunded_minor, held.refund_pending_minor) == (0, 2550)
+    [alert] = [a for a in world.alerts if "did not answer" in a]
+    assert booking.reference in alert
+    assert "idempotency_key" in alert
+
+    # Refunding "the rest" now sends only what is not held: the charge is never exceeded.
+    rest = await world.service.refund_by_admin(
+        booking.reference, amount=None, reason=None, admin_id=7
+    )
+    assert sorted(r["amount"] for r in world.stripe.refunds.values()) == sorted(
+        [2550, booking.amount.amount - 2550]
+    )
+    assert rest.refunded_minor == booking.amount.amount - 2550
+
+
+# a refund claim whose worker stopped -------------------------------------------------------------
+async def cancelled_mid_refund(world: World, itinerary: Itinerary, *, made: bool) -> Booking:  # noqa: F811
+    """A traveller's cancellation whose worker stopped after claiming the refund: before
+    sending it (``made`` False), or after Stripe made it but before recording that."""
+    booking = await pay_and_confirm(world, itinerary)
+    assert await world.storage.transition(booking.id, S.CONFIRMED, S.CANCELLED)
+    attempt = await world.storage.reserve_refund(booking.id, booking.amount.amount)
+    assert attempt is not None
+    if made:
+        assert booking.payment_intent_id is not None
+        await world.gateway.refund(
+            booking.payment_intent_id,
+            amount=booking.amount,
+            reason="requested_by_customer",
+            idempotency_key=f"refund:{booking.id}:user:{attempt}",
+        )
+    return await world.booking(booking.reference)
+
+
+def later(world: World) -> BookingService:  # noqa: F811
+    """The sweep of a worker whose clock is past the point where a claim counts as stale."""
+
+    def clock() -> datetime:
+        return utcnow() + REFUND_CLAIM_STALE + timedelta(minutes=1)
+
+    return world.make_service(clock=clock)
+
+
+async def test_a_refund_made_by_a_worker_that_stopped_is_counted_and_told_once(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking = await cancelled_mid_refund(world, itinerary, made=True)
+    assert booking.refund_pending_minor == booking.amount.amount
+
+    assert await world.service.resolve_refund_claims() == 0  # not stale yet: maybe still going
+    sweepers = [later(world), later(world)]
+    ended = await asyncio.gather(*(sweeper.resolve_refund_claims() for sweeper in sweepers))
+
+    assert sorted(ended) == [0, 1]
+    done = await world.booking(booking.reference)
+    assert done.status is S.REFUNDED
+    assert (done.refunded_minor, done.refund_pending_minor) == (booking.amount.amount, 0)
+    told = [m.text for m in world.notifier.to(USER) if "refunded" in m.text.lower()]
+    assert len(told) == 1
+    assert len(world.stripe.refunds) == 1
+    assert world.alerts == []
+
+
+async def test_a_refund_a_stopped_worker_never_made_becomes_refundable_again(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking = await cancelled_mid_refund(world, itinerary, made=False)
+    with pytest.raises(NothingToRefundError):  # the claim blocks every other refund meanwhile
+        await world.service.refund_by_admin(booking.reference, amount=None, reason=None, admin_id=7)
+
+    assert await later(world).resolve_refund_claims() == 1
+
+    released = await world.booking(booking.reference)
+    assert (released.refunded_minor, released.refund_pending_minor) == (0, 0)
+    [alert] = world.alerts
+    assert booking.reference in alert
+    assert "never made" in alert
+    refunded = await world.service.refund_by_admin(
+        booking.reference, amount=None, reason=None, admin_id=7
+    )
+    assert refunded.status is S.REFUNDED
+    assert [r["amount"] for r in world.stripe.refunds.values()] == [booking.amount.amount]
+
+
 # a payment for a booking the traveller already cancelled ---------------------------------------
+async def test_a_late_payment_stripe_could_not_refund_is_refunded_on_redelivery(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking, session = await world.service.start_checkout(USER, itinerary, (traveller(),))
+    paid = world.stripe.complete_session(session.id)
+    assert await world.service.abandon(USER, booking.reference)
+    world.stripe.fail_next("/v1/refunds")  # Stripe's API has a bad moment
+
+    # The first delivery fails loudly, so that Stripe delivers the event again.
+    assert await world.stripe.deliver(world.webhook, paid) == [500]
+    assert (await world.booking(booking.reference)).refund_pending_minor == 0
+    assert await world.stripe.deliver(world.webhook, paid) == [200]
+
+    ended = await world.booking(booking.reference)
+    assert ended.status is S.REFUNDED
+    [refund] = world.stripe.refunds.values()
+    assert refund["amount"] == booking.amount.amount
+    [told] = world.notifier.containing("after it was cancelled")
+    assert booking.amount.format() in told.text
+
+
 async def test_a_payment_arriving_after_the_traveller_cancelled_is_refunded_not_ticketed(
     world: World,  # noqa: F811
     itinerary: Itinerary,  # noqa: F811

@@ -21,8 +21,6 @@ from services.travellers import (
     category_for,
     country_label,
     date_readings,
-    mask_email,
-    mask_phone,
     parse_birth_date,
     parse_email,
     parse_field,
@@ -235,7 +233,7 @@ def test_a_child_turning_12_during_the_trip_is_booked_as_an_adult() -> None:
         today=TODAY,
         **TRIP,
     )
-    assert "Sat 12 Jun 2027" in str(error)
+    assert "on the last flight (Sat 12 Jun) this traveller" in str(error)
     assert "12 years old" in str(error)
     assert "as an adult (12 or older), not as a child (2 to 11)" in str(error)
     assert "start a new search" in str(error)
@@ -457,7 +455,7 @@ def test_passport_expiry_must_outlast_the_trip() -> None:
             last_day=LAST_DAY,
             today=TODAY,
         )
-        assert "must still be valid after the last flight (Sat 12 Jun 2027)" in str(error)
+        assert "must still be valid after the last flight (Sat 12 Jun)" in str(error)
         assert "Use another passport" in str(error)
 
 
@@ -587,11 +585,6 @@ def test_phones_refused_are_never_echoed(typed: str, says: str) -> None:
     assert "or type skip" in str(error)
     digits = "".join(c for c in typed if c.isdigit())
     assert digits not in str(error).replace(" ", "")
-
-
-def test_masks_show_just_enough() -> None:
-    assert mask_email("maria@example.com") == "m•••@example.com"
-    assert mask_phone("+442079460958") == "+•••••••••958"
 
 
 # --------------------------------------------------------------------------- a whole traveller

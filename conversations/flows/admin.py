@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from pydantic import BaseModel, ConfigDict
 
@@ -41,18 +41,19 @@ from conversations.engine import (
     Step,
     fresh_version,
 )
+from conversations.flow import Command, Flow
 from conversations.state import ChatKey, LockTimeoutError, StateRecord, StateStore, Turn
 from services import admin as views
-from services import texts
 from services.admin import AdminInputError, AdminService, usage
-from services.bookings import REFUND_RECORD_TYPE, BookingError
+from services.bookings import REFUND_RECORD_TYPE, BookingError, refund_refusal
 from services.broadcast import MAX_TEXT, escape_text
 from services.messages import Button, Message, Notice, esc
-from services.models import Booking, BookingStatus, Profile
+from services.models import BookingStatus, Profile
 from services.money import Money
 from services.storage import StorageUnavailableError
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 MENU = "admin:menu"
 ASK = "admin:ask"
@@ -61,28 +62,11 @@ BROADCAST_TEXT = "admin:broadcast_text"
 BROADCAST_CONFIRM = "admin:broadcast_confirm"
 BLOCKED = "admin:blocked"  # a blocked user's own conversation, written by /block
 
-# What admins see in Telegram's command menu (handlers/setup.py publishes it to them only).
-ADMIN_COMMAND_MENU: tuple[tuple[str, str], ...] = (
-    ("admin", "Admin menu"),
-    ("stats", "Statistics: today, 7d or 30d"),
-    ("booking", "One booking in full: /booking REF"),
-    ("user", "A user: /user ID or @username"),
-    ("refund", "Refund: /refund REF [amount] [reason]"),
-    ("ticketed", "Confirm a booking ticketed by hand: /ticketed REF"),
-    ("block", "Block a user: /block ID"),
-    ("unblock", "Unblock a user: /unblock ID"),
-    ("broadcast", "Message every user"),
-    ("broadcast_cancel", "Stop the running broadcast"),
-)
-
 BLOCKED_NOTICE = (
     "Sorry, this bot is no longer available to your account. Bookings you have already paid "
     "for are not affected."
 )
 WELCOME_BACK = "You can use the bot again. /start to search for flights."
-REFUNDABLE = frozenset(
-    {BookingStatus.PAID, BookingStatus.CONFIRMED, BookingStatus.FAILED, BookingStatus.CANCELLED}
-)
 
 Handler = Callable[[FlowDeps, Conversation | None, Event], Awaitable[Step]]
 Impl = Callable[[FlowDeps, Conversation, Event, str], Awaitable[Step]]
@@ -169,13 +153,23 @@ def admin_command(command: str) -> Callable[[Impl], Handler]:
     return wrap
 
 
-def _admin_state(handler: Callable[..., Awaitable[Step]]) -> Callable[..., Awaitable[Step]]:
+def _admin_state(
+    handler: Callable[Concatenate[FlowDeps, Conversation, Event, P], Awaitable[Step]],
+) -> Callable[Concatenate[FlowDeps, Conversation | None, Event, P], Awaitable[Step]]:
     """Guard a state handler: someone no longer an admin is put back at the start."""
 
-    async def guarded(deps: FlowDeps, conv: Conversation | None, event: Event, *rest: Any) -> Step:
+    async def guarded(
+        deps: FlowDeps,
+        conv: Conversation | None,
+        event: Event,
+        /,
+        *rest: P.args,
+        **more: P.kwargs,
+    ) -> Step:
         if not _is_admin(deps, event):
             return _reply(None, None, Message(text=UNKNOWN_COMMAND))
-        return await handler(deps, conv if conv is not None else Conversation(), event, *rest)
+        conversation = conv if conv is not None else Conversation()
+        return await handler(deps, conversation, event, *rest, **more)
 
     return guarded
 
@@ -352,7 +346,8 @@ async def do_refund(deps: FlowDeps, conv: Conversation, event: Event, args: str)
     booking = await service.booking(request.reference)
     if booking is None:
         return _keep(conv, Message(text=f"No booking with reference {esc(request.reference)}."))
-    refusal = _refund_refusal(booking)
+    refused = refund_refusal(booking)
+    refusal = None if refused is None else esc(str(refused))
     amount: Money | None = None
     if refusal is None and request.amount is not None:
         try:
@@ -360,15 +355,8 @@ async def do_refund(deps: FlowDeps, conv: Conversation, event: Event, args: str)
         except AdminInputError as error:
             refusal = str(error)
         else:
-            if amount > booking.amount:
-                refusal = esc(
-                    f"{amount.format()} is more than booking {booking.reference} was paid "
-                    f"({booking.amount.format()})."
-                )
-            elif amount > booking.refundable:
-                refusal = esc(texts.refund_exceeds_what_is_left(booking, amount))
-    if refusal is None and booking.refundable.amount <= 0:
-        refusal = esc(texts.already_refunded(booking))
+            refused = refund_refusal(booking, amount)
+            refusal = None if refused is None else esc(str(refused))
     if refusal is not None:
         await service.audit(event.user.id, "refund_refused", booking.reference, reason=refusal)
         return _keep(conv, Message(text=refusal))
@@ -412,18 +400,6 @@ async def do_refund(deps: FlowDeps, conv: Conversation, event: Event, args: str)
         ),
         refund=pending,
     )
-
-
-def _refund_refusal(booking: Booking) -> str | None:
-    if booking.status is BookingStatus.REFUNDED:
-        why = "it has already been refunded"
-    elif booking.status not in REFUNDABLE:
-        why = f"no payment was taken (status: {booking.status.label})"
-    elif booking.payment_intent_id is None:
-        why = "no payment is recorded on it"
-    else:
-        return None
-    return f"Nothing to refund on booking {esc(booking.reference)}: {why}."
 
 
 @_admin_state
@@ -803,7 +779,21 @@ ASK_IMPLS: dict[str, Impl] = {
     "unblock": do_unblock,
 }
 
-COMMANDS: dict[str, Handler] = {
+# Admins' Telegram menu and help lines (handlers/setup.py publishes the menu to them only).
+_MENU = {
+    "admin": "Admin menu",
+    "stats": "Statistics: today, 7d or 30d",
+    "booking": "One booking in full: /booking REF",
+    "user": "A user: /user ID or @username",
+    "refund": "Refund: /refund REF [amount] [reason]",
+    "ticketed": "Confirm a booking ticketed by hand: /ticketed REF",
+    "block": "Block a user: /block ID",
+    "unblock": "Unblock a user: /unblock ID",
+    "broadcast": "Message every user",
+    "broadcast_cancel": "Stop the running broadcast",
+}
+
+_HANDLERS: dict[str, Handler] = {
     "admin": cmd_admin,
     "stats": admin_command("stats")(do_stats),
     "booking": admin_command("booking")(do_booking),
@@ -816,7 +806,7 @@ COMMANDS: dict[str, Handler] = {
     "broadcast_cancel": admin_command("broadcast_cancel")(do_broadcast_cancel),
 }
 
-STATES: dict[str, State] = {
+STATES: dict[str, State[FlowDeps, Conversation]] = {
     MENU: State(
         MENU,
         hint="Pick a button above, or type an admin command such as /booking K7MP3Q.",
@@ -853,3 +843,15 @@ STATES: dict[str, State] = {
         },
     ),
 }
+
+FLOW: Flow[FlowDeps, Conversation] = Flow(
+    name="admin",
+    prefix="admin:",
+    states=tuple(STATES.values()),
+    commands=tuple(
+        Command(name, handler, menu=_MENU[name], help=views.USAGE[name], admin=True)
+        for name, handler in _HANDLERS.items()
+    ),
+    stored_states=frozenset({BLOCKED}),
+    gate=access_gate,
+)

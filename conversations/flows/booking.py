@@ -13,14 +13,16 @@ from typing import Any
 from conversations.data import BookingDraft, Conversation, TravellerDraft
 from conversations.deps import FlowDeps
 from conversations.engine import KEEP, Event, Pressed, State, Step
+from conversations.flow import Extension, Flow
 from conversations.flows import search as search_flow
 from services import redact, texts
 from services import travellers as fields
 from services.bookings import BookingError
 from services.flights import format as fmt
 from services.flights.base import ProviderError, ProviderUnavailableError
+from services.flights.dates import format_date
 from services.messages import Button, Message, Notice, esc
-from services.models import Itinerary, PassengerCategory, Traveller, mask_document
+from services.models import Itinerary, Traveller, mask_document
 from services.payments.base import PaymentError
 
 PRICE = "book:price"
@@ -28,29 +30,6 @@ FIELD = "book:field"
 REVIEW = "book:review"
 EDIT = "book:edit"
 PAYMENT = "book:payment"
-
-PERSON_FIELDS = (
-    "first_name",
-    "last_name",
-    "birth_date",
-    "gender",
-    "nationality",
-    "passport_number",
-    "passport_expiry",
-)
-LEAD_FIELDS = ("email", "phone")
-
-LABELS = {
-    "first_name": "First name",
-    "last_name": "Last name",
-    "birth_date": "Date of birth",
-    "gender": "Gender",
-    "nationality": "Nationality",
-    "passport_number": "Passport number",
-    "passport_expiry": "Passport expiry",
-    "email": "Email",
-    "phone": "Phone",
-}
 
 QUESTIONS = {
     "full_name": "Full name as in the passport, first names then last name? e.g. <i>Ana Silva</i>.",
@@ -67,18 +46,13 @@ QUESTIONS = {
 
 
 # The order questions are asked in: the name in one answer (first and last name stored apart).
-ASKED_PERSON_FIELDS = ("full_name", *PERSON_FIELDS[2:])
-
-
-def _fields_for(index: int) -> tuple[str, ...]:
-    """The fields stored (and editable at review) for traveller ``index``."""
-    return PERSON_FIELDS + (LEAD_FIELDS if index == 0 else ())
+ASKED_PERSON_FIELDS = ("full_name", *fields.PERSON_FIELDS[2:])
 
 
 def _next_field(draft: BookingDraft) -> str | None:
     """The first question the current traveller has not answered, in asking order."""
     values = draft.travellers[draft.current].values
-    for field in ASKED_PERSON_FIELDS + (LEAD_FIELDS if draft.current == 0 else ()):
+    for field in ASKED_PERSON_FIELDS + (fields.LEAD_FIELDS if draft.current == 0 else ()):
         if field == "full_name":
             if "first_name" not in values:
                 return "full_name"
@@ -115,22 +89,10 @@ def printed_name(values: dict[str, Any]) -> str:
     return f"{values.get('last_name', '')}/{values.get('first_name', '')}"
 
 
-def _categories(adults: int, children: int, infants: int) -> list[TravellerDraft]:
-    return (
-        [TravellerDraft(category=PassengerCategory.ADULT) for _ in range(adults)]
-        + [TravellerDraft(category=PassengerCategory.CHILD) for _ in range(children)]
-        + [TravellerDraft(category=PassengerCategory.INFANT) for _ in range(infants)]
-    )
-
-
 def _step(
     state: str | None, conv: Conversation, *replies: Message, notice: Notice | None = None
 ) -> Step:
     return Step(state=state, data=conv, replies=list(replies), notice=notice)
-
-
-def _dmy(day: date | None) -> str:
-    return f"{day.day} {day:%b %Y}" if day else "?"
 
 
 # --- re-price -------------------------------------------------------------------------------
@@ -218,7 +180,7 @@ async def _book(
         updated = updated.model_copy(update={"price_lines": (), "taxes": None})
     draft = BookingDraft(
         itinerary=updated,
-        travellers=_categories(passengers.adults, passengers.children, passengers.infants),
+        travellers=[TravellerDraft(category=c) for c in passengers.categories],
         field="full_name",
     )
     conv = conv.model_copy(update={"booking": draft})
@@ -380,7 +342,7 @@ async def _store_value(
 def _said(field: str, value: Any) -> str:
     """What was understood, shown in front of the next question."""
     if field == "birth_date" and isinstance(value, str):
-        return f"Born {_dmy(date.fromisoformat(value))}. "
+        return f"Born {format_date(date.fromisoformat(value))}. "
     if field == "gender":
         return {"F": "Female. ", "M": "Male. "}.get(str(value), "")
     if field == "nationality":
@@ -527,7 +489,9 @@ def _which_date(draft: BookingDraft, text: str) -> Message | None:
     return Message(
         text=f"Which date do you mean by “{esc(text.strip())}”?",
         buttons=(
-            tuple(Button(label=_dmy(day), action="date", arg=day.isoformat()) for day in valid),
+            tuple(
+                Button(label=format_date(day), action="date", arg=day.isoformat()) for day in valid
+            ),
         ),
     )
 
@@ -632,9 +596,9 @@ def _traveller_lines(draft: BookingDraft) -> list[str]:
         )
         line = (
             f"{i + 1}. <b>{esc(v.get('first_name', ''))} {esc(v.get('last_name', ''))}</b>, {t.category.value}\n"
-            f"   born {_dmy(born)}, {esc(v.get('gender', ''))}, "
+            f"   born {format_date(born) if born else '?'}, {esc(v.get('gender', ''))}, "
             f"{esc(v.get('nationality', ''))}, passport {esc(mask_document(str(v.get('passport_number', ''))))}"
-            f" valid to {_dmy(expiry)}"
+            f" valid to {format_date(expiry) if expiry else '?'}"
         )
         if i == 0:
             line += f"\n   ✉️ {esc(v.get('email', ''))}" + (
@@ -701,9 +665,9 @@ async def on_edit(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
     index = int(pressed.arg) if pressed.arg.isdigit() else 0
     if index >= len(draft.travellers):
         return _step(EDIT, conv, notice=Notice(text="No such traveller."))
-    names = _fields_for(index)
+    names = fields.fields_for(index)
     rows_list = [
-        tuple(Button(label=LABELS[f], action="editf", arg=f"{index}.{f}") for f in names[i : i + 2])
+        tuple(Button(label=f.label, action="editf", arg=f"{index}.{f}") for f in names[i : i + 2])
         for i in range(0, len(names), 2)
     ]
     rows_list.append((Button(label="‹ Back to review", action="review"),))
@@ -725,7 +689,7 @@ async def on_edit_field(deps: FlowDeps, conv: Conversation, event: Event, presse
         draft is None
         or not index_text.isdigit()
         or int(index_text) >= len(draft.travellers)
-        or field not in _fields_for(int(index_text))
+        or field not in fields.fields_for(int(index_text))
     ):
         return _step(EDIT, conv, notice=Notice(text="That detail can't be edited."))
     draft = draft.model_copy(update={"current": int(index_text), "field": field, "editing": True})
@@ -785,14 +749,7 @@ async def on_pay(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pres
     return _step(
         PAYMENT,
         conv,
-        payment_message(
-            booking.reference,
-            session.url,
-            session.expires_at,
-            booking.amount.format(),
-            sandbox=deps.sandbox_payments,
-            note=texts.fare_hold_note(booking),
-        ),
+        texts.payment_link(booking, session.url, session.expires_at, sandbox=deps.sandbox_payments),
     )
 
 
@@ -810,25 +767,6 @@ def merge_saved(
     return tuple(kept.values())[:MAX_SAVED]
 
 
-def payment_message(
-    reference: str, url: str, expires_at: Any, amount: str, *, sandbox: bool, note: str = ""
-) -> Message:
-    deadline = expires_at.strftime("%H:%M UTC")
-    label = f"Pay {amount} (test payment)" if sandbox else f"💳 Pay {amount} securely"
-    text = (
-        f"Booking <b>{esc(reference)}</b> is held for you. Pay by <b>{deadline}</b> to keep this fare."
-        + note
-        + ("\n<i>This is a sandbox: no real money is taken.</i>" if sandbox else "")
-    )
-    return Message(
-        text=text,
-        buttons=(
-            (Button(label=label, url=url),),
-            (Button(label="Cancel this booking", action="!abandon", arg=reference),),
-        ),
-    )
-
-
 async def on_payment_text(deps: FlowDeps, conv: Conversation, event: Event) -> Step:
     reference = conv.booking.reference if conv.booking else None
     booking = (
@@ -836,13 +774,7 @@ async def on_payment_text(deps: FlowDeps, conv: Conversation, event: Event) -> S
         if reference
         else None
     )
-    if booking is None or booking.status.value in (
-        "confirmed",
-        "paid",
-        "refunded",
-        "cancelled",
-        "failed",
-    ):
+    if booking is None or not booking.status.unpaid:
         status = f"Booking {esc(reference)} is {booking.status.label.lower()}. " if booking else ""
         return Step(
             state=None,
@@ -865,19 +797,7 @@ async def on_payment_text(deps: FlowDeps, conv: Conversation, event: Event) -> S
     )
 
 
-STATES = {
-    # A result's number starts the booking (detail and first question together); the rest of
-    # the results state is the search flow's.
-    search_flow.RESULTS: State(
-        search_flow.RESULTS,
-        hint=search_flow.STATES[search_flow.RESULTS].hint,
-        buttons={**search_flow.STATES[search_flow.RESULTS].buttons, "pick": on_pick_and_book},
-    ),
-    search_flow.DETAIL: State(
-        search_flow.DETAIL,
-        hint="Tap Book to continue with this flight, or Back to see the other results.",
-        buttons={"book": on_book, "back": search_flow.on_back},
-    ),
+STATES: dict[str, State[FlowDeps, Conversation]] = {
     PRICE: State(
         PRICE,
         hint="Tap Continue to book at the new price, or Back to see the other results.",
@@ -916,3 +836,14 @@ STATES = {
         on_text=on_payment_text,
     ),
 }
+
+FLOW: Flow[FlowDeps, Conversation] = Flow(
+    name="booking",
+    prefix="book:",
+    states=tuple(STATES.values()),
+    extends=(
+        # A result's number starts the booking (detail and first question together).
+        Extension(search_flow.RESULTS, {"pick": on_pick_and_book}),
+        Extension(search_flow.DETAIL, {"book": on_book}),
+    ),
+)

@@ -10,33 +10,18 @@ from typing import Any
 from conversations.data import Conversation
 from conversations.deps import FlowDeps
 from conversations.engine import KEEP, Event, Pressed, State, Step
+from conversations.flow import SHOW_HELP, Command, Flow
 from conversations.flows import search as search_flow
 from services import texts
 from services.bookings import BookingError
+from services.flights.dates import format_date, format_day
 from services.messages import Button, Document, Message, Notice, esc
 from services.models import Booking, BookingStatus, Profile
 from services.payments.base import PaymentError
 
 log = logging.getLogger(__name__)
 
-HELP = (
-    "I find and book flights.\n\n"
-    "/start — search for flights\n"
-    "/mybookings — your bookings, payments and cancellations\n"
-    "/cancel — stop what we're doing (your bookings are kept)\n"
-    "/mydata — what I store about you\n"
-    "/deletedata — erase your data\n"
-    "/help — this message"
-)
-
-USER_COMMANDS = (
-    ("start", "Search for flights"),
-    ("mybookings", "Your bookings"),
-    ("cancel", "Stop the current step"),
-    ("mydata", "What I store about you"),
-    ("deletedata", "Erase your data"),
-    ("help", "What I can do"),
-)
+HELP_INTRO = "I find and book flights."  # /help: then a line per command (conversations.flow)
 
 
 def _keep(conv: Conversation | None, *replies: Message, notice: Notice | None = None) -> Step:
@@ -93,10 +78,6 @@ async def _cancel_unpaid(deps: FlowDeps, user_id: int, reference: str) -> Messag
     )
 
 
-async def cmd_help(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
-    return _keep(conv, Message(text=HELP))
-
-
 async def cmd_cancel(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
     return Step(
         state=None,
@@ -115,7 +96,7 @@ async def _bookings_list(deps: FlowDeps, user_id: int) -> Message:
     if not bookings:
         return Message(text="You have no bookings yet. /start to search for flights.")
     lines = [
-        f"<b>{esc(b.reference)}</b> · {texts.route(b)} · {texts.day(b.departure_date)} · "
+        f"<b>{esc(b.reference)}</b> · {texts.route(b)} · {format_day(b.departure_date)} · "
         f"{b.amount.format()} · {b.status.label}"
         for b in bookings
     ]
@@ -190,19 +171,19 @@ def _mydata_summary(profile: Profile | None, bookings: list[Booking]) -> str:
             f"name {esc(profile.first_name)}" if profile.first_name else "",
             f"username @{esc(profile.username)}" if profile.username else "",
             f"language {esc(profile.language)}" if profile.language else "",
-            f"since {texts.day(profile.created_at.date())}" if profile.created_at else "",
+            f"since {format_day(profile.created_at.date())}" if profile.created_at else "",
         ]
         lines.append("Profile: " + (", ".join(k for k in known if k) or "your Telegram id"))
     saved = profile.saved_travellers if profile else ()
     lines.append(f"\n<b>Saved travellers</b> ({len(saved)})")
     lines += [
-        f"• {esc(t.full_name)}, {t.category.value}, born {t.birth_date.day} {t.birth_date:%b %Y}, "
+        f"• {esc(t.full_name)}, {t.category.value}, born {format_date(t.birth_date)}, "
         f"passport {esc(t.passport_masked)}"
         for t in saved[:MYDATA_LIST]
     ] or ["none"]
     lines.append(f"\n<b>Bookings</b> ({len(bookings)})")
     lines += [
-        f"• {esc(b.reference)} · {texts.route(b)} · {texts.day(b.departure_date)} · "
+        f"• {esc(b.reference)} · {texts.route(b)} · {format_day(b.departure_date)} · "
         f"{b.amount.format()} · {b.status.label}"
         for b in bookings[:MYDATA_LIST]
     ] or ["none"]
@@ -235,7 +216,7 @@ async def cmd_mydata(deps: FlowDeps, conv: Conversation | None, event: Event) ->
 def _trip_line(booking: Booking) -> str:
     return (
         f"<b>{esc(booking.reference)}</b> · {texts.route(booking)} · "
-        f"{texts.day(booking.itinerary.departure)}"
+        f"{format_day(booking.itinerary.departure)}"
     )
 
 
@@ -325,18 +306,9 @@ async def btn_renew(
         return _keep(
             conv, Message(text="I couldn't create a payment link just now. Try again in a minute.")
         )
-    from conversations.flows.booking import payment_message
-
     return _keep(
         conv,
-        payment_message(
-            booking.reference,
-            session.url,
-            session.expires_at,
-            booking.amount.format(),
-            sandbox=deps.sandbox_payments,
-            note=texts.fare_hold_note(booking),
-        ),
+        texts.payment_link(booking, session.url, session.expires_at, sandbox=deps.sandbox_payments),
     )
 
 
@@ -364,11 +336,9 @@ async def btn_cancel_ask(
             conv, notice=Notice(text="Only a confirmed booking can be cancelled.", alert=True)
         )
     try:  # the airline says what it gives back before the traveller confirms
-        quote = await deps.bookings.cancellation_preview(event.user.id, booking.reference)
+        refund = await deps.bookings.cancellation_preview(event.user.id, booking.reference)
     except BookingError as error:
         return _keep(conv, Message(text=esc(str(error))))
-    # Never more than is left: an admin may have refunded part of it already.
-    refund = booking.refundable if quote is None else min(quote.refund, booking.refundable)
     return _keep(
         conv,
         Message(
@@ -420,26 +390,58 @@ async def idle_text(deps: FlowDeps, conv: Conversation | None, event: Event) -> 
     )
 
 
-IDLE = State(
+IDLE: State[FlowDeps, Conversation] = State(
     "", hint="Type /start to search for flights, or /help to see what I can do.", on_text=idle_text
 )
 
-COMMANDS = {
-    "start": cmd_start,
-    "help": cmd_help,
-    "cancel": cmd_cancel,
-    "mybookings": cmd_mybookings,
-    "mydata": cmd_mydata,
-    "deletedata": cmd_deletedata,
-}
-
-GLOBAL_BUTTONS = {
-    "!mybookings": btn_mybookings,
-    "!booking": btn_booking,
-    "!renew": btn_renew,
-    "!abandon": btn_abandon,
-    "!cancelask": btn_cancel_ask,
-    "!cancelyes": btn_cancel_yes,
-    "!deleteyes": btn_delete_yes,
-    "!deleteno": btn_delete_no,
-}
+FLOW: Flow[FlowDeps, Conversation] = Flow(
+    name="common",
+    prefix="common:",
+    idle=IDLE,
+    # Positions in the menus and /help: a feature's command goes between the two it belongs
+    # between (Command.position).
+    commands=(
+        Command(
+            "start", cmd_start, menu="Search for flights", help="search for flights", position=10
+        ),
+        Command(
+            "mybookings",
+            cmd_mybookings,
+            menu="Your bookings",
+            help="your bookings, payments and cancellations",
+            position=20,
+        ),
+        Command(
+            "cancel",
+            cmd_cancel,
+            menu="Stop the current step",
+            help="stop what we're doing (your bookings are kept)",
+            position=40,
+        ),
+        Command(
+            "mydata",
+            cmd_mydata,
+            menu="What I store about you",
+            help="what I store about you",
+            position=50,
+        ),
+        Command(
+            "deletedata",
+            cmd_deletedata,
+            menu="Erase your data",
+            help="erase your data",
+            position=70,
+        ),
+        Command("help", SHOW_HELP, menu="What I can do", help="this message", position=90),
+    ),
+    global_buttons={
+        "!mybookings": btn_mybookings,
+        "!booking": btn_booking,
+        "!renew": btn_renew,
+        "!abandon": btn_abandon,
+        "!cancelask": btn_cancel_ask,
+        "!cancelyes": btn_cancel_yes,
+        "!deleteyes": btn_delete_yes,
+        "!deleteno": btn_delete_no,
+    },
+)

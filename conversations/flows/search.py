@@ -17,10 +17,18 @@ from datetime import date, timedelta
 
 from pydantic import ValidationError
 
-from conversations.calendar import calendar_keyboard, month_days, price_label
+from conversations.calendar import (
+    calendar_keyboard,
+    day_arg,
+    month_days,
+    parse_day_arg,
+    parse_month_arg,
+    price_label,
+)
 from conversations.data import Conversation, ResultsView, SearchDraft
 from conversations.deps import FlowDeps
 from conversations.engine import Event, Pressed, State, Step
+from conversations.flow import Flow
 from services.flights import format as fmt
 from services.flights.base import ProviderError, ProviderUnavailableError
 from services.flights.dates import (
@@ -589,25 +597,18 @@ def _which_day(typed: str, readings: tuple[date, ...], today: date) -> Message:
         text=f"Which day do you mean by “{esc(typed.strip())}”?",
         buttons=(
             tuple(
-                Button(label=format_day(day, today=today), action="day", arg=f"{day:%Y%m%d}")
+                Button(label=format_day(day, today=today), action="day", arg=day_arg(day))
                 for day in readings
             ),
         ),
     )
 
 
-def _parse_compact_day(arg: str) -> date | None:
-    try:
-        return date(int(arg[:4]), int(arg[4:6]), int(arg[6:8])) if len(arg) == 8 else None
-    except ValueError:
-        return None
-
-
 async def on_calendar_day(
     deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed
 ) -> Step:
     state = _date_state(conv)
-    day = _parse_compact_day(pressed.arg)
+    day = parse_day_arg(pressed.arg)
     if day is None:
         return _step(state, conv, notice=Notice(text="That day can't be picked."))
     try:
@@ -626,7 +627,7 @@ async def on_calendar_page(
     deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed
 ) -> Step:
     state = _date_state(conv)
-    month = _parse_compact_day(pressed.arg + "01") if len(pressed.arg) == 6 else None
+    month = parse_month_arg(pressed.arg)
     today = _today(deps, conv)
     if (
         month is None
@@ -967,7 +968,7 @@ async def on_back(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
     return await show_results(deps, conv, event, edit=True)
 
 
-STATES = {
+STATES: dict[str, State[FlowDeps, Conversation]] = {
     ORIGIN: State(
         ORIGIN,
         hint="Type the city or airport you're flying from, e.g. Berlin or BER.",
@@ -1020,8 +1021,8 @@ STATES = {
     RESULTS: State(
         RESULTS,
         hint="Tap a flight's number to see it, use the buttons to sort or page, or /cancel.",
+        # A result's number ("pick") is the booking flow's: it opens the booking with the detail.
         buttons={
-            "pick": on_pick,
             "page": on_page,
             "sort": on_sort,
             "direct": on_direct,
@@ -1030,4 +1031,14 @@ STATES = {
             "pax_open": on_change_travellers,
         },
     ),
+    # The detail view of chats stored by earlier versions; its "Book" is the booking flow's.
+    DETAIL: State(
+        DETAIL,
+        hint="Tap Book to continue with this flight, or Back to see the other results.",
+        buttons={"back": on_back},
+    ),
 }
+
+FLOW: Flow[FlowDeps, Conversation] = Flow(
+    name="search", prefix="search:", states=tuple(STATES.values())
+)

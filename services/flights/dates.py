@@ -156,26 +156,21 @@ def check_travel_date(
     last = today + timedelta(days=horizon_days)
     if day < today:
         raise DateInputError(
-            f"That date has passed: pick a day from {_short(today, today)}.",
+            f"That date has passed: pick a day from {format_day(today, today=today)}.",
             month=today.replace(day=1),
         )
     if not_before is not None and day < not_before:
         raise DateInputError(
-            f"The return can't be before the departure ({format_day(not_before, today=today)}): "
-            f"pick a day from {_short(not_before, today)}.",
+            "The return can't be before the departure: pick a day from "
+            f"{format_day(not_before, today=today)}.",
             month=not_before.replace(day=1),
         )
     if day > last:
         raise DateInputError(
-            f"Flights can be booked up to {_short(last, today)}: pick an earlier day.",
+            f"Flights can be booked up to {format_day(last, today=today)}: pick an earlier day.",
             month=last.replace(day=1),
         )
     return day
-
-
-def _short(day: date, today: date) -> str:
-    text = f"{day.day} {day:%b}"
-    return text if day.year == today.year else f"{text} {day.year}"
 
 
 def _read(text: str, today: date) -> date:
@@ -307,11 +302,22 @@ def _unreadable(text: str) -> DateInputError:
     return DateInputError(f"I couldn't read that date. Type e.g. {_EXAMPLES}.")
 
 
-def format_day(day: date, *, today: date | None = None) -> str:
-    """'Fri 9 Apr', with the year when it is not this year: 'Tue 4 Jan 2028'."""
+# The bot's two ways of writing a day, used by every message, email, calendar file and payment
+# page, so that a day reads the same wherever a traveller or an admin meets it.
+def format_day(day: date, *, today: date | None = None, always_year: bool = False) -> str:
+    """A day of travel: 'Fri 9 Apr', with the year when it is not this year (or always, for
+    what is kept beyond it, like a calendar file): 'Tue 4 Jan 2028'. A datetime gives its own
+    (local) day."""
     text = f"{day:%a} {day.day} {day:%b}"
-    this_year = (today or today_anywhere()).year
-    return text if day.year == this_year else f"{text} {day.year}"
+    if always_year or day.year != (today or today_anywhere()).year:
+        return f"{text} {day.year}"
+    return text
+
+
+def format_date(day: date) -> str:
+    """A day of record (a birth date, a passport's expiry), always with its year and without
+    the weekday, which would only be noise there: '17 May 1990'."""
+    return f"{day.day} {day:%b %Y}"
 
 
 def format_duration(span: timedelta) -> str:

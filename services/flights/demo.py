@@ -42,6 +42,7 @@ from services.flights.base import (
     Recheck,
     Ticket,
 )
+from services.flights.dates import format_day
 from services.flights.places import GLOBAL_HUBS, PlaceIndex, airport_distance_km
 from services.models import (
     Airport,
@@ -282,7 +283,9 @@ class DemoProvider(FlightProvider):
         last = self._today() + timedelta(days=self.horizon_days)
         latest = query.return_date or query.departure
         if latest > last:
-            raise ProviderError(f"Demo fares are available up to {last:%d %b %Y}.")
+            raise ProviderError(
+                f"Demo fares are available up to {format_day(last, today=self._today())}."
+            )
         for code in (*query.origin.airports, *query.destination.airports):
             if self.places.find(code) is None:
                 raise ProviderError(f"Unknown airport code {code}.")
@@ -662,16 +665,6 @@ def _via_hubs(places: PlaceIndex, origin: Airport, destination: Airport) -> list
         if alternative is not None and len(alternative) <= len(first) + 1:
             routes.append(alternative)
     return list(dict.fromkeys(routes))[:3]
-
-
-def _nearest_hub(places: PlaceIndex, airport: Airport, *, exclude: str) -> Airport:
-    """The closest hub to an airport (never ``exclude``); every airport reaches one."""
-    candidates = [
-        (airport_distance_km(airport, hub), hub.iata)
-        for hub in _hub_airports(places)
-        if hub.iata not in (exclude, airport.iata)
-    ]
-    return places.get(min(candidates)[1])
 
 
 def _routing_weight(

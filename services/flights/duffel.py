@@ -30,7 +30,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -61,6 +61,7 @@ from services.flights.base import (
 )
 from services.flights.breaker import CircuitBreaker
 from services.flights.contacts import e164
+from services.flights.dates import format_day
 from services.flights.retrying import RetryableError, RetryPolicy
 from services.models import (
     Baggage,
@@ -657,8 +658,9 @@ def _change_summary(slices: Sequence[Any]) -> str:
             except (_MalformedError, KeyError, TypeError, ValueError):
                 continue
             lines.append(
-                f"{parsed.flight_number} {parsed.origin} {parsed.departure:%d %b %H:%M} → "
-                f"{parsed.destination} {parsed.arrival:%d %b %H:%M}"
+                f"{parsed.flight_number} {parsed.origin} {format_day(parsed.departure)} "
+                f"{parsed.departure:%H:%M} → {parsed.destination} "
+                f"{format_day(parsed.arrival)} {parsed.arrival:%H:%M}"
             )
     if not lines:
         return "The airline changed your flight times."
@@ -855,10 +857,6 @@ def _search_passengers(passengers: Passengers) -> list[dict[str, Any]]:
         + [{"age": SEARCH_CHILD_AGE}] * passengers.children
         + [{"age": SEARCH_INFANT_AGE}] * passengers.infants
     )
-
-
-def _age_on(birth: date, day: date) -> int:
-    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
 def _order_passengers(

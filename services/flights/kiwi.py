@@ -55,7 +55,6 @@ from services.models import (
     Itinerary,
     Location,
     LocationKind,
-    PassengerCategory,
     Passengers,
     SearchQuery,
     Segment,
@@ -405,7 +404,7 @@ class KiwiProvider(FlightProvider):
         if itinerary.provider != KIWI or not itinerary.booking_token:
             return None
         try:
-            checked = await self._check_flights(itinerary, _passengers_of(booking.travellers))
+            checked = await self._check_flights(itinerary, booking.passengers)
         except _ExpiredError as exc:
             raise FareUnavailableError("the offer expired") from exc
         if checked.get("flights_invalid"):
@@ -464,7 +463,7 @@ class KiwiProvider(FlightProvider):
                 journal=journal,
                 total=booking.amount,
             )
-        passengers = _passengers_of(booking.travellers)
+        passengers = booking.passengers
         try:
             checked = await self._check_flights(itinerary, passengers)
         except _ExpiredError as exc:
@@ -697,17 +696,6 @@ def _checked_price(checked: dict[str, Any], shown: Money) -> Money:
     if not checked.get("price_change"):
         return shown
     raise ProviderError("Kiwi changed the price but did not say the new one in our currency")
-
-
-def _passengers_of(travellers: Sequence[Traveller]) -> Passengers:
-    counts = dict.fromkeys(PassengerCategory, 0)
-    for traveller in travellers:
-        counts[traveller.category] += 1
-    return Passengers(
-        adults=max(1, counts[PassengerCategory.ADULT]),
-        children=counts[PassengerCategory.CHILD],
-        infants=counts[PassengerCategory.INFANT],
-    )
 
 
 def _passenger(traveller: Traveller, *, deposit_email: str | None = None) -> dict[str, Any]:

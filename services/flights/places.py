@@ -525,11 +525,6 @@ class PlaceIndex:
         index = self._city_by_code.get(code.strip().upper())
         return None if index is None else self._cities[index].location()
 
-    def city_of(self, iata: str) -> Location | None:
-        """The city an airport belongs to, if it is one a city search covers."""
-        index = self._city_of.get(iata.strip().upper())
-        return None if index is None else self._cities[index].location()
-
     def city_name(self, iata: str) -> str:
         """Name of the city an airport serves, for display ("Frankfurt", "New York")."""
         index = self._city_of.get(iata.strip().upper())

@@ -14,6 +14,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 
 from services import texts
+from services.flights.dates import format_day
 from services.mail.ics import MIME_TYPE, airline_reference, booking_calendar, calendar_filename
 from services.models import Booking, utcnow
 from services.money import Money
@@ -56,7 +57,7 @@ def confirmation_email(booking: Booking, *, sender: str) -> EmailMessage | None:
         recipient=recipient,
         subject=(
             f"Booking confirmed: {booking.reference} · {texts.route(booking)}, "
-            f"{texts.day(first.departure)}"
+            f"{format_day(first.departure)}"
         ),
         lines=lines,
     )

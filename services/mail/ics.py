@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from icalendar import Calendar, Event
 
+from services.flights.dates import format_day
 from services.models import Booking, Segment, utcnow
 
 MIME_TYPE = "text/calendar"
@@ -49,6 +50,11 @@ def booking_calendar(
     return data
 
 
+def _moment(local: datetime) -> str:
+    """'Fri 9 Apr 2027 14:35': a calendar file outlives this year, so its days carry theirs."""
+    return f"{format_day(local, always_year=True)} {local:%H:%M}"
+
+
 def _flight_event(
     booking: Booking,
     segment: Segment,
@@ -68,8 +74,8 @@ def _flight_event(
     lines = [
         f"Booking reference: {booking.reference}",
         *([f"Airline reference: {pnr}"] if pnr else []),
-        f"Departs {segment.origin} {segment.departure:%a %d %b %Y %H:%M} local time",
-        f"Arrives {segment.destination} {segment.arrival:%a %d %b %Y %H:%M} local time",
+        f"Departs {segment.origin} {_moment(segment.departure)} local time",
+        f"Arrives {segment.destination} {_moment(segment.arrival)} local time",
     ]
     if booking.itinerary.is_demo:
         lines.append("Demo fare: no real ticket is issued.")

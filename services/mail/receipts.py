@@ -30,6 +30,7 @@ from tenacity import (
 
 from services.mail.base import EmailRejectedError, EmailSender, EmailUnavailableError
 from services.mail.compose import confirmation_email, refund_email
+from services.messages import esc
 from services.models import Booking
 from services.money import Money
 
@@ -151,12 +152,13 @@ class EmailReceipts:
                         await self._sender.send(message)
         except EmailRejectedError as error:
             log.warning("%s refused, not retried: %s", label, error)
-            await self._alert(f"📧 The {label} was refused: {error}. Not retried.")
+            await self._alert(f"📧 The {esc(label)} was refused: {esc(str(error))}. Not retried.")
             return
         except EmailUnavailableError as error:
             log.warning("%s given up after %d tries: %s", label, self._attempts, error)
             await self._alert(
-                f"📧 The {label} could not be sent after {self._attempts} tries: {error}."
+                f"📧 The {esc(label)} could not be sent after {self._attempts} tries: "
+                f"{esc(str(error))}."
             )
             return
         log.info("%s sent (%s)", label, self._sender.name)

@@ -102,6 +102,19 @@ class PaymentGateway(ABC):
     ) -> Refund: ...
 
     @abstractmethod
+    async def find_refund(self, payment_intent_id: str, idempotency_key: str) -> Refund | None:
+        """The refund a ``refund`` call with this key made, or None if it made none.
+
+        For a refund whose answer was lost (a timeout, a dropped connection): the money may
+        have gone back all the same, so it must be looked up, not sent again under a new key.
+        Raises ``PaymentUnavailableError`` when that cannot be found out now."""
+
+    @abstractmethod
+    async def refunded_total(self, payment_intent_id: str, currency: str) -> Money:
+        """What the payment's refunds add up to, those still on their way included: the truth
+        a refund claim whose outcome was never recorded is settled by."""
+
+    @abstractmethod
     def parse_event(self, payload: bytes, signature_header: str | None) -> PaymentEvent:
         """Verify the signature first, then parse. Raises InvalidSignatureError /
         MalformedEventError."""

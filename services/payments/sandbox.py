@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from services.models import Booking, BookingStatus, utcnow
+from services.models import PAST_PAYMENT_STATUSES, Booking, utcnow
 from services.money import Money
 from services.payments.base import (
     CheckoutSession,
@@ -40,13 +40,6 @@ from services.payments.events import (
 from services.storage.base import Storage
 
 SESSION_PREFIX = "cs_sandbox_"
-_PAID_STATUSES = (
-    BookingStatus.PAID,
-    BookingStatus.CONFIRMED,
-    BookingStatus.FAILED,
-    BookingStatus.CANCELLED,
-    BookingStatus.REFUNDED,
-)
 
 
 def _digest(*parts: str) -> str:
@@ -96,7 +89,7 @@ class SandboxGateway(PaymentGateway):
     async def retrieve_checkout(self, session_id: str) -> CheckoutSession:
         booking = await self._booking(session_id)
         deadline = booking.payment_deadline or self._now()
-        if booking.payment_intent_id and booking.status in _PAID_STATUSES:
+        if booking.payment_intent_id and not booking.status.unpaid:
             status, payment_status = "complete", "paid"
         elif deadline <= self._now():
             status, payment_status = "expired", "unpaid"
@@ -171,11 +164,21 @@ class SandboxGateway(PaymentGateway):
             status="succeeded",
         )
 
+    async def find_refund(self, payment_intent_id: str, idempotency_key: str) -> Refund | None:
+        """Never asked: a sandbox refund is answered in the same call, so none is ever lost."""
+        return None
+
+    async def refunded_total(self, payment_intent_id: str, currency: str) -> Money:
+        """The booking's own record: a sandbox refund moves no money, so one whose worker
+        stopped before recording it was, in effect, never made."""
+        booking = await self._booking_by_intent(payment_intent_id)
+        return Money(amount=booking.refunded_minor, currency=currency)
+
     async def _booking_by_intent(self, payment_intent_id: str) -> Booking:
         # Refunds are rare and the sandbox is for local runs: a scan is fine here. A booking
         # cancelled before its payment arrived has no intent recorded yet: it is found by the
         # intent its session's payment derives.
-        for status in _PAID_STATUSES:
+        for status in PAST_PAYMENT_STATUSES:
             for booking in await self._storage.list_bookings_by_status(status):
                 if booking.payment_intent_id == payment_intent_id or (
                     booking.payment_intent_id is None

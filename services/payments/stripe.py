@@ -16,6 +16,7 @@ import stripe
 from stripe.params import RefundCreateParams
 from stripe.params.checkout import SessionCreateParams
 
+from services.flights.dates import format_day
 from services.models import Booking, utcnow
 from services.money import Money
 from services.payments.base import (
@@ -45,17 +46,18 @@ MIN_CHECKOUT_WINDOW = timedelta(minutes=30)
 MAX_CHECKOUT_WINDOW = timedelta(hours=24)
 _CLOCK_SLACK = timedelta(seconds=60)
 REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
+REFUND_KEY_FIELD = "idempotency_key"  # in each refund's metadata: see find_refund
 
 
 def product_name(booking: Booking) -> str:
     """What the traveller sees on Stripe's page: 'Flight LIS → NRT, Fri 12 Mar'."""
     out = booking.itinerary.outbound
     first = out[0].departure
-    name = f"Flight {out[0].origin} → {out[-1].destination}, {first:%a} {first.day} {first:%b}"
+    name = f"Flight {out[0].origin} → {out[-1].destination}, {format_day(first)}"
     inbound = booking.itinerary.inbound
     if inbound:
         back = inbound[0].departure
-        name = name.replace(" → ", " ⇄ ") + f" – {back:%a} {back.day} {back:%b}"
+        name = name.replace(" → ", " ⇄ ") + f" – {format_day(back)}"
     return name
 
 
@@ -80,6 +82,14 @@ def _as_dict(obj: Any) -> Mapping[str, Any]:
         if isinstance(result, Mapping):
             return result
     raise PaymentError("Stripe answered with something that is not an object")
+
+
+def _refund_from(data: Mapping[str, Any]) -> Refund:
+    try:
+        money = from_stripe_amount(int(data["amount"]), str(data["currency"]))
+        return Refund(id=str(data["id"]), amount=money, status=str(data["status"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PaymentError(f"Stripe answered with an unreadable refund: {exc}") from None
 
 
 class StripeGateway(PaymentGateway):
@@ -196,20 +206,42 @@ class StripeGateway(PaymentGateway):
                 params["amount"] = to_stripe_amount(amount)
             except ValueError as exc:
                 raise PaymentError(str(exc)) from None
+        # The key travels with the refund, so a refund whose answer was lost can be found.
+        metadata = {REFUND_KEY_FIELD: idempotency_key}
         if reason in REFUND_REASONS:
             params["reason"] = reason
         elif reason:
             # Stripe takes only its three reason codes; a free-text note goes to metadata.
-            params["metadata"] = {"note": reason[:500]}
+            metadata["note"] = reason[:500]
+        params["metadata"] = metadata
         refund = await self._call(
             self._client.v1.refunds.create_async(params, {"idempotency_key": idempotency_key})
         )
-        data = _as_dict(refund)
-        try:
-            money = from_stripe_amount(int(data["amount"]), str(data["currency"]))
-            return Refund(id=str(data["id"]), amount=money, status=str(data["status"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PaymentError(f"Stripe answered with an unreadable refund: {exc}") from None
+        return _refund_from(_as_dict(refund))
+
+    async def find_refund(self, payment_intent_id: str, idempotency_key: str) -> Refund | None:
+        for data in await self._refunds_of(payment_intent_id):
+            if (data.get("metadata") or {}).get(REFUND_KEY_FIELD) == idempotency_key:
+                return _refund_from(data)
+        return None
+
+    async def refunded_total(self, payment_intent_id: str, currency: str) -> Money:
+        total = Money(amount=0, currency=currency)
+        for data in await self._refunds_of(payment_intent_id):
+            if data.get("status") in ("failed", "canceled"):
+                continue
+            refund = _refund_from(data)
+            if refund.amount.currency != currency:
+                raise PaymentError(f"a refund of {payment_intent_id} is not in {currency}")
+            total = total + refund.amount
+        return total
+
+    async def _refunds_of(self, payment_intent_id: str) -> list[Mapping[str, Any]]:
+        # A payment is refunded a handful of times at most: one page of 100 holds them all.
+        page = await self._call(
+            self._client.v1.refunds.list_async({"payment_intent": payment_intent_id, "limit": 100})
+        )
+        return [data for data in _as_dict(page).get("data") or [] if isinstance(data, Mapping)]
 
     # webhooks --------------------------------------------------------------------------------
     def parse_event(self, payload: bytes, signature_header: str | None) -> PaymentEvent:

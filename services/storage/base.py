@@ -53,19 +53,6 @@ BROADCAST_TRANSITIONS: dict[BroadcastStatus, frozenset[BroadcastStatus]] = {
 }
 
 
-# A booking in one of these can still move (money may still arrive or be refunded), so its
-# payment events are kept however old: the ledger answers Stripe's redeliveries and /booking
-# shows them. Refunded is final; an expired booking's Checkout Session lasted at most 24 hours.
-LIVE_BOOKING_STATUSES = frozenset(
-    {
-        BookingStatus.DRAFT,
-        BookingStatus.AWAITING_PAYMENT,
-        BookingStatus.PAID,
-        BookingStatus.CONFIRMED,
-        BookingStatus.FAILED,
-        BookingStatus.CANCELLED,
-    }
-)
 # Rows deleted per table per retention run, so one run never holds a table for long.
 PURGE_BATCH = 5000
 RETENTION_TABLES = ("admin_audit", "payment_events", "flight_searches")
@@ -227,6 +214,22 @@ class Storage(ABC):
         released so the money can be refunded again."""
 
     @abstractmethod
+    async def list_stale_refund_claims(
+        self, updated_before: datetime, *, limit: int = 100
+    ) -> list[Booking]:
+        """Bookings with money claimed for a refund and untouched since ``updated_before``:
+        the worker sending it stopped, or Stripe never said whether it made the refund."""
+
+    @abstractmethod
+    async def resolve_refund_claim(
+        self, booking_id: str, *, expected_refunded: int, expected_pending: int, refunded: int
+    ) -> bool:
+        """End a stale claim with what the gateway says went back: ``refunded`` becomes the
+        amount refunded and nothing stays pending, in one conditional update that applies
+        only while the booking still reads ``expected_refunded`` / ``expected_pending`` (of
+        two sweepers, one wins; a late ``settle_refund`` of the same claim changes nothing)."""
+
+    @abstractmethod
     async def claim_checkout_renewal(self, booking_id: str, limit: int) -> int | None:
         """Count one more payment link for the booking unless it already had ``limit``;
         returns its number (1, 2, ...; unique per booking) or None at the limit."""
@@ -360,7 +363,7 @@ class Storage(ABC):
     ) -> dict[str, int]:
         """Delete, oldest first and at most ``limit`` rows per table, what only grows: refused
         admin attempts (audit action ``denied``), payment events of no live booking (see
-        ``LIVE_BOOKING_STATUSES``) and searches, each older than its cutoff. Admin actions and
+        ``LIVE_STATUSES``) and searches, each older than its cutoff. Admin actions and
         bookings are never deleted. Returns the rows deleted per table name."""
 
     # broadcasts ------------------------------------------------------------------------------

@@ -35,15 +35,6 @@ from services.storage.sealing import SEALED, Sealer
 
 TOP_ROUTES = 5
 
-# Statuses counted as revenue, and as "paid" in the funnel (money was taken at some point).
-REVENUE_STATUSES: Final = (BookingStatus.PAID, BookingStatus.CONFIRMED)
-PAID_STATUSES: Final = (
-    BookingStatus.PAID,
-    BookingStatus.CONFIRMED,
-    BookingStatus.FAILED,
-    BookingStatus.CANCELLED,
-    BookingStatus.REFUNDED,
-)
 
 # What an erased traveller keeps: passenger category, gender and nationality (fare rules and
 # statistics). Without names, birth date, document and contacts nobody can be identified.

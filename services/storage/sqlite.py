@@ -22,6 +22,9 @@ from typing import Any
 import aiosqlite
 
 from services.models import (
+    BOOKED_STATUSES,
+    LIVE_STATUSES,
+    PAST_PAYMENT_STATUSES,
     AuditEntry,
     Booking,
     BookingStatus,
@@ -40,7 +43,6 @@ from services.models import (
 from services.storage import rows
 from services.storage.base import (
     FUNNEL_STAGES,
-    LIVE_BOOKING_STATUSES,
     PURGE_BATCH,
     REFERENCE_ATTEMPTS,
     BookingNotFoundError,
@@ -245,6 +247,10 @@ SCHEMA_STEPS: tuple[tuple[str, ...], ...] = (
             SELECT id, 'before-reconciliation', '9999-12-31T00:00:00.000000+00:00', updated_at
             FROM bookings WHERE status = 'paid'
         """,
+    ),
+    (  # supabase/migrations/20261202000900_refund_claims.sql
+        "CREATE INDEX bookings_refund_claims_idx ON bookings (updated_at) "
+        "WHERE refund_pending_minor > 0",
     ),
 )
 SCHEMA_VERSION = len(SCHEMA_STEPS)
@@ -702,6 +708,30 @@ class SQLiteStorage(Storage):
             (amount_minor, amount_minor if sent else 0, _now(), canonical, amount_minor),
         )
 
+    async def list_stale_refund_claims(
+        self, updated_before: datetime, *, limit: int = 100
+    ) -> list[Booking]:
+        found = await self._all(
+            "SELECT * FROM bookings WHERE refund_pending_minor > 0 AND updated_at < ? "
+            "ORDER BY updated_at, rowid LIMIT ?",
+            (_ts(updated_before), limit),
+        )
+        return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
+
+    async def resolve_refund_claim(
+        self, booking_id: str, *, expected_refunded: int, expected_pending: int, refunded: int
+    ) -> bool:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        changed = await self._changes(
+            "UPDATE bookings SET refunded_minor = ?, refund_pending_minor = 0, updated_at = ? "
+            "WHERE id = ? AND refunded_minor = ? AND refund_pending_minor = ? "
+            "AND refund_pending_minor > 0",
+            (refunded, _now(), canonical, expected_refunded, expected_pending),
+        )
+        return changed > 0
+
     async def claim_checkout_renewal(self, booking_id: str, limit: int) -> int | None:
         canonical = rows.normalise_booking_id(booking_id)
         if canonical is None:
@@ -944,7 +974,7 @@ class SQLiteStorage(Storage):
         searches_before: datetime,
         limit: int = PURGE_BATCH,
     ) -> dict[str, int]:
-        live = sorted(status.value for status in LIVE_BOOKING_STATUSES)
+        live = sorted(status.value for status in LIVE_STATUSES)
         marks = ", ".join("?" for _ in live)
         async with self._transaction() as db:
             audit = await db.execute(
@@ -979,7 +1009,7 @@ class SQLiteStorage(Storage):
         revenue = await self._all(
             "SELECT currency, sum(amount_minor) AS total FROM bookings "
             "WHERE created_at >= ? AND status IN (?, ?) GROUP BY currency",
-            (start, *(s.value for s in rows.REVENUE_STATUSES)),
+            (start, *(s.value for s in BOOKED_STATUSES)),
         )
         counts = await self._one(
             "SELECT (SELECT count(*) FROM flight_searches WHERE created_at >= ?) AS searches, "
@@ -1004,7 +1034,8 @@ class SQLiteStorage(Storage):
 
     async def funnel(self, since: datetime) -> dict[str, int]:
         start = _ts(since)
-        paid = tuple(s.value for s in rows.PAID_STATUSES)
+        # "paid" in the funnel: past the payment stage (money was taken at some point)
+        paid = tuple(s.value for s in PAST_PAYMENT_STATUSES)
         marks = ", ".join("?" for _ in paid)
         sql = (
             "SELECT count(*) AS search, count(chosen_at) AS chosen, "  # noqa: S608 - placeholders only

@@ -19,6 +19,7 @@ from postgrest import APIError, APIResponse
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from services.models import (
+    LIVE_STATUSES,
     AuditEntry,
     Booking,
     BookingStatus,
@@ -37,7 +38,6 @@ from services.models import (
 from services.storage import rows
 from services.storage.base import (
     FUNNEL_STAGES,
-    LIVE_BOOKING_STATUSES,
     PURGE_BATCH,
     REFERENCE_ATTEMPTS,
     RETENTION_TABLES,
@@ -437,6 +437,38 @@ class SupabaseStorage(Storage):
             )
         )
 
+    async def list_stale_refund_claims(
+        self, updated_before: datetime, *, limit: int = 100
+    ) -> list[Booking]:
+        found = await self._rows(
+            self._table("bookings")
+            .select("*")
+            .gt("refund_pending_minor", 0)
+            .lt("updated_at", rows.aware(updated_before).isoformat())
+            .order("updated_at")
+            .limit(limit)
+        )
+        return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
+
+    async def resolve_refund_claim(
+        self, booking_id: str, *, expected_refunded: int, expected_pending: int, refunded: int
+    ) -> bool:
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        changed = await self._rows(
+            self._table("bookings")
+            .update(
+                {"refunded_minor": refunded, "refund_pending_minor": 0},
+                returning="representation",
+            )
+            .eq("id", canonical)
+            .eq("refunded_minor", expected_refunded)
+            .eq("refund_pending_minor", expected_pending)
+            .gt("refund_pending_minor", 0)
+        )
+        return bool(changed)
+
     async def claim_checkout_renewal(self, booking_id: str, limit: int) -> int | None:
         canonical = rows.normalise_booking_id(booking_id)
         if canonical is None:
@@ -712,7 +744,7 @@ class SupabaseStorage(Storage):
                         "p_denied_audit_before": _iso(denied_audit_before),
                         "p_payment_events_before": _iso(payment_events_before),
                         "p_searches_before": _iso(searches_before),
-                        "p_live_statuses": sorted(s.value for s in LIVE_BOOKING_STATUSES),
+                        "p_live_statuses": sorted(s.value for s in LIVE_STATUSES),
                         "p_limit": limit,
                     },
                 )

@@ -252,6 +252,9 @@ class StripeStandin:
         self._idempotency: dict[str, tuple[str, int, dict[str, Any]]] = {}
         self._in_flight: set[str] = set()
         self._failures: dict[str, list[int]] = {}
+        # Routes whose next answers are lost on the way back: Stripe did the work (and saved
+        # it under the key), but the connection drops before the client reads a byte.
+        self._lost_answers: Counter[str] = Counter()
         # Seconds an endpoint (by path, e.g. "/v1/refunds") takes, so tests can overlap calls.
         self.delays: dict[str, float] = {}
         # Not part of Stripe's session object: what a session's PaymentIntent will carry.
@@ -269,6 +272,7 @@ class StripeStandin:
         app.router.add_get("/v1/checkout/sessions/{id}", self._get_session)
         app.router.add_post("/v1/checkout/sessions/{id}/expire", self._expire_session)
         app.router.add_post("/v1/refunds", self._create_refund)
+        app.router.add_get("/v1/refunds", self._list_refunds)
         app.router.add_get("/v1/refunds/{id}", self._get_refund)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -338,6 +342,11 @@ class StripeStandin:
         )
         if replayed:
             headers["Idempotent-Replayed"] = "true"
+        route = f"{request.method} {request.path}"
+        if self._lost_answers[route] > 0:
+            self._lost_answers[route] -= 1
+            if request.transport is not None:
+                request.transport.abort()
         return web.json_response(body, status=status, headers=headers)
 
     async def _run(
@@ -422,6 +431,12 @@ class StripeStandin:
         request's idempotency key."""
         self._failures.setdefault(path, []).extend([status] * times)
 
+    def lose_answers(self, route: str, *, times: int = 1) -> None:
+        """The next ``times`` requests to ``route`` (e.g. "POST /v1/refunds") are carried out,
+        then the connection drops before the answer: what a timeout or a reset looks like
+        to the caller."""
+        self._lost_answers[route] += times
+
     def _authenticate(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")
         scheme, _, key = header.partition(" ")
@@ -479,6 +494,31 @@ class StripeStandin:
 
     async def _create_refund(self, request: web.Request) -> web.Response:
         return await self._handle(request, self._do_create_refund)
+
+    async def _list_refunds(self, request: web.Request) -> web.Response:
+        def listing(_: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+            for name in params:
+                if name not in ("payment_intent", "charge", "limit"):
+                    raise StripeRequestError(f"Received unknown parameter: {name}", param=name)
+            limit = _int_param(params.get("limit", "10"), "limit", minimum=1)
+            if limit > 100:
+                raise StripeRequestError(
+                    "This value must be less than or equal to 100.", param="limit"
+                )
+            found = [
+                copy.deepcopy(refund)
+                for refund in sorted(self.refunds.values(), key=lambda r: -r["created"])
+                if params.get("payment_intent") in (None, refund["payment_intent"])
+                and params.get("charge") in (None, refund["charge"])
+            ]
+            return {
+                "object": "list",
+                "data": found[:limit],
+                "has_more": len(found) > limit,
+                "url": "/v1/refunds",
+            }
+
+        return await self._handle(request, listing)
 
     async def _get_refund(self, request: web.Request) -> web.Response:
         def get(req: web.Request, _: dict[str, Any]) -> dict[str, Any]:
