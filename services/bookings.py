@@ -176,6 +176,15 @@ class Erasure:
     anonymised: int = 0  # bookings whose travellers were erased now
 
 
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """A traveller's cancellation, done: the booking as it ended and what went back to the
+    card by it (zero for a non-refundable fare). The chat tells the traveller from this."""
+
+    booking: Booking
+    refunded: Money
+
+
 # Refund rules: the one place that says what goes back. The chat asks these before it offers a
 # button, and the service applies them again under the booking's lock before any money moves.
 def cancellation_refund(booking: Booking, airline_refund: Money | None) -> Money:
@@ -183,6 +192,16 @@ def cancellation_refund(booking: Booking, airline_refund: Money | None) -> Money
     airline order, so everything), never more than is left after refunds already sent."""
     left = booking.refundable
     return left if airline_refund is None or airline_refund >= left else airline_refund
+
+
+def cancellation_refusal(booking: Booking, now: datetime) -> CancellationRefusedError | None:
+    """Why the traveller cannot cancel ``booking`` at ``now``, as the error to raise or show;
+    None when they can: a confirmed booking whose flight has not left yet."""
+    if booking.status is not S.CONFIRMED:
+        return CancellationRefusedError(texts.cannot_cancel(booking))
+    if booking.itinerary.departure <= now:
+        return CancellationRefusedError(texts.already_departed(booking))
+    return None
 
 
 def refund_refusal(booking: Booking, amount: Money | None = None) -> NothingToRefundError | None:
@@ -801,13 +820,14 @@ class BookingService:
             log.warning("duplicate payment on %s not refunded: %s", booking.reference, error)
         await self._alert(texts.alert_duplicate_payment(current, intent, refunded))
 
-    async def _fulfil(self, booking: Booking) -> None:
+    async def _fulfil(self, booking: Booking) -> bool:
         """Ticket a paid booking, once across workers and attempts.
 
         Whoever holds the booking's fulfilment lease tickets it (renewing the lease while the
         provider works); a worker that dies leaves the lease to run out, and reconciliation
         takes the booking over. The journal carries what an earlier attempt got done: a ticket
-        already issued is not bought again, only confirmed."""
+        already issued is not bought again, only confirmed. Returns whether this worker made
+        the attempt (False: another holds the lease, or the booking is no longer paid)."""
         async with self._booking_locks.hold(f"fulfil:{booking.id}"):
             now = self._now()
             journal = await self._storage.claim_fulfilment(
@@ -815,15 +835,16 @@ class BookingService:
             )
             if journal is None:
                 log.info("booking %s is being ticketed by another worker", booking.reference)
-                return
+                return False
             current = await self._reload(booking)
             if current.status is not S.PAID:
                 await self._storage.release_fulfilment(booking.id, self._worker_id)
-                return
+                return False
             async with self._lease_renewed(booking.id):
                 release = await self._ticket_and_confirm(current, journal)
             if release:
                 await self._storage.release_fulfilment(booking.id, self._worker_id)
+            return True
 
     async def _ticket_and_confirm(self, booking: Booking, journal: Fulfilment) -> bool:
         """One ticketing attempt under the lease. Returns whether to give the lease up (False:
@@ -985,11 +1006,12 @@ class BookingService:
             now - self._stuck_after, limit=OVERDUE_BATCH
         ):
             try:
-                await self._fulfil(booking)
+                attempted = await self._fulfil(booking)
             except Exception:  # one booking's trouble must not stop the others
                 log.warning("reconciling %s failed", booking.reference, exc_info=True)
                 continue
-            if (await self._reload(booking)).status is not S.PAID:
+            # Counted by the worker that settled it, not by one that found it settled.
+            if attempted and (await self._reload(booking)).status is not S.PAID:
                 settled += 1
         expired = await self._storage.list_expired_between(
             now - EXPIRED_LOOKBACK, now, limit=OVERDUE_BATCH
@@ -1126,22 +1148,22 @@ class BookingService:
             await self._alert(texts.alert_refunded_outside(current))
 
     # after payment ---------------------------------------------------------------------------
-    async def cancel_by_user(self, user_id: int, reference: str) -> Booking:
-        """Cancel a confirmed booking before departure and refund it in full."""
+    async def cancel_by_user(self, user_id: int, reference: str) -> Cancellation:
+        """Cancel a confirmed booking before departure and refund what the airline gives back
+        (``cancellation_refund``). The traveller pressed for it, so the chat's answer tells
+        them; no notification besides."""
         booking = await self.get(user_id, reference)
         async with self._booking_locks.hold(booking.id):
             booking = await self._reload(booking)
-            if booking.status is not S.CONFIRMED:
-                raise CancellationRefusedError(texts.cannot_cancel(booking))
-            if booking.itinerary.departure <= self._now():
-                raise CancellationRefusedError(texts.already_departed(booking))
+            refusal = cancellation_refusal(booking, self._now())
+            if refusal is not None:
+                raise refusal
             airline_refund = await self._cancel_with_provider(booking)
             if not await self._storage.transition(booking.id, S.CONFIRMED, S.CANCELLED):
                 raise CancellationRefusedError(texts.cannot_cancel(await self._reload(booking)))
             if airline_refund is not None and airline_refund.amount == 0:
                 log.info("booking %s cancelled with nothing to refund", booking.reference)
-                await self._tell(booking.user_id, texts.cancelled_not_refunded(booking))
-                return await self._reload(booking)
+                return Cancellation(await self._reload(booking), airline_refund)
             try:
                 # What is left (or what the airline gives back): an admin's partial refund may
                 # be on its way at this moment.
@@ -1161,12 +1183,10 @@ class BookingService:
                 current = await self._reload(booking)
                 await self._alert(texts.alert_refund_failed(current, str(error)))
                 raise RefundFailedError(texts.refund_failed_user(booking)) from None
-            if airline_refund is not None:
-                await self._tell(booking.user_id, texts.cancelled_refunded(booking, refund.amount))
             await self._storage.transition(booking.id, S.CANCELLED, S.REFUNDED)
             log.info("booking %s cancelled by the traveller and refunded", booking.reference)
             self._receipts.refunded(booking, refund.amount, full=True)
-            return await self._reload(booking)
+            return Cancellation(await self._reload(booking), refund.amount)
 
     async def mark_ticketed(self, reference: str) -> Booking:
         """An admin issued the ticket by hand after a manual-ticketing alert: the booking is
@@ -1457,8 +1477,9 @@ class BookingService:
         the traveller confirms. Raises ``CancellationRefusedError`` when the booking cannot be
         cancelled or the airline does not answer."""
         booking = await self.get(user_id, reference)
-        if booking.status is not S.CONFIRMED:
-            raise CancellationRefusedError(texts.cannot_cancel(booking))
+        refusal = cancellation_refusal(booking, self._now())
+        if refusal is not None:
+            raise refusal
         try:
             quote = await self._provider.quote_cancellation(booking)
         except ProviderUnavailableError:

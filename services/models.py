@@ -486,6 +486,12 @@ BOOKED_STATUSES: tuple[BookingStatus, ...] = (BookingStatus.PAID, BookingStatus.
 HOLDS_PAYMENT_STATUSES: tuple[BookingStatus, ...] = tuple(
     s for s in PAST_PAYMENT_STATUSES if s is not BookingStatus.REFUNDED
 )
+# Money was taken for it (then kept, or given back): past the payment stage, except cancelled,
+# which a booking given up before paying also reaches; a cancelled one was paid only if it
+# records a payment intent. The admin's funnel counts these as "paid".
+PAYMENT_TAKEN_STATUSES: tuple[BookingStatus, ...] = tuple(
+    s for s in PAST_PAYMENT_STATUSES if s is not BookingStatus.CANCELLED
+)
 # Where a full refund leaves from: the statuses TRANSITIONS lets move to refunded.
 REFUND_FROM_STATUSES: tuple[BookingStatus, ...] = tuple(
     s for s in BookingStatus if BookingStatus.REFUNDED in TRANSITIONS[s]

@@ -200,16 +200,18 @@ def ticketing_failed_refund_pending(booking: Booking) -> Message:
     )
 
 
-def cancelled_refunded(booking: Booking, refunded: Money) -> Message:
-    return Message(
-        text=(
-            f"Booking <b>{esc(booking.reference)}</b> ({route(booking)}, "
-            f"{format_day(booking.itinerary.departure)}) is cancelled.\n"
-            f"<b>{refunded.format()}</b> is on its way back to your card; banks usually show "
-            "it within 5–10 days."
-        ),
-        buttons=((_open_button(booking),),),
-    )
+def cancelled_by_traveller(booking: Booking, refunded: Money) -> Message:
+    """The answer to "Yes, cancel", under the question that named the trip: what comes back
+    (``refunded``, zero for a fare the airline does not refund)."""
+    done = f"Booking <b>{esc(booking.reference)}</b> is cancelled."
+    if refunded.amount == 0:
+        text = f"{done} Its fare was non-refundable, so nothing is refunded."
+    else:
+        text = (
+            f"{done}\n<b>{refunded.format()}</b> is on its way back to your card; banks usually "
+            "show it within 5–10 days."
+        )
+    return Message(text=text, buttons=((_open_button(booking),),))
 
 
 def refund_issued(booking: Booking, refunded: Money, *, full: bool) -> Message:
@@ -460,11 +462,10 @@ def payment_link(booking: Booking, url: str, expires_at: datetime, *, sandbox: b
     """The payment link for a booking, with its deadline: after Pay, and for "Pay now" or a new
     link from the booking's view (one renderer, so both read the same)."""
     amount = booking.amount.format()
-    deadline = expires_at.strftime("%H:%M UTC")
     label = f"Pay {amount} (test payment)" if sandbox else f"💳 Pay {amount} securely"
     text = (
-        f"Booking <b>{esc(booking.reference)}</b> is held for you. Pay by <b>{deadline}</b> to "
-        "keep this fare."
+        f"Booking <b>{esc(booking.reference)}</b> is held for you. Pay by "
+        f"<b>{deadline(expires_at)}</b> to keep this fare."
         + fare_hold_note(booking)
         + ("\n<i>This is a sandbox: no real money is taken.</i>" if sandbox else "")
     )
@@ -525,17 +526,6 @@ def cancel_question(booking: Booking, refund: Money) -> str:
         )
     return (
         f"Cancel booking <b>{esc(booking.reference)}</b> and refund {refund.format()} to your card?"
-    )
-
-
-def cancelled_not_refunded(booking: Booking) -> Message:
-    return Message(
-        text=(
-            f"Booking <b>{esc(booking.reference)}</b> ({route(booking)}, "
-            f"{format_day(booking.itinerary.departure)}) is cancelled with the airline. Its fare was "
-            "non-refundable, so nothing is refunded."
-        ),
-        buttons=((_open_button(booking),),),
     )
 
 

@@ -643,7 +643,8 @@ async def test_traveller_cancels_and_is_refunded(world: World, itinerary: Itiner
 
     cancelled = await world.service.cancel_by_user(USER, booking.reference)
 
-    assert cancelled.status is S.REFUNDED
+    assert cancelled.booking.status is S.REFUNDED
+    assert cancelled.refunded == booking.amount
     [refund] = world.stripe.refunds.values()
     assert refund["amount"] == booking.amount.amount
     assert refund["reason"] == "requested_by_customer"

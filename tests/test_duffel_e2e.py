@@ -260,6 +260,7 @@ async def test_a_cancel_refunds_exactly_what_the_airline_refunds(
     ask = await bot.press(USER, "Cancel and refund")
     assert "keeps €30.00" in ask.text
     assert standin.only_order()["cancelled_at"] is None  # asking changes nothing
+    before = len(bot.sandbox.bot_messages(USER))
     await bot.press(USER, "Yes, cancel and refund")
     await bot.sandbox.wait_idle(USER, quiet=0.3)
 
@@ -267,7 +268,9 @@ async def test_a_cancel_refunds_exactly_what_the_airline_refunds(
     assert quote["confirmed_at"] is not None
     refund = Decimal(quote["refund_amount"])
     assert refund == Decimal(standin.only_order()["total_amount"]) - 30
-    assert f"€{refund:,.2f}" in chat_text(bot).split("Yes, cancel")[-1]
+    [told] = bot.sandbox.bot_messages(USER)[before:]  # one answer, not a notice besides
+    assert f"Booking {reference} is cancelled." in told.text
+    assert f"€{refund:,.2f} is on its way back" in told.text
     assert (await booking(bot, reference)).status is BookingStatus.REFUNDED
 
 
@@ -282,11 +285,14 @@ async def test_a_non_refundable_fare_says_so_before_the_confirm(
     await bot.press(USER, reference)
     ask = await bot.press(USER, "Cancel and refund")
     assert "non-refundable" in ask.text
+    before = len(bot.sandbox.bot_messages(USER))
     await bot.press(USER, "Yes, cancel anyway")
     await bot.sandbox.wait_idle(USER, quiet=0.3)
     assert (await booking(bot, reference)).status is BookingStatus.CANCELLED
     assert standin.only_order()["cancelled_at"] is not None
-    assert "nothing is refunded" in chat_text(bot)
+    [told] = bot.sandbox.bot_messages(USER)[before:]  # one answer, not a notice besides
+    assert f"Booking {reference} is cancelled." in told.text
+    assert "nothing is refunded" in told.text
 
 
 async def test_an_admin_refund_cancels_with_the_airline_and_refunds_what_it_refunds(

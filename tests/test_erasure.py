@@ -182,6 +182,6 @@ async def test_a_kept_trip_the_traveller_cancels_is_erased_at_the_next_sweep(
     await world.service.erase_user_data(USER)
 
     cancelled = await world.service.cancel_by_user(USER, booking.reference)
-    assert cancelled.status is S.REFUNDED
+    assert cancelled.booking.status is S.REFUNDED
     assert await world.service.erase_held_data() == 1
     assert (await world.booking(booking.reference)).travellers[0].first_name == "Erased"

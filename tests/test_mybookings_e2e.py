@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from services.models import BookingStatus
-from tests.support.botkit import BotKit, running_bot
+from services.models import BookingStatus, utcnow
+from tests.support.botkit import BotKit, Reply, running_bot
 from tests.test_conversation_e2e import to_field, to_payment
 
 USER = 9301
@@ -65,8 +66,43 @@ async def test_a_confirmed_booking_can_be_cancelled_and_refunded(bot: BotKit) ->
     assert "refund" in ask.text
     assert await _status(bot, reference) is BookingStatus.CONFIRMED  # nothing before "yes"
     done = await bot.press(USER, "Yes, cancel and refund")
-    assert "cancelled" in done.text.lower()
+    [told] = done.messages  # one answer, saying what comes back
+    assert f"Booking {reference} is cancelled." in told.text
+    paid = await bot.runtime.adapters.storage.get_booking_by_reference(reference, user_id=USER)
+    assert paid is not None
+    assert f"{paid.amount.format()} is on its way back" in told.text
     assert await _status(bot, reference) is BookingStatus.REFUNDED
+
+
+async def test_cancel_and_refund_is_offered_until_the_flight_leaves_not_all_day(
+    tmp_path: Path,
+) -> None:
+    """The booking service refuses once the flight has left, so the button goes then, not at
+    the end of the departure day: pressed later it could only lead to a refusal."""
+    now = [utcnow()]
+    async with running_bot(tmp_path, clock=lambda: now[0]) as bot:
+        await to_payment(bot, USER)
+        reference = await _reference(bot)
+        await _pay_on_sandbox_page(bot)
+        booking = await bot.runtime.adapters.storage.get_booking_by_reference(
+            reference, user_id=USER
+        )
+        assert booking is not None
+        assert booking.status is BookingStatus.CONFIRMED
+        departure = booking.itinerary.departure
+
+        def offered(reply: Reply) -> list[str]:
+            return [b.label for m in reply.messages for row in m.buttons for b in row]
+
+        now[0] = departure - timedelta(minutes=1)
+        await bot.say(USER, "/mybookings")
+        assert "Cancel and refund" in offered(await bot.press(USER, reference))
+        now[0] = departure + timedelta(seconds=1)  # the same day where it leaves
+        await bot.say(USER, "/mybookings")
+        after = await bot.press(USER, reference)
+        assert "Cancel and refund" not in offered(after)
+        assert "‹ My bookings" in offered(after)
+        assert await _status(bot, reference) is BookingStatus.CONFIRMED
 
 
 async def test_a_pending_payment_can_be_resumed_or_abandoned(bot: BotKit) -> None:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from services.admin import AdminService, Period
 from services.models import (
     AuditEntry,
     BookingStatus,
@@ -492,6 +493,28 @@ async def test_funnel_follows_searches_to_paid_bookings(storage: Storage) -> Non
     }
     with pytest.raises(ValueError, match="funnel stage"):
         await storage.mark_search_stage(first, "paid")
+
+
+async def test_funnel_counts_as_paid_only_bookings_whose_money_was_taken(
+    storage: Storage,
+) -> None:
+    """A booking given up before paying ends cancelled, like a paid trip cancelled later: the
+    admin's /stats counts only the second as paid."""
+    since = utcnow() - timedelta(hours=1)
+    for _ in range(3):
+        await storage.log_search(search())
+    given_up = await storage.create_booking(new_booking(status=S.AWAITING_PAYMENT))
+    assert await storage.transition(given_up.id, S.AWAITING_PAYMENT, S.CANCELLED)
+    trip = await storage.create_booking(new_booking(status=S.AWAITING_PAYMENT))
+    assert await storage.transition(trip.id, S.AWAITING_PAYMENT, S.PAID, payment_intent_id="pi_1")
+    assert await storage.transition(trip.id, S.PAID, S.CONFIRMED)
+    assert await storage.transition(trip.id, S.CONFIRMED, S.CANCELLED)
+    failed = await storage.create_booking(new_booking(status=S.PAID))
+    assert await storage.transition(failed.id, S.PAID, S.FAILED)
+
+    assert (await storage.funnel(since))["paid"] == 2
+    stats = await AdminService(storage).stats(Period.TODAY)
+    assert "→ paid 2 (67%)" in stats
 
 
 async def test_stats_count_bookings_revenue_searches_users_and_routes(storage: Storage) -> None:

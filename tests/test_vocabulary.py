@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
+from bot import web_payments
 from conversations.data import BookingDraft, TravellerDraft
 from conversations.flows import booking as booking_flow
 from conversations.flows import common
@@ -275,7 +276,9 @@ def test_a_passport_number_is_masked_the_same_wherever_it_is_shown() -> None:
     )
     shown = {
         "confirmation": texts.confirmation(booking).text,
-        "/mybookings detail": common.booking_view(booking, date(2027, 1, 5)).text,
+        "/mybookings detail": common.booking_view(
+            booking, datetime(2027, 1, 5, 12, tzinfo=UTC)
+        ).text,
         "/mydata": common._mydata_summary(profile, [booking]),
         "/mydata file": json.dumps(common._stored_data(profile, [booking]), ensure_ascii=False),
         "review": "\n".join(booking_flow._traveller_lines(draft)),
@@ -324,6 +327,17 @@ def test_every_place_writes_the_trip_day_alike() -> None:
     calendar = booking_calendar(booking).decode().replace("\r\n ", "")
     assert "Departs LIS Fri 9 Apr 2027 10:35 local time" in calendar
     assert "Arrives NRT Sat 10 Apr 2027 06:20 local time" in calendar
+
+
+def test_pay_by_reads_the_same_in_the_chat_the_booking_and_the_checkout_page() -> None:
+    """A deadline can come in another zone (an airline's hold as it wrote it): every "Pay by"
+    gives it as one time in UTC, since the traveller's own zone is unknown."""
+    until = datetime(2027, 4, 1, 18, 20, tzinfo=LISBON)  # summer time: 17:20 UTC
+    booking = _booking(S.AWAITING_PAYMENT, payment_intent_id=None, payment_deadline=until)
+    message = texts.payment_link(booking, "https://pay.example/s", until, sandbox=True)
+    assert "Pay by <b>17:20 UTC</b>" in message.text
+    assert "Pay by 17:20 UTC" in texts.booking_detail(booking)
+    assert "<dt>Pay by</dt><dd>17:20 UTC</dd>" in web_payments._summary(booking)
 
 
 def test_birth_and_expiry_dates_read_the_same_for_the_traveller_and_the_admin() -> None:

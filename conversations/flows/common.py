@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date
+from datetime import datetime
 from typing import Any
 
 from conversations.data import Conversation
@@ -13,7 +13,7 @@ from conversations.engine import KEEP, Event, Pressed, State, Step
 from conversations.flow import SHOW_HELP, Command, Flow
 from conversations.flows import search as search_flow
 from services import texts
-from services.bookings import BookingError
+from services.bookings import BookingError, cancellation_refusal
 from services.flights.dates import format_date, format_day
 from services.messages import Button, Document, Message, Notice, esc
 from services.models import Booking, BookingStatus, Profile
@@ -46,7 +46,7 @@ async def cmd_start(deps: FlowDeps, conv: Conversation | None, event: Event) -> 
         if kind in ("paid", "booking", "cancelled") and reference:
             booking = await deps.storage.get_booking_by_reference(reference, user_id=event.user.id)
             if booking is not None:
-                return _keep(conv, booking_view(booking, deps.today_at(booking.origin)))
+                return _keep(conv, booking_view(booking, deps.clock()))
     name = esc(event.user.first_name) if event.user.first_name else "there"
     greeting = f"Hi {name}! I can find and book flights."
     if deps.demo_fares:
@@ -113,8 +113,9 @@ async def _bookings_list(deps: FlowDeps, user_id: int) -> Message:
     return Message(text="<b>Your bookings</b>\n\n" + "\n".join(lines), buttons=buttons)
 
 
-def booking_view(booking: Booking, today: date) -> Message:
-    """A booking's detail, with what the traveller can do with it now."""
+def booking_view(booking: Booking, now: datetime) -> Message:
+    """A booking's detail, with what the traveller can do with it now (cancel: while the
+    booking service would, so a button never leads to a refusal)."""
     buttons: list[tuple[Button, ...]] = []
     reference = booking.reference
     if booking.status is BookingStatus.AWAITING_PAYMENT:
@@ -122,7 +123,7 @@ def booking_view(booking: Booking, today: date) -> Message:
         buttons.append((Button(label="Abandon this booking", action="!abandon", arg=reference),))
     elif booking.status is BookingStatus.EXPIRED:
         buttons.append((Button(label="Get a new payment link", action="!renew", arg=reference),))
-    elif booking.status is BookingStatus.CONFIRMED and booking.departure_date >= today:
+    elif cancellation_refusal(booking, now) is None:
         buttons.append((Button(label="Cancel and refund", action="!cancelask", arg=reference),))
     buttons.append((Button(label="‹ My bookings", action="!mybookings"),))
     return Message(text=texts.booking_detail(booking), buttons=tuple(buttons))
@@ -292,7 +293,7 @@ async def btn_booking(
     booking = await deps.storage.get_booking_by_reference(pressed.arg, user_id=event.user.id)
     if booking is None:
         return _keep(conv, notice=Notice(text="Booking not found."))
-    return _keep(conv, booking_view(booking, deps.today_at(booking.origin)))
+    return _keep(conv, booking_view(booking, deps.clock()))
 
 
 async def btn_renew(
@@ -331,10 +332,11 @@ async def btn_cancel_ask(
     deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed
 ) -> Step:
     booking = await deps.storage.get_booking_by_reference(pressed.arg, user_id=event.user.id)
-    if booking is None or booking.status is not BookingStatus.CONFIRMED:
-        return _keep(
-            conv, notice=Notice(text="Only a confirmed booking can be cancelled.", alert=True)
-        )
+    if booking is None:
+        return _keep(conv, notice=Notice(text="Booking not found.", alert=True))
+    refusal = cancellation_refusal(booking, deps.clock())
+    if refusal is not None:  # an old button: the booking changed, or its flight left
+        return _keep(conv, notice=Notice(text=str(refusal), alert=True))
     try:  # the airline says what it gives back before the traveller confirms
         refund = await deps.bookings.cancellation_preview(event.user.id, booking.reference)
     except BookingError as error:
@@ -362,7 +364,7 @@ async def btn_cancel_yes(
     deps: FlowDeps, conv: Conversation | None, event: Event, pressed: Pressed
 ) -> Step:
     try:
-        booking = await deps.bookings.cancel_by_user(event.user.id, pressed.arg)
+        done = await deps.bookings.cancel_by_user(event.user.id, pressed.arg)
     except BookingError as error:
         return _keep(conv, Message(text=esc(str(error))))
     except PaymentError:
@@ -371,12 +373,7 @@ async def btn_cancel_yes(
             conv,
             Message(text="The refund could not be started just now; please try again shortly."),
         )
-    return _keep(
-        conv,
-        Message(
-            text=f"Booking <b>{esc(booking.reference)}</b> is cancelled. Status: {booking.status.label}."
-        ),
-    )
+    return _keep(conv, texts.cancelled_by_traveller(done.booking, done.refunded))
 
 
 async def idle_text(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:

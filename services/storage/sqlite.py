@@ -24,7 +24,7 @@ import aiosqlite
 from services.models import (
     BOOKED_STATUSES,
     LIVE_STATUSES,
-    PAST_PAYMENT_STATUSES,
+    PAYMENT_TAKEN_STATUSES,
     AuditEntry,
     Booking,
     BookingStatus,
@@ -1034,16 +1034,17 @@ class SQLiteStorage(Storage):
 
     async def funnel(self, since: datetime) -> dict[str, int]:
         start = _ts(since)
-        # "paid" in the funnel: past the payment stage (money was taken at some point)
-        paid = tuple(s.value for s in PAST_PAYMENT_STATUSES)
+        # "paid" in the funnel: money was taken, whatever came after (PAYMENT_TAKEN_STATUSES)
+        paid = tuple(s.value for s in PAYMENT_TAKEN_STATUSES)
         marks = ", ".join("?" for _ in paid)
         sql = (
             "SELECT count(*) AS search, count(chosen_at) AS chosen, "  # noqa: S608 - placeholders only
             "count(reviewed_at) AS reviewed, "
-            f"(SELECT count(*) FROM bookings WHERE created_at >= ? AND status IN ({marks})) "
+            "(SELECT count(*) FROM bookings WHERE created_at >= ? AND "
+            f"(status IN ({marks}) OR (status = ? AND payment_intent_id IS NOT NULL))) "
             "AS paid FROM flight_searches WHERE created_at >= ?"
         )
-        row = await self._one(sql, (start, *paid, start))
+        row = await self._one(sql, (start, *paid, BookingStatus.CANCELLED.value, start))
         assert row is not None
         return {stage: int(row[stage]) for stage in FUNNEL_STAGES}
 
