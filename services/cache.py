@@ -16,7 +16,7 @@ import secrets
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,11 @@ class Cache(ABC):
     @abstractmethod
     async def get(self, key: str) -> bytes | None:
         """The value, or None. Raises ``CacheUnavailableError``."""
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of ``keys``, in order (None where missing); one round trip on Redis.
+        Raises ``CacheUnavailableError``."""
+        return [await self.get(key) for key in keys]
 
     @abstractmethod
     async def set(self, key: str, value: bytes, ttl: float) -> None:
@@ -202,6 +207,15 @@ class RedisCache(Cache):
         except RedisError as exc:
             raise CacheUnavailableError(f"redis: {exc.__class__.__name__}") from exc
         return None if value is None else _as_bytes(value)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        try:
+            values = await self._redis.mget([self._value_key(key) for key in keys])
+        except RedisError as exc:
+            raise CacheUnavailableError(f"redis: {exc.__class__.__name__}") from exc
+        return [None if value is None else _as_bytes(value) for value in values]
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         try:

@@ -50,6 +50,16 @@ async def test_set_get_delete(cache: Cache) -> None:
     assert await cache.get(key) is None
 
 
+async def test_get_many_answers_each_key_in_order(cache: Cache) -> None:
+    await cache.set("day-1", b"fares 1", ttl=30)
+    await cache.set("day-3", b"fares 3", ttl=30)
+    await cache.set("day-4", b"gone", ttl=0.05)
+    await asyncio.sleep(0.15)
+    found = await cache.get_many(["day-3", "day-2", "day-1", "day-4"])
+    assert found == [b"fares 3", None, b"fares 1", None]
+    assert await cache.get_many([]) == []
+
+
 async def test_clear_drops_every_entry(cache: Cache) -> None:
     await cache.set("a", b"1", ttl=30)
     await cache.set("b", b"2", ttl=30)
@@ -199,6 +209,8 @@ async def test_with_redis_down_searches_still_share_within_the_process(
         await redis_proxy.stop()
         with pytest.raises(CacheUnavailableError):
             await cache.get("anything")
+        with pytest.raises(CacheUnavailableError):
+            await cache.get_many(["a", "b"])
         compute = Counter()
         flights = await asyncio.gather(
             *(cache.single_flight("down", compute, ttl=30) for _ in range(20))

@@ -401,3 +401,38 @@ async def test_demo_fares_split_per_traveller_with_taxes_and_rules(places: Place
         assert 0 < itinerary.taxes.amount < itinerary.price.amount
         assert itinerary.rules is not None
         assert itinerary.rules.refundable is not None
+
+
+async def test_calendar_prices_follow_the_day_the_party_and_the_currency(
+    places: PlaceIndex,
+) -> None:
+    """The calendar remembers each day's cheapest fare, so one traveller's month costs the
+    next nothing; what it shows must still be that day's search, for whoever asks, whenever."""
+    today = [TODAY]
+    provider = DemoProvider(places=places, today=lambda: today[0])
+    days = [TODAY + timedelta(days=n) for n in (8, 9, 10)]
+    base = SearchQuery(
+        origin=places.airport_location("LIS"),
+        destination=places.airport_location("FCO"),
+        departure=days[0],
+    )
+
+    async def cheapest_searched(asked: SearchQuery, day: date) -> Money:
+        found = await provider.search(asked.model_copy(update={"departure": day}))
+        return min((i.price for i in found), key=lambda price: price.amount)
+
+    asked_before = [
+        base,
+        base.model_copy(update={"passengers": Passengers(adults=2, children=1)}),
+        base.model_copy(update={"currency": "GBP"}),
+    ]
+    before = [await provider.cheapest_by_day(asked, days) for asked in asked_before]
+    for asked, prices in zip(asked_before, before, strict=True):
+        assert prices == {day: await cheapest_searched(asked, day) for day in days}
+    assert before[0] != before[1]
+    assert {price.currency for price in before[2].values()} == {"GBP"}
+
+    today[0] = TODAY + timedelta(days=4)  # the fares of days 8-10 are now bought late
+    after = await provider.cheapest_by_day(base, days)
+    assert after == {day: await cheapest_searched(base, day) for day in days}
+    assert after != before[0]

@@ -75,6 +75,8 @@ _ULTRA_LONG_HUBS = codes(
 # Slot-constrained hubs where low-cost airlines do not fly.
 _NO_LOW_COST = codes("LHR CDG FRA MUC ZRH JFK HND NRT SIN DXB DOH HKG ICN")
 
+_CALENDAR_DAYS_KEPT = 4096  # cheapest fares per day remembered: some 130 route-months
+
 _CRUISE_KMH = 820.0
 _TAXI_MINUTES = 38  # taxi out, climb, descent and taxi in beyond the cruise
 _MIN_LAYOVER = 50
@@ -160,6 +162,10 @@ class DemoProvider(FlightProvider):
         self._sold_out = frozenset(sold_out)
         self._latency = latency
         self.search_calls = 0  # how many searches reached the provider (for cache checks)
+        # A day's cheapest fare depends only on the query and today. Generating a calendar
+        # month is some 300 itineraries (80 ms of CPU here), which every traveller shown that
+        # route's calendar would otherwise pay again.
+        self._cheapest_on = lru_cache(maxsize=_CALENDAR_DAYS_KEPT)(self._generate_cheapest)
 
     @property
     def places(self) -> PlaceIndex:
@@ -178,15 +184,21 @@ class DemoProvider(FlightProvider):
     async def cheapest_by_day(self, query: SearchQuery, days: Sequence[date]) -> dict[date, Money]:
         """Generated like a search (so the calendar matches the results), without the latency
         and without counting as a search."""
-        last = self._today() + timedelta(days=self.horizon_days)
+        today = self._today()
+        last = today + timedelta(days=self.horizon_days)
         found: dict[date, Money] = {}
         for day in days:
             if day > last:
                 continue
-            fares = _Generator(self, query.model_copy(update={"departure": day})).itineraries()
-            if fares:
-                found[day] = min((f.price for f in fares), key=lambda price: price.amount)
+            cheapest = self._cheapest_on(query.model_copy(update={"departure": day}), today)
+            if cheapest is not None:
+                found[day] = cheapest
         return found
+
+    def _generate_cheapest(self, query: SearchQuery, today: date) -> Money | None:
+        """``today`` is part of the key only: the generator reads the same day itself."""
+        fares = _Generator(self, query).itineraries()
+        return min((f.price for f in fares), key=lambda price: price.amount) if fares else None
 
     async def recheck(self, itinerary: Itinerary, passengers: Passengers) -> Recheck:
         if itinerary.provider != DEMO:

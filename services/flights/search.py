@@ -100,13 +100,14 @@ class FlightSearchService:
         Never raises for a provider or cache problem: the calendar then simply has no prices."""
         found: dict[date, Money] = {}
         missing: list[date] = []
-        for day in days:
-            try:
-                cached = await self._cache.get(
-                    self.cache_key(query.model_copy(update={"departure": day}))
-                )
-            except CacheUnavailableError:
-                cached = None
+        keys = [self.cache_key(query.model_copy(update={"departure": day})) for day in days]
+        try:
+            # One round trip for the month: a read per day made the date question wait for
+            # some thirty in a row.
+            values = await self._cache.get_many(keys)
+        except CacheUnavailableError:
+            values = [None] * len(keys)
+        for day, cached in zip(days, values, strict=True):
             itineraries = self._decode(cached) if cached else None
             if itineraries:
                 found[day] = min((i.price for i in itineraries), key=lambda price: price.amount)
