@@ -14,7 +14,8 @@ on a loopback port. A second process plays Telegram: a lean Bot API stand-in tha
 call the bot makes and remembers each chat's newest buttons, plus the driver that posts updates
 to ``POST /telegram/webhook`` with the secret header, one traveller's updates in order, up to
 ``--travellers`` travellers at once. Each traveller books a flight from ``/start`` to the payment
-link (19 updates, one of which searches) and ends with ``/cancel``.
+link (the happy path the tests play, tests/support/happy_path.py: 12 updates, one of which
+searches) and ends with ``/cancel``.
 
 Why a stand-in and not the sandbox: the sandbox checks every call against the Bot API spec,
 renders HTML and keeps every chat and an event log, which is what correctness tests need (the
@@ -53,8 +54,10 @@ import contextlib
 import cProfile
 import ctypes
 import gc
+import html
 import json
 import os
+import re
 import secrets
 import socket
 import statistics
@@ -73,6 +76,8 @@ from typing import Any, cast
 import aiohttp
 from aiohttp import web
 
+from tests.support.happy_path import Move, booking_script
+
 TOKEN = "555000111:BENCH-throughput-token-not-a-secret"
 BOT_ID = 555000111
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -85,40 +90,13 @@ FIRST_TRAVELLER = 300_000_000
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Step:
-    """One update: text typed, or the button whose label contains ``press`` on the newest
-    message showing it. ``expect``: a fragment one of the bot's replies must contain."""
-
-    text: str | None = None
-    press: str | None = None
-    expect: str | None = None
-    search: bool = False
-    checkout: bool = False  # the reply carries a payment link (paid in the memory run)
+def travel_script(departure: date) -> list[Move]:
+    """The happy path the tests play (tests/support/happy_path.py), then /cancel."""
+    return [*booking_script(departure), Move(text="/cancel", expect="Cancelled")]
 
 
-def travel_script(departure: date) -> list[Step]:
-    return [
-        Step(text="/start", expect="Where are you flying from?"),
-        Step(text="Lisbon"),
-        Step(text="FCO", expect="When do you fly?"),
-        Step(text=departure.isoformat(), search=True),
-        Step(press="1", expect="Price checked"),
-        Step(text="Maria Silva", expect="SILVA/MARIA"),
-        Step(text="17.05.1990"),
-        Step(press="Female"),
-        Step(text="Portugal"),
-        Step(text="CA1234567"),
-        Step(text="2031-08-20"),
-        Step(text="maria@example.com"),
-        Step(press="Skip"),
-        Step(press="Pay", expect="is held for you", checkout=True),
-        Step(text="/cancel", expect="Cancelled"),
-    ]
-
-
-def echo_script(length: int) -> list[Step]:
-    return [Step(text=f"hello {n}", expect=f"hello {n}") for n in range(length)]
+def echo_script(length: int) -> list[Move]:
+    return [Move(text=f"hello {n}", expect=f"hello {n}") for n in range(length)]
 
 
 # Replies that mean the bot could not do its job: a benchmark run with any of them is void.
@@ -237,7 +215,7 @@ class TelegramSide:
         self,
         webhook: str,
         secret: str,
-        script: list[Step],
+        script: list[Move],
         *,
         first: int,
         travellers: int,
@@ -281,7 +259,7 @@ class TelegramSide:
         secret: str,
         user_id: int,
         number: int,
-        step: Step,
+        step: Move,
     ) -> str | None:
         log = self.chats.setdefault(user_id, ChatLog())
         user = {"id": user_id, "is_bot": False, "first_name": "Traveller", "language_code": "en"}
@@ -338,10 +316,10 @@ class TelegramSide:
             await response.read()
             if response.status != 200:
                 return f"webhook answered {response.status}"
-        said = "\n".join(log.replies)
+        said = html.unescape(re.sub(r"<[^>]+>", "", "\n".join(log.replies)))
         if any(failure in said for failure in FAILURE_REPLIES):
             return f"the bot said: {said[:120]!r}"
-        if step.expect is not None and step.expect not in said:
+        if step.expect and step.expect not in said:
             return f"expected {step.expect!r}, the bot said: {said[:160]!r}"
         if not said and step.press is None:
             return "no reply"

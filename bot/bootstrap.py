@@ -1,7 +1,9 @@
 """The composition root: the one place adapters are chosen, built, wired and closed.
 
-Nothing is built at import time. ``Runtime.open`` reads the settings, picks each port's adapter
-(ARCHITECTURE.md), builds the PTB Application and the services, and closes them all on exit.
+Nothing is built at import time. ``open_services`` reads the settings, picks each port's adapter
+(ARCHITECTURE.md) and builds the services, flow deps and engine on them; ``open_runtime`` puts
+the PTB Application and the background work around that. Both close what they opened on exit.
+The flow tests at the engine seam call ``open_services`` alone (tests/support/flowkit.py).
 """
 
 from __future__ import annotations
@@ -161,7 +163,7 @@ async def open_adapters(
             base_url=str(settings.duffel_base_url),
         )
     else:
-        provider = DemoProvider(places=places, today=lambda: today_anywhere(clock()))
+        provider = DemoProvider(places=places, today=lambda: today_anywhere(clock()), clock=clock)
     stack.push_async_callback(provider.close)
 
     gateway: PaymentGateway
@@ -174,7 +176,7 @@ async def open_adapters(
             api_base=str(settings.stripe_api_base) if settings.stripe_api_base else None,
         )
     else:
-        gateway = SandboxGateway(storage, settings.base_url)
+        gateway = SandboxGateway(storage, settings.base_url, clock=clock)
     stack.push_async_callback(gateway.close)
 
     mail: EmailSender
@@ -218,6 +220,103 @@ def build_application(
     return builder.build()
 
 
+@dataclass(slots=True)
+class Services:
+    """The services, flow deps and engine built over the adapters: everything but a transport."""
+
+    adapters: Adapters
+    places: PlaceIndex
+    bookings: BookingService
+    broadcasts: BroadcastWorker
+    receipts: EmailReceipts
+    deps: FlowDeps
+    engine: Engine[FlowDeps, Conversation]
+
+
+async def open_services(
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    notifier: Notifier,
+    bot_id: int,
+    bot_username: str | None = None,
+    clock: Callable[[], datetime] = utcnow,
+    provider: FlightProvider | None = None,
+    places: PlaceIndex | None = None,
+    sole_worker: bool = False,
+    show_typing: Callable[[int], Awaitable[None]] | None = None,
+) -> Services:
+    """The one composition root of what a turn runs on, shared by ``open_runtime`` (with PTB
+    behind it) and the flow tests (tests/support/flowkit.py, driving ``Engine.handle`` with a
+    ``MemoryNotifier``). ``bot_id`` keys the chats' state; ``bot_username`` makes Stripe's
+    return links open the chat. Nothing is started here: resuming broadcasts, closing the
+    email retries and the minute sweep belong to the caller (they are background work)."""
+    places = places or PlaceIndex.default()
+    adapters = await open_adapters(settings, stack, places, provider=provider, clock=clock)
+
+    def success_url(booking: Booking) -> str:
+        if adapters.gateway.is_sandbox or not bot_username:
+            return f"{settings.base_url}/checkout/done/{booking.reference}"
+        return f"https://t.me/{bot_username}?start=paid_{booking.reference}"
+
+    def cancel_url(booking: Booking) -> str:
+        if adapters.gateway.is_sandbox or not bot_username:
+            return f"{settings.base_url}/checkout/done/{booking.reference}"
+        # Stripe's page sends the traveller here when they cancel: the chat cancels it.
+        return f"https://t.me/{bot_username}?start=cancelled_{booking.reference}"
+
+    alert: Callable[[str], Awaitable[None]] = admin_alerter(notifier, settings.admin_user_ids)
+    receipts = EmailReceipts(
+        adapters.mail, sender_address=settings.email_sender_address, alert_admins=alert
+    )
+    bookings = BookingService(
+        adapters.storage,
+        adapters.provider,
+        adapters.gateway,
+        notifier,
+        success_url=success_url,
+        cancel_url=cancel_url,
+        payment_window=timedelta(minutes=settings.payment_window_minutes),
+        alert_admins=alert,
+        receipts=receipts,
+        stuck_after=timedelta(seconds=settings.reconcile_after_seconds),
+        fare_tolerance_percent=settings.fare_increase_tolerance_percent,
+        fare_increase_action=settings.fare_increase_action.value,
+        clock=clock,
+    )
+    search = FlightSearchService(adapters.provider, adapters.cache, adapters.storage)
+    broadcasts = BroadcastWorker(adapters.storage, notifier, sole_worker=sole_worker)
+    deps = FlowDeps(
+        storage=adapters.storage,
+        places=places,
+        search=search,
+        provider=adapters.provider,
+        bookings=bookings,
+        currency=settings.default_currency,
+        admin_ids=settings.admin_user_ids,
+        demo_fares=adapters.provider.name == "demo",
+        sandbox_payments=adapters.gateway.is_sandbox,
+        broadcasts=broadcasts,
+        show_typing=show_typing,
+        clock=clock,
+        # An admin's /block reaches the user's conversation in progress through this.
+        chats=StoreChatStates(adapters.state, bot_id=bot_id, ttl=settings.conversation_ttl),
+    )
+    engine = Engine(
+        adapters.state, build_router(), deps, bot_id=bot_id, ttl=settings.conversation_ttl
+    )
+    stack.push_async_callback(engine.close)
+    return Services(
+        adapters=adapters,
+        places=places,
+        bookings=bookings,
+        broadcasts=broadcasts,
+        receipts=receipts,
+        deps=deps,
+        engine=engine,
+    )
+
+
 @asynccontextmanager
 async def open_runtime(
     settings: Settings,
@@ -235,78 +334,28 @@ async def open_runtime(
     the current instant for every service and flow (tests fix it; a day must not depend on when
     the suite runs)."""
     async with AsyncExitStack() as stack:
-        places = PlaceIndex.default()
-        adapters = await open_adapters(settings, stack, places, provider=provider, clock=clock)
         bot_token = token or (
             settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
         )
         if bot_token is None:
             raise RuntimeError("TELEGRAM_BOT_TOKEN: is required for this command")
         application = build_application(settings, token=bot_token, base_url=telegram_base_url)
-        notifier = TelegramNotifier(application)
-
-        def success_url(booking: Booking) -> str:
-            username = application.bot.username
-            if adapters.gateway.is_sandbox or not username:
-                return f"{settings.base_url}/checkout/done/{booking.reference}"
-            return f"https://t.me/{username}?start=paid_{booking.reference}"
-
-        def cancel_url(booking: Booking) -> str:
-            username = application.bot.username
-            if adapters.gateway.is_sandbox or not username:
-                return f"{settings.base_url}/checkout/done/{booking.reference}"
-            # Stripe's page sends the traveller here when they cancel: the chat cancels it.
-            return f"https://t.me/{username}?start=cancelled_{booking.reference}"
-
-        alert: Callable[[str], Awaitable[None]] = admin_alerter(notifier, settings.admin_user_ids)
-        receipts = EmailReceipts(
-            adapters.mail, sender_address=settings.email_sender_address, alert_admins=alert
-        )
-        bookings = BookingService(
-            adapters.storage,
-            adapters.provider,
-            adapters.gateway,
-            notifier,
-            success_url=success_url,
-            cancel_url=cancel_url,
-            payment_window=timedelta(minutes=settings.payment_window_minutes),
-            alert_admins=alert,
-            receipts=receipts,
-            stuck_after=timedelta(seconds=settings.reconcile_after_seconds),
-            fare_tolerance_percent=settings.fare_increase_tolerance_percent,
-            fare_increase_action=settings.fare_increase_action.value,
-            clock=clock,
-        )
-        search = FlightSearchService(adapters.provider, adapters.cache, adapters.storage)
-        broadcasts = BroadcastWorker(adapters.storage, notifier, sole_worker=sole_worker)
-        deps = FlowDeps(
-            storage=adapters.storage,
-            places=places,
-            search=search,
-            provider=adapters.provider,
-            bookings=bookings,
-            currency=settings.default_currency,
-            admin_ids=settings.admin_user_ids,
-            demo_fares=adapters.provider.name == "demo",
-            sandbox_payments=adapters.gateway.is_sandbox,
-            broadcasts=broadcasts,
-            show_typing=_typing_sender(application),
-            clock=clock,
-        )
+        # getMe first: the bot's id keys every chat's state, its username the return links.
         await application.initialize()
         stack.push_async_callback(application.shutdown)
-        engine = Engine(
-            adapters.state,
-            build_router(),
-            deps,
+        services = await open_services(
+            settings,
+            stack,
+            notifier=TelegramNotifier(application),
             bot_id=application.bot.id,
-            ttl=settings.conversation_ttl,
+            bot_username=application.bot.username,
+            clock=clock,
+            provider=provider,
+            sole_worker=sole_worker,
+            show_typing=_typing_sender(application),
         )
-        stack.push_async_callback(engine.close)
-        # An admin's /block reaches the user's conversation in progress through this.
-        deps.chats = StoreChatStates(
-            adapters.state, bot_id=application.bot.id, ttl=settings.conversation_ttl
-        )
+        adapters, places, engine = services.adapters, services.places, services.engine
+        bookings, broadcasts, receipts = services.bookings, services.broadcasts, services.receipts
         application.bot_data[DEPS_KEY] = BotDeps(engine=engine, storage=adapters.storage)
         application.add_handler(TypeHandler(Update, timed_updates(on_update)), group=1)
         application.add_error_handler(on_error)

@@ -59,6 +59,23 @@ class Event:
     command: str | None = None  # "start", "cancel"...
     callback_data: str | None = None
 
+    @classmethod
+    def typed(
+        cls, user: User, chat_id: int, text: str, *, bot_username: str | None = None
+    ) -> Event:
+        """A message the user typed: ``/name args`` is a command (lower-cased; one addressed
+        ``/name@other_bot`` is an unknown command), anything else is text."""
+        text = text.strip()
+        if not text.startswith("/"):
+            return cls(kind="text", user=user, chat_id=chat_id, text=text)
+        head, _, rest = text.partition(" ")
+        name, _, target = head[1:].partition("@")
+        if target and bot_username and target.lower() != bot_username.lower():
+            name = ""  # meant for another bot: answered as an unknown command
+        return cls(
+            kind="command", user=user, chat_id=chat_id, command=name.lower(), text=rest.strip()
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Pressed:

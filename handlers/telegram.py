@@ -113,16 +113,7 @@ def event_from_update(update: Update, bot_username: str | None) -> Event | None:
     message = update.message
     if message is None or message.text is None or chat.type != "private":
         return None
-    text = message.text.strip()
-    if text.startswith("/"):
-        head, _, rest = text.partition(" ")
-        name, _, target = head[1:].partition("@")
-        if target and bot_username and target.lower() != bot_username.lower():
-            name = ""  # meant for another bot: answered as an unknown command
-        return Event(
-            kind="command", user=who, chat_id=chat.id, command=name.lower(), text=rest.strip()
-        )
-    return Event(kind="text", user=who, chat_id=chat.id, text=text)
+    return Event.typed(who, chat.id, message.text, bot_username=bot_username)
 
 
 def keyboard_markup(reply: Outgoing) -> InlineKeyboardMarkup | None:

@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.support.infra",
     "tests.support.supabase_stack",
     "tests.support.redis_db",
+    "tests.support.flowkit",
 ]
 
 

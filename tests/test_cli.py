@@ -9,10 +9,14 @@ import socket
 import sqlite3
 import sys
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
+
+from services.models import today_anywhere
+from tests.support.happy_path import CONFIRMED, PASSPORT, PASSPORT_MASKED, booking_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = [
@@ -153,8 +157,9 @@ class Console:
 
 @pytest.mark.timeout(120)
 async def test_a_full_booking_in_the_console_lisbon_to_tokyo(tmp_path: Path) -> None:
-    """Issue 4 and 5: /start → Lisbon → Tokyo in March → one adult → paid on the sandbox page
-    → confirmed in the chat with a reference, and the booking row confirmed in SQLite."""
+    """Issue 4 and 5: the happy path (tests/support/happy_path.py: /start → Lisbon to Tokyo →
+    one adult) → paid on the sandbox page → confirmed in the chat with a reference, and the
+    booking row confirmed in SQLite."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -172,32 +177,24 @@ async def test_a_full_booking_in_the_console_lisbon_to_tokyo(tmp_path: Path) -> 
     try:
         await console.expect(r"Type a message")
         # Issue 14: a one-adult one-way booking in at most 12 turns, /start to payment link.
-        await console.type("/start", "Where are you flying from")
-        await console.type("Lisbon to Tokyo on 20 March", r"Page 1 of")
-        results = console.output[console.output.rfind("LIS → TYO") :]
-        assert "demo fares" in results
-        assert "1 adult" in results
-        assert re.search(r"\d\d:\d\d LIS → \d\d:\d\d (NRT|HND)", results)
-        assert re.search(r"\d+h \d\dm", results)
-        await console.type(console.button("1"), "Full name")
-        await console.type("Maria Silva", "On the ticket: SILVA/MARIA")
-        await console.type("17.05.1990", "Gender")
-        await console.type(console.button("Female"), "Nationality")
-        for answer, prompt in [
-            ("Portugal", "Passport number"),
-            ("X7654321", "Passport expiry"),
-            ("2031-08-20", "Email"),
-            ("maria@example.com", "Phone"),
-        ]:
-            await console.type(answer, prompt)
-        review = await console.type(console.button("Skip"), r"Total: (€[\d,.]+)")
-        total = review.group(1)
-        assert "X7654321" not in console.output.split("Passport expiry")[-1]  # only masked later
-        assert "•••• 4321" in console.output
-        link = await console.type(
-            console.button("Pay"), r"<(http://127\.0\.0\.1:\d+/checkout/sandbox/[^>]+)>"
-        )
-        assert console.turns <= 12, console.turns
+        script = booking_script(today_anywhere() + timedelta(days=90))
+        for move in script:
+            line = console.button(move.press) if move.press is not None else move.text
+            assert line is not None
+            await console.type(line, re.escape(move.expect))
+            if move.search:
+                results = console.output[console.output.rfind("LIS → TYO") :]
+                assert "demo fares" in results
+                assert "1 adult" in results
+                assert re.search(r"\d\d:\d\d LIS → \d\d:\d\d (NRT|HND)", results)
+                assert re.search(r"\d+h \d\dm", results)
+        total = re.findall(r"Total: (€[\d,.]+)", console.output)[-1]
+        review = console.output[console.output.rfind("Passport expiry") :]
+        assert PASSPORT not in review  # only ever shown masked once typed
+        assert PASSPORT_MASKED in console.output
+        link = re.search(r"<(http://127\.0\.0\.1:\d+/checkout/sandbox/[^>]+)>", console.output)
+        assert link is not None
+        assert console.turns == len(script) <= 12, console.turns
         url = link.group(1)
         reference = re.search(r"Booking (\w{6}) is held", console.output)
         assert reference is not None
@@ -209,8 +206,8 @@ async def test_a_full_booking_in_the_console_lisbon_to_tokyo(tmp_path: Path) -> 
                 assert total in html
             async with http.post(f"{url}/pay") as paid:
                 assert paid.status == 200
-        await console.expect(r"Booking confirmed")
-        confirmation = console.output[console.output.rfind("Booking confirmed") :]
+        await console.expect(CONFIRMED)
+        confirmation = console.output[console.output.rfind(CONFIRMED) :]
         assert reference.group(1) in confirmation
         # The calendar file in the chat, and the email written where the console says.
         await console.expect(rf"bot \(file\): {reference.group(1)}\.ics")

@@ -1,7 +1,8 @@
 """What the conversation record keeps about a traveller once it no longer needs it (issue 12.9).
 
 The record is read as stored: the raw bytes of the Redis key, or the memory store's bytes (the
-same JSON both adapters write), so nothing of ours decodes or filters it on the way.
+same JSON both adapters write), so nothing of ours decodes or filters it on the way. At the
+engine seam (tests/support/flowkit.py) on each state adapter.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from redis.asyncio import Redis
 
 from conversations.state import ChatKey
 from conversations.state_memory import encode_record
-from tests.support.botkit import BotKit, running_bot
-from tests.test_conversation_e2e import to_field
-
-USER = 7301
+from services.flights.places import PlaceIndex
+from tests.support.flowkit import BOT_ID, TRAVELLER_ID, Chat, SeamKit, scripted_seam, to_field
 
 # What the traveller types, and the forms it may be stored in once normalised.
 TYPED = {
@@ -47,21 +46,22 @@ STORED_FORMS = (
 async def kit(
     request: pytest.FixtureRequest,
     tmp_path: Path,
+    places: PlaceIndex,
     redis_url: str,
     redis_prefix: str,
     redis_client: Redis,
-) -> AsyncIterator[tuple[BotKit, Redis | None, str]]:
+) -> AsyncIterator[tuple[SeamKit, Redis | None, str]]:
     url = redis_url if request.param == "redis" else None
-    async with running_bot(tmp_path, redis_url=url, redis_prefix=redis_prefix) as bot:
-        yield bot, (redis_client if url else None), redis_prefix
+    async with scripted_seam(tmp_path, places, redis_url=url, redis_prefix=redis_prefix) as seam:
+        yield seam, (redis_client if url else None), redis_prefix
 
 
-async def _raw_record(kit: tuple[BotKit, Redis | None, str]) -> str:
+async def _raw_record(kit: tuple[SeamKit, Redis | None, str]) -> str:
     """The chat's record exactly as the store holds it ('' when there is none)."""
-    bot, client, prefix = kit
-    key = ChatKey(bot_id=bot.runtime.application.bot.id, chat_id=USER)
+    seam, client, prefix = kit
+    key = ChatKey(bot_id=BOT_ID, chat_id=TRAVELLER_ID)
     if client is None:
-        record = await bot.runtime.adapters.state.peek(key)
+        record = await seam.services.adapters.state.peek(key)
         return "" if record.is_empty else encode_record(record)
     raw = await client.get(key.state_key(prefix))
     if raw is None:
@@ -73,76 +73,72 @@ def _personal(raw: str) -> list[str]:
     return [form for form in STORED_FORMS if form in raw]
 
 
-async def _to_review(bot: BotKit) -> None:
-    await to_field(bot, USER)
-    await bot.say(USER, TYPED["full_name"])
-    confirmed = await bot.press(USER, "✓ VASCONCELOS/QUITERIA")
-    assert confirmed.notice is not None
-    assert "Name confirmed" in confirmed.notice
-    await bot.say(USER, TYPED["birth_date"])
-    await bot.press(USER, "Female")
+async def _to_review(seam: SeamKit) -> Chat:
+    chat = await to_field(seam)
+    await chat.say(TYPED["full_name"])
+    confirmed = await chat.press("✓ VASCONCELOS/QUITERIA")
+    assert "Name confirmed" in confirmed.toast
+    await chat.say(TYPED["birth_date"])
+    await chat.press("Female")
     for answer in ("Portugal", TYPED["passport"], TYPED["expiry"], TYPED["email"]):
-        await bot.say(USER, answer)
-    reply = await bot.say(USER, TYPED["phone"])
+        await chat.say(answer)
+    reply = await chat.say(TYPED["phone"])
     assert "Review your booking" in reply.text
+    return chat
 
 
 async def test_the_record_holds_the_details_only_until_pay(
-    kit: tuple[BotKit, Redis | None, str],
+    kit: tuple[SeamKit, Redis | None, str],
 ) -> None:
-    bot = kit[0]
-    await _to_review(bot)
+    chat = await _to_review(kit[0])
     # Sanity check of the probe itself: while the form is open the details are there.
     assert len(_personal(await _raw_record(kit))) >= 6
 
-    reply = await bot.press(USER, "Pay")
+    reply = await chat.press("Pay")
     assert "is held for you" in reply.text
     raw = await _raw_record(kit)
     assert "book:payment" in raw  # the chat is still waiting for the payment
     assert _personal(raw) == []
 
     # Still usable afterwards: the waiting step knows its booking by reference alone.
-    reply = await bot.say(USER, "hello?")
+    reply = await chat.say("hello?")
     assert "Waiting for your payment" in reply.text
     assert _personal(await _raw_record(kit)) == []
 
 
 async def test_cancel_removes_the_details_from_the_record(
-    kit: tuple[BotKit, Redis | None, str],
+    kit: tuple[SeamKit, Redis | None, str],
 ) -> None:
-    bot = kit[0]
-    await _to_review(bot)
-    await bot.say(USER, "/cancel")
+    chat = await _to_review(kit[0])
+    await chat.say("/cancel")
     assert _personal(await _raw_record(kit)) == []
 
 
 async def test_deletedata_removes_the_details_from_the_record(
-    kit: tuple[BotKit, Redis | None, str],
+    kit: tuple[SeamKit, Redis | None, str],
 ) -> None:
     """Erasing one's data in the middle of a booking form also erases the form."""
-    bot = kit[0]
-    await _to_review(bot)
-    await bot.say(USER, "/deletedata")
+    chat = await _to_review(kit[0])
+    await chat.say("/deletedata")
     # Asking is not erasing: the form is still there until the traveller confirms.
     assert _personal(await _raw_record(kit)) != []
-    reply = await bot.press(USER, "Yes, erase my data")
+    reply = await chat.press("Yes, erase my data")
     assert "your data is erased" in reply.text
     assert _personal(await _raw_record(kit)) == []
     # The form is gone: a city typed now starts a new search, not the booking it was in.
-    reply = await bot.say(USER, "Lisbon")
+    reply = await chat.say("Lisbon")
     assert "To where?" in reply.text
-    state = await bot.state(USER)
+    state = await chat.record()
     assert state.state == "search:destination"
     assert state.data.get("booking") is None
     assert _personal(await _raw_record(kit)) == []
 
 
 async def test_deletedata_after_pay_leaves_nothing_in_the_record(
-    kit: tuple[BotKit, Redis | None, str],
+    kit: tuple[SeamKit, Redis | None, str],
 ) -> None:
-    bot = kit[0]
-    await _to_review(bot)
-    await bot.press(USER, "Pay")
-    await bot.say(USER, "/deletedata")
-    await bot.press(USER, "Yes, erase my data")
+    chat = await _to_review(kit[0])
+    await chat.press("Pay")
+    await chat.say("/deletedata")
+    await chat.press("Yes, erase my data")
     assert await _raw_record(kit) == ""

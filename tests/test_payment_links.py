@@ -1,12 +1,9 @@
 """Payment links are capped: a traveller has at most a few open at once, and one booking gets
 only so many new links, whatever old buttons are pressed how often. Each refusal says what to
-do instead. The booking service with the Stripe stand-in, on SQLite and on the Supabase stack,
-and the chat on the embedded defaults."""
+do instead. The booking service with the Stripe stand-in, on SQLite and on the Supabase stack;
+what Pay says in the chat then is tested at the engine seam (tests/test_seam_booking.py)."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -17,9 +14,7 @@ from services.bookings import (
     RenewalRefusedError,
 )
 from services.models import BookingStatus, Itinerary
-from services.money import Money
 from services.payments.base import PaymentError
-from tests.support.botkit import BotKit, running_bot
 from tests.test_bookings import (  # noqa: F401 - fixtures
     USER,
     World,
@@ -30,7 +25,6 @@ from tests.test_bookings import (  # noqa: F401 - fixtures
     traveller,
     world,
 )
-from tests.test_conversation_e2e import to_review
 
 S = BookingStatus
 
@@ -120,24 +114,3 @@ async def test_a_new_link_stripe_failed_to_make_can_be_asked_for_again(
     assert fresh.status == "open"
     keys = [r.idempotency_key for r in world.stripe.requests if r.path == "/v1/checkout/sessions"]
     assert len(keys) == len(set(keys)) == 3  # first link, the failed try, the retry
-
-
-@pytest.fixture
-async def bot(tmp_path: Path) -> AsyncIterator[BotKit]:
-    async with running_bot(tmp_path) as kit:
-        yield kit
-
-
-async def test_pay_in_the_chat_says_what_to_do_when_too_many_links_are_open(
-    bot: BotKit,
-) -> None:
-    await to_review(bot, USER)
-    chosen = Itinerary.model_validate((await bot.state(USER)).data["booking"]["itinerary"])
-    for offer in offers(chosen.model_copy(update={"price": Money(amount=5000, currency="EUR")}), 3):
-        await bot.runtime.bookings.start_checkout(USER, offer, (traveller(),))
-
-    reply = await bot.press(USER, "Pay")
-
-    assert "You already have 3 bookings waiting for payment" in reply.text
-    assert (await bot.state(USER)).state == "book:review"  # still where they were
-    assert not any(b.url for m in reply.messages for row in m.buttons for b in row)

@@ -57,6 +57,7 @@ from services.models import (
     SearchQuery,
     Segment,
     today_anywhere,
+    utcnow,
 )
 from services.money import Money, currency_exponent
 
@@ -150,8 +151,10 @@ class DemoProvider(FlightProvider):
         sold_out: Iterable[str] = (),
         latency: float = 0.0,
         ticketing_prices: Mapping[str, Money] | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._places = places
+        self._now = clock  # when a hold runs out: the instant the booking service reads
         self._ticketing_prices = dict(ticketing_prices or {})
         self.tickets_issued = 0  # ticket() calls that issued a ticket (for exactly-once checks)
         self._today = today
@@ -243,7 +246,7 @@ class DemoProvider(FlightProvider):
         return HeldOrder(
             order_id=f"DEMO-ORD-{digest.upper()}",
             price=held,
-            payment_required_by=datetime.now(UTC) + DEMO_HOLD,
+            payment_required_by=self._now() + DEMO_HOLD,
             airline_reference=_demo_pnr(booking.id),
         )
 
@@ -256,7 +259,7 @@ class DemoProvider(FlightProvider):
         return HeldOrder(
             order_id=booking.provider_order_id,
             price=price,
-            payment_required_by=datetime.now(UTC) + DEMO_HOLD,
+            payment_required_by=self._now() + DEMO_HOLD,
             airline_reference=_demo_pnr(booking.id),
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -22,6 +22,7 @@ from bot.web import init_app, start_site
 from conversations.state import ChatKey, StateRecord
 from services.flights.base import FlightProvider
 from services.models import today_anywhere, utcnow
+from tests.support.happy_path import Move
 
 TOKEN = "424242:SANDBOX-test-token-not-a-secret"
 
@@ -85,6 +86,21 @@ class BotKit:
                 )
                 return await self._reply(action, timeout)
         raise AssertionError(f"no button {label!r} in chat {user_id}")
+
+    async def play(self, user_id: int, moves: Iterable[Move]) -> Reply:
+        """Play a script (tests/support/happy_path.py) as ``user_id``: each move must get its
+        answer and reach its state. The last move's reply."""
+        reply = Reply(messages=[], notice=None)
+        for move in moves:
+            if move.press is not None:
+                reply = await self.press(user_id, move.press)
+            else:
+                assert move.text is not None
+                reply = await self.say(user_id, move.text)
+            assert move.expect in reply.text, f"{move.said}: {reply.text[:400]!r}"
+            if move.state is not None:
+                assert (await self.state(user_id)).state == move.state, move.said
+        return reply
 
     async def press_raw(
         self, user_id: int, message_id: int, data: str, *, timeout: float = 15
