@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from typing import Any, cast
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
@@ -39,10 +40,18 @@ def redis_settings(url: str) -> RedisSettings:
     return RedisSettings.from_dsn(url)
 
 
-def tick_id(name: str, interval: float, now: float) -> tuple[str, float]:
-    """The id of the tick ``now`` falls in, and when the next tick starts (epoch seconds)."""
+def tick_id(queue: str, name: str, interval: float, now: float) -> tuple[str, float]:
+    """The id of the tick ``now`` falls in, and when the next tick starts (epoch seconds).
+
+    arq's keys are ``arq:job:<id>`` whatever the queue: ids carry the queue's name so that
+    bots sharing a Redis never collide (and a test can find its own keys)."""
     number = int(now // interval)
-    return f"{name}@{number}", (number + 1) * interval
+    return f"{queue}:{name}@{number}", (number + 1) * interval
+
+
+def job_keys_pattern(queue: str) -> str:
+    """Every arq key of this queue's jobs (ids start with the queue's name)."""
+    return f"arq:*:{queue}:*"
 
 
 class ArqJobs:
@@ -65,7 +74,8 @@ class ArqJobs:
         return jobs
 
     async def enqueue(self, job: str, **kwargs: Any) -> None:
-        await self._pool.enqueue_job(job, _queue_name=self.queue_name, **kwargs)
+        job_id = f"{self.queue_name}:{uuid.uuid4().hex}"
+        await self._pool.enqueue_job(job, _job_id=job_id, _queue_name=self.queue_name, **kwargs)
 
     def submit(self, job: str, **kwargs: Any) -> None:
         task = asyncio.create_task(self._hand_over(job, kwargs), name=f"enqueue:{job}")
@@ -195,10 +205,10 @@ class ArqRunner:
 
     async def _ticker(self, job: ScheduledJob) -> None:
         assert self._pool is not None
-        _, due = tick_id(job.name, job.interval, time.time())
+        _, due = tick_id(self.queue_name, job.name, job.interval, time.time())
         while True:
             await asyncio.sleep(max(due - time.time(), 0))
-            job_id, due = tick_id(job.name, job.interval, time.time())
+            job_id, due = tick_id(self.queue_name, job.name, job.interval, time.time())
             try:
                 await self._pool.enqueue_job(job.name, _job_id=job_id, _queue_name=self.queue_name)
             except Exception:  # Redis away: this tick is skipped, the next one tried

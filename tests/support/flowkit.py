@@ -42,10 +42,10 @@ from conversations.engine import (
 )
 from conversations.state import ChatKey, StateRecord
 from services.bookings import BookingService
-from services.jobs.embedded import EmbeddedJobs
 from services.flights.demo import DemoProvider
 from services.flights.places import PlaceIndex
 from services.flights.results import SortKey, sort_itineraries
+from services.jobs.embedded import EmbeddedJobs
 from services.messages import Notice
 from services.models import Booking, Itinerary, Passengers, SearchQuery, today_anywhere
 from services.money import Money

@@ -1,0 +1,173 @@
+"""Two real ``travelbot worker`` processes on one Redis queue and one SQLite database.
+
+Telegram is the sandbox Bot API in the test, Stripe its stand-in. The test makes a booking
+whose payment deadline has passed and whose Checkout Session expired, so the scheduled
+``bookings.expire_overdue`` job (every 0.5 s here) expires it and tells the traveller. Each
+tick runs on one worker only; a worker killed (SIGKILL) in the middle of that job, while
+Stripe's stand-in holds its request, has the job run again by the other worker, and the
+traveller gets exactly one "expired" message either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.sandbox import SandboxBotApi
+from services.bookings import BookingService
+from services.flights.demo import DemoProvider
+from services.flights.places import PlaceIndex
+from services.models import Booking, BookingStatus, SearchQuery, today_anywhere, utcnow
+from services.payments.stripe import StripeGateway
+from services.storage.sqlite import SQLiteStorage
+from tests.standins.stripe import StripeStandin
+from tests.support.days import next_winter_day
+from tests.support.workers import JobWorkers
+from tests.test_bookings import RecordingNotifier, cancel_url, success_url, traveller
+from tests.test_workers import sandbox_token
+
+TRAVELLER_ID = 7_400_001
+EXPIRE = "bookings.expire_overdue"
+EXPIRED_TEXT = "has expired and nothing was charged"
+
+
+@dataclass
+class Rig:
+    sandbox: SandboxBotApi
+    stripe: StripeStandin
+    storage: SQLiteStorage
+    shop: BookingService
+    workers: JobWorkers
+
+    def expired_messages(self) -> list[str]:
+        return [m.text for m in self.sandbox.bot_messages(TRAVELLER_ID) if EXPIRED_TEXT in m.text]
+
+    async def overdue_booking(self, *, hold: bool = False) -> Booking:
+        """A booking whose 30 minutes to pay are over and whose Checkout Session expired;
+        with ``hold``, the next look at that session is held by Stripe's stand-in."""
+        places = PlaceIndex.default()
+        provider = DemoProvider(places=places)
+        try:
+            [offer, *_] = await provider.search(
+                SearchQuery(
+                    origin=places.airport_location("LIS"),
+                    destination=places.airport_location("FRA"),
+                    departure=next_winter_day(today_anywhere()),
+                )
+            )
+        finally:
+            await provider.close()
+        booking, session = await self.shop.start_checkout(TRAVELLER_ID, offer, (traveller(),))
+        self.stripe.expire_session(session.id)
+        if hold:
+            self.stripe.hold = {f"/v1/checkout/sessions/{session.id}"}
+        await self.storage.attach_checkout(
+            booking.id,
+            checkout_session_id=session.id,
+            payment_deadline=utcnow() - timedelta(minutes=1),
+        )
+        return booking
+
+    async def expired_within(self, booking: Booking, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            current = await self.storage.get_booking(booking.id)
+            assert current is not None
+            if current.status is BookingStatus.EXPIRED and self.expired_messages():
+                return
+            assert time.monotonic() < deadline, f"still {current.status} after {seconds} s"
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, redis_url: str, redis_prefix: str) -> AsyncIterator[Rig]:
+    token = sandbox_token()
+    async with contextlib.AsyncExitStack() as stack:
+        sandbox = SandboxBotApi(token=token, idle_quiet=0.05)
+        await sandbox.start()
+        stack.push_async_callback(sandbox.stop)
+        stripe = await stack.enter_async_context(StripeStandin())
+        stack.callback(stripe.release)  # a held request never outlives the test
+        await sandbox.add_user(TRAVELLER_ID)
+        # Their chat exists once they wrote; no process reads the update (workers don't poll).
+        await sandbox.user_sends(TRAVELLER_ID, "/start")
+        workers = JobWorkers(
+            folder=tmp_path,
+            token=token,
+            telegram_url=sandbox.url,
+            redis_url=redis_url,
+            redis_prefix=redis_prefix,
+            extra={
+                "STRIPE_SECRET_KEY": stripe.api_key,
+                "STRIPE_WEBHOOK_SECRET": stripe.webhook_secret,
+                "STRIPE_API_BASE": stripe.base_url,
+            },
+        )
+        stack.push_async_callback(workers.close)
+        storage = SQLiteStorage(workers.sqlite_path)
+        await storage.start()
+        stack.push_async_callback(storage.close)
+        gateway = StripeGateway(stripe.api_key, stripe.webhook_secret, api_base=stripe.base_url)
+        stack.push_async_callback(gateway.close)
+        shop = BookingService(
+            storage,
+            DemoProvider(places=PlaceIndex.default()),
+            gateway,
+            RecordingNotifier(),
+            success_url=success_url,
+            cancel_url=cancel_url,
+        )
+        await workers.start(2)
+        yield Rig(sandbox, stripe, storage, shop, workers)
+
+
+@pytest.mark.timeout(90)
+async def test_each_tick_runs_on_one_worker_and_the_traveller_is_told_once(rig: Rig) -> None:
+    booking = await rig.overdue_booking()
+
+    await rig.expired_within(booking, 20)
+    await asyncio.sleep(2)  # four more ticks: nothing more to say
+
+    assert len(rig.expired_messages()) == 1
+    assert booking.reference in rig.expired_messages()[0]
+    a, b = rig.workers.workers
+    ticks = a.started(EXPIRE) + b.started(EXPIRE)
+    assert len(ticks) >= 4
+    assert len(ticks) == len(set(ticks))  # no tick started twice, on one worker or across both
+    assert a.problems() == []
+    assert b.problems() == []
+
+
+@pytest.mark.timeout(90)
+async def test_a_worker_killed_mid_job_has_it_finished_by_the_other_without_a_second_message(
+    rig: Rig,
+) -> None:
+    booking = await rig.overdue_booking(hold=True)
+    await asyncio.wait_for(rig.stripe.held.wait(), 20)  # a worker is in the job, asking Stripe
+    deadline = time.monotonic() + 5
+    while (victim := rig.workers.running(EXPIRE)) is None:
+        assert time.monotonic() < deadline, "no worker is in the job"
+        await asyncio.sleep(0.05)
+    [killed_job] = set(victim.started(EXPIRE)) - set(victim.finished(EXPIRE))
+    victim.kill()
+    rig.stripe.release()
+    [survivor] = rig.workers.alive()
+
+    await rig.expired_within(booking, 20)
+    # The killed worker's job is run again once its hold on it (2 s timeout + 2 s) runs out.
+    deadline = time.monotonic() + 15
+    while killed_job not in survivor.retried(EXPIRE):
+        assert time.monotonic() < deadline, f"{killed_job} was not retried:\n{survivor.output()}"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1)
+
+    assert len(rig.expired_messages()) == 1
+    assert killed_job in survivor.finished(EXPIRE)
+    assert survivor.problems() == []
