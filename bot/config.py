@@ -181,6 +181,11 @@ class Settings(BaseSettings):
             raise ValueError("expected a URL starting with redis://, rediss:// or unix://")
         return value or None
 
+    @field_validator("job_queue_backend", mode="before")
+    @classmethod
+    def _backend_unset(cls, value: Any) -> Any:
+        return value or None  # JOB_QUEUE_BACKEND= (as in .env.example) means "choose"
+
     @field_validator("job_queue_name")
     @classmethod
     def _queue_shape(cls, value: str | None) -> str | None:

@@ -11,7 +11,9 @@ it stopped.
 One sender per broadcast, however many workers run: the sender holds a lease in storage and
 renews it while it sends. A worker takes a broadcast over only when the lease was given up (a
 clean stop) or ran out (its holder died); every worker looks for such broadcasts at start and
-then every minute (``adopt``). A process that knows it is the only worker (polling, console)
+then at every tick of the ``broadcasts.adopt`` job (bot/jobs.py). On the arq queue a new broadcast
+is handed to a ``travelbot worker`` (the ``broadcasts.send`` job, ``dispatch``); its lanes then
+run in that worker under the lease, after the job itself has ended. A process that knows it is the only worker (polling, console)
 takes over at start without waiting for its dead predecessor's lease to run out.
 
 Pace: one shared token bucket (``rate`` messages a second, no burst) in front of every message

@@ -5,7 +5,8 @@ whose payment deadline has passed and whose Checkout Session expired, so the sch
 ``bookings.expire_overdue`` job (every 0.5 s here) expires it and tells the traveller. Each
 tick runs on one worker only; a worker killed (SIGKILL) in the middle of that job, while
 Stripe's stand-in holds its request, has the job run again by the other worker, and the
-traveller gets exactly one "expired" message either way.
+traveller gets exactly one "expired" message either way. A broadcast a web process hands to
+the queue is sent by one worker, once to each user.
 """
 
 from __future__ import annotations
@@ -20,11 +21,21 @@ from pathlib import Path
 
 import pytest
 
+from bot.jobs import SEND_BROADCAST
 from bot.sandbox import SandboxBotApi
 from services.bookings import BookingService
+from services.broadcast import BroadcastWorker
 from services.flights.demo import DemoProvider
 from services.flights.places import PlaceIndex
-from services.models import Booking, BookingStatus, SearchQuery, today_anywhere, utcnow
+from services.jobs.arq_queue import ArqJobs
+from services.models import (
+    Booking,
+    BookingStatus,
+    BroadcastStatus,
+    SearchQuery,
+    today_anywhere,
+    utcnow,
+)
 from services.payments.stripe import StripeGateway
 from services.storage.sqlite import SQLiteStorage
 from tests.standins.stripe import StripeStandin
@@ -171,3 +182,40 @@ async def test_a_worker_killed_mid_job_has_it_finished_by_the_other_without_a_se
     assert len(rig.expired_messages()) == 1
     assert killed_job in survivor.finished(EXPIRE)
     assert survivor.problems() == []
+
+
+@pytest.mark.timeout(90)
+async def test_a_broadcast_created_elsewhere_is_sent_by_one_worker_once_to_each_user(
+    rig: Rig,
+) -> None:
+    admin, users = 7_400_100, list(range(7_400_200, 7_400_220))
+    for user_id in [admin, *users]:
+        await rig.sandbox.add_user(user_id)
+        await rig.sandbox.user_sends(user_id, "/start")
+        await rig.storage.upsert_profile(user_id, first_name="Traveller")
+    jobs = await ArqJobs.connect(rig.workers.redis_url, rig.workers.queue_name)
+    try:
+
+        async def dispatch(broadcast_id: int) -> None:
+            await jobs.enqueue(SEND_BROADCAST, broadcast_id=broadcast_id)
+
+        # What a webhook process on the arq queue does: store it, hand it to the workers.
+        web = BroadcastWorker(rig.storage, RecordingNotifier(), dispatch=dispatch)
+        broadcast = await web.create(admin, "Spring sale: 10% off every flight to Lisbon")
+    finally:
+        await jobs.close()
+
+    deadline = time.monotonic() + 30
+    while not [m for m in rig.sandbox.bot_messages(admin) if "finished" in m.text]:
+        assert time.monotonic() < deadline, "the broadcast did not finish"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1)  # a second sender would have started by now
+
+    for user_id in users:
+        got = [m.text for m in rig.sandbox.bot_messages(user_id) if "Spring sale" in m.text]
+        assert len(got) == 1, f"user {user_id} got {len(got)} copies"
+    a, b = rig.workers.workers
+    assert len(a.started(SEND_BROADCAST) + b.started(SEND_BROADCAST)) == 1
+    current = await rig.storage.get_broadcast(broadcast.id)
+    assert current is not None
+    assert current.status is BroadcastStatus.DONE
