@@ -458,9 +458,10 @@ def admin_alerter(
     from services.messages import Message
 
     async def alert(text: str) -> None:
+        shown = text if text.startswith("⚠️") else f"⚠️ {text}"  # not "⚠️ ⚠️"
         for admin_id in admin_ids:
             try:
-                await notifier.notify(admin_id, Message(text=f"⚠️ {text}"))
+                await notifier.notify(admin_id, Message(text=shown))
             except Exception:
                 log.warning("could not alert admin %s", admin_id, exc_info=True)
 

@@ -799,11 +799,17 @@ class BookingService:
             )
 
     async def _maybe_duplicate_payment(self, booking: Booking, intent: str | None) -> None:
-        """A second session of the same booking was paid too: give that money back."""
+        """A second session of the same booking was paid too: give that money back, once.
+
+        As with another amount paid: a refund that fails is raised (the webhook answers 5xx and
+        Stripe delivers again), and the admins hear of the failure once; the refund's key is
+        the payment's, so a retry never refunds twice."""
         current = await self._reload(booking)
         if intent is None or current.payment_intent_id in (None, intent):
             return
-        refunded = False
+        done = f"duplicate:{intent}"
+        if await self._noted(booking.id, done):
+            return
         try:
             refund = await self._gateway.refund(
                 intent,
@@ -811,14 +817,17 @@ class BookingService:
                 reason="duplicate",
                 idempotency_key=f"refund:duplicate:{intent}",
             )
-            refunded = True
-            await self._storage.record_payment_event(refund.id, REFUND_RECORD_TYPE, booking.id)
+        except PaymentError as error:
+            log.warning("duplicate payment on %s not refunded: %s", booking.reference, error)
+            if await self._once(f"duplicate-refund-failed:{intent}", booking.id):
+                await self._alert(texts.alert_duplicate_payment(current, intent, False))
+            raise
+        await self._storage.record_payment_event(refund.id, REFUND_RECORD_TYPE, booking.id)
+        if await self._once(done, booking.id):
             await self._tell(
                 current.user_id, texts.duplicate_payment_refunded(current, refund.amount)
             )
-        except PaymentError as error:
-            log.warning("duplicate payment on %s not refunded: %s", booking.reference, error)
-        await self._alert(texts.alert_duplicate_payment(current, intent, refunded))
+            await self._alert(texts.alert_duplicate_payment(current, intent, True))
 
     async def _fulfil(self, booking: Booking) -> bool:
         """Ticket a paid booking, once across workers and attempts.

@@ -415,10 +415,8 @@ def alert_payment_on_ended_booking(booking: Booking, paid: Money) -> str:
 
 
 def alert_duplicate_payment(booking: Booking, payment_intent: str, refunded: bool) -> str:
-    outcome = "refunded automatically" if refunded else "NOT refunded: refund it by hand"
-    return (
-        f"⚠️ Second payment {esc(payment_intent)} for booking {esc(booking.reference)}: {outcome}."
-    )
+    outcome = "refunded automatically" if refunded else "NOT refunded yet (retrying): check Stripe"
+    return f"Second payment {esc(payment_intent)} for booking {esc(booking.reference)}: {outcome}."
 
 
 def alert_refunded_outside(booking: Booking) -> str:

@@ -512,6 +512,68 @@ async def test_an_earlier_session_of_the_same_booking_is_its_own(
     assert len(confirmations(world)) == 1
 
 
+async def paid_twice(world: World, itinerary: Itinerary) -> tuple[str, str, dict[str, Any]]:
+    """A booking confirmed on its renewed link, then its first link paid too (the stand-in
+    reopens the expired page so that it can be paid): the booking's reference, the second
+    payment's intent and its completion event."""
+    booking, first = await world.service.start_checkout(USER, itinerary, (traveller(),))
+    world.stripe.expire_session(first.id)
+    _, second = await world.service.renew_checkout(USER, booking.reference)
+    await world.stripe.deliver(world.webhook, world.stripe.complete_session(second.id))
+    assert (await world.booking(booking.reference)).status is S.CONFIRMED
+    world.stripe.sessions[first.id]["status"] = "open"
+    event = world.stripe.complete_session(first.id)
+    return booking.reference, world.stripe.sessions[first.id]["payment_intent"], event
+
+
+def duplicate_notices(world: World) -> list[str]:
+    return [m.text for m in world.notifier.to(USER) if "You paid twice" in m.text]
+
+
+async def test_a_second_payment_is_refunded_told_and_alerted_once_across_deliveries(
+    world: World, itinerary: Itinerary
+) -> None:
+    reference, intent, event = await paid_twice(world, itinerary)
+
+    assert await world.stripe.deliver(world.webhook, event, times=3) == [200] * 3
+    async with webhook_for(world, world.make_service()) as other_worker:
+        assert await world.stripe.deliver(other_worker, event) == [200]
+
+    assert (await world.booking(reference)).status is S.CONFIRMED
+    [refund] = world.stripe.refunds.values()
+    assert refund["payment_intent"] == intent
+    assert refund["amount"] == itinerary.price.amount
+    [told] = duplicate_notices(world)
+    assert itinerary.price.format() in told
+    [alert] = world.alerts
+    assert "refunded automatically" in alert
+    assert len(confirmations(world)) == 1
+
+
+async def test_a_second_payment_that_cannot_be_refunded_yet_is_retried_until_it_is(
+    world: World, itinerary: Itinerary
+) -> None:
+    reference, intent, event = await paid_twice(world, itinerary)
+    world.stripe.outages["POST /v1/refunds"] = 10
+
+    for _ in range(2):
+        [status] = await world.stripe.deliver(world.webhook, event)
+        assert status >= 500  # not settled: Stripe delivers it again
+    assert world.stripe.refunds == {}
+    assert duplicate_notices(world) == []
+    [alert] = world.alerts  # once, however many deliveries fail
+    assert "NOT refunded yet" in alert
+
+    world.stripe.outages.clear()
+    assert await world.stripe.deliver(world.webhook, event) == [200]
+    [refund] = world.stripe.refunds.values()
+    assert refund["payment_intent"] == intent
+    assert len(duplicate_notices(world)) == 1
+    assert len(world.alerts) == 2
+    assert "refunded automatically" in world.alerts[1]
+    assert (await world.booking(reference)).status is S.CONFIRMED
+
+
 # reconciliation asks the gateway -------------------------------------------------------------
 async def test_an_expired_booking_whose_session_was_paid_is_confirmed_by_the_sweep(
     world: World, itinerary: Itinerary
