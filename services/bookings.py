@@ -1572,12 +1572,21 @@ class BookingService:
             if current.status is not S.CANCELLED or not await self._noted(booking.id, marker):
                 return
             booking = current
-        refund = await self._refund(
-            booking, amount=None, reason="airline cancelled", key=f"refund:{booking.id}:airline"
-        )
-        if refund is None:
-            await self._tell(booking.user_id, texts.airline_cancelled(booking, None))
+        try:
+            refund = await self._send_refund(
+                booking, amount=None, reason="airline cancelled", key=f"refund:{booking.id}:airline"
+            )
+        except AlreadyRefundedError:
+            log.info("booking %s is being refunded by someone else", booking.reference)
             return
+        except PaymentError as error:
+            # Raised, so the event stays unapplied and the provider's next delivery refunds:
+            # swallowed, the fare stayed with us. Traveller and admins hear of it once.
+            log.warning("airline-cancelled %s not refunded yet: %s", booking.reference, error)
+            if await self._once(f"airline-refund-failed:{booking.id}", booking.id):
+                await self._tell(booking.user_id, texts.airline_cancelled(booking, None))
+                await self._alert(texts.alert_refund_failed(booking, str(error)))
+            raise
         await self._storage.transition(booking.id, S.CANCELLED, S.REFUNDED)
         await self._tell(booking.user_id, texts.airline_cancelled(booking, refund.amount))
         await self._alert(texts.alert_airline_cancelled(booking, refunded=True))

@@ -22,7 +22,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bot.config import load_settings
 from bot.web_payments import add_payment_routes
+from bot.web_providers import add_provider_routes
 from services.bookings import BookingError, BookingService
 from services.flights.base import FlightProvider
 from services.flights.demo import DemoProvider
@@ -572,6 +574,58 @@ async def test_a_second_payment_that_cannot_be_refunded_yet_is_retried_until_it_
     assert len(world.alerts) == 2
     assert "refunded automatically" in world.alerts[1]
     assert (await world.booking(reference)).status is S.CONFIRMED
+
+
+async def test_an_airline_cancellation_whose_refund_failed_is_refunded_by_the_next_delivery(
+    world: World, places: PlaceIndex
+) -> None:
+    """Duffel delivers again what was not accepted: the refund it owes is made then, once."""
+    duffel = DuffelStandIn()
+    await duffel.start()
+    provider = DuffelProvider(duffel.token, base_url=duffel.base_url, backoff=0.01)
+    service = world.make_service(provider=provider)
+    app = web.Application()
+    add_provider_routes(app, service, load_settings(duffel_webhook_secret=duffel.webhook_secret))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    duffel.webhook_url = str(server.make_url("/duffel/webhook"))
+    try:
+        [offer, *_] = await provider.search(
+            SearchQuery(
+                origin=places.airport_location("LIS"),
+                destination=places.airport_location("FRA"),
+                departure=next_winter_day(today_anywhere()),
+            )
+        )
+        booking, session = await service.start_checkout(USER, offer, (duffel_traveller(),))
+        async with webhook_for(world, service) as stripe_webhook:
+            await world.stripe.deliver(stripe_webhook, world.stripe.complete_session(session.id))
+        assert (await world.booking(booking.reference)).status is S.CONFIRMED
+        world.stripe.outages["POST /v1/refunds"] = 10  # Stripe's refunds are down
+
+        event_id = await duffel.airline_cancels(duffel.only_order()["id"], times=2)
+        assert [status for _, status in duffel.deliveries] == [503, 503]
+        assert (await world.booking(booking.reference)).status is S.CANCELLED
+        assert world.stripe.refunds == {}
+        [waiting] = [m.text for m in world.notifier.to(USER) if "airline cancelled" in m.text]
+        assert "being arranged" in waiting
+        assert len(world.alerts) == 1
+
+        world.stripe.outages.clear()
+        await duffel.redeliver(event_id, times=2)
+    finally:
+        await server.close()
+        await provider.close()
+        await duffel.close()
+
+    assert [status for _, status in duffel.deliveries[2:]] == [200, 200]
+    refunded = await world.booking(booking.reference)
+    assert refunded.status is S.REFUNDED
+    [refund] = world.stripe.refunds.values()
+    assert refund["amount"] == refunded.amount.amount
+    told = [m.text for m in world.notifier.to(USER) if "airline cancelled" in m.text]
+    assert len(told) == 2
+    assert "on its way back" in told[1]
 
 
 # reconciliation asks the gateway -------------------------------------------------------------
