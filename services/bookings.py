@@ -1031,7 +1031,40 @@ class BookingService:
                     settled += 1
             except Exception:
                 log.warning("reconciling %s failed", booking.reference, exc_info=True)
-        return settled + await self.resolve_refund_claims()
+        return settled + await self.resolve_refund_claims() + await self.retry_owed_refunds()
+
+    async def retry_owed_refunds(self) -> int:
+        """Bookings whose ticket was never issued owe the whole fare back; when that refund
+        failed (Stripe down), the booking stayed ``failed`` with the money held, the traveller
+        promised it. Tried again here, no sooner than ``stuck_after`` after the last attempt
+        (each claim touches the booking), until it goes back; the admins heard of the first
+        failure. Returns how many were refunded."""
+        refunded = 0
+        before = self._now() - self._stuck_after
+        for booking in await self._storage.list_bookings_by_status(S.FAILED):
+            if (
+                booking.payment_intent_id is None
+                or booking.refundable.amount <= 0
+                or booking.updated_at > before
+            ):
+                continue
+            try:
+                refund = await self._send_refund(
+                    booking,
+                    amount=None,
+                    reason="ticketing failed",
+                    key=f"refund:{booking.id}:ticketing",
+                )
+            except AlreadyRefundedError:
+                continue  # another worker is sending it right now
+            except PaymentError as error:
+                log.info("owed refund for %s not sent yet: %s", booking.reference, error)
+                continue
+            if await self._storage.transition(booking.id, S.FAILED, S.REFUNDED):
+                refunded += 1
+                await self._tell(booking.user_id, texts.owed_refund_sent(booking, refund.amount))
+                self._receipts.refunded(booking, refund.amount, full=True)
+        return refunded
 
     async def resolve_refund_claims(self) -> int:
         """End refund claims that nobody settled for ``REFUND_CLAIM_STALE`` (their worker

@@ -200,6 +200,18 @@ def ticketing_failed_refund_pending(booking: Booking) -> Message:
     )
 
 
+def owed_refund_sent(booking: Booking, refunded: Money) -> Message:
+    """The refund promised when ticketing failed and Stripe could not take it at once."""
+    return Message(
+        text=(
+            f"💸 Your refund of <b>{refunded.format()}</b> for booking "
+            f"<b>{esc(booking.reference)}</b> has been sent; banks usually show it within "
+            "5–10 days."
+        ),
+        buttons=((_open_button(booking),),),
+    )
+
+
 def cancelled_by_traveller(booking: Booking, refunded: Money) -> Message:
     """The answer to "Yes, cancel", under the question that named the trip: what comes back
     (``refunded``, zero for a fare the airline does not refund)."""

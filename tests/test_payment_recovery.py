@@ -628,6 +628,36 @@ async def test_an_airline_cancellation_whose_refund_failed_is_refunded_by_the_ne
     assert "on its way back" in told[1]
 
 
+async def test_a_ticketing_failure_whose_refund_failed_is_refunded_by_a_later_sweep(
+    world: World, itinerary: Itinerary
+) -> None:
+    unticketable = itinerary.model_copy(update={"provider": "kiwi"})  # the demo can't ticket it
+    booking, session = await world.service.start_checkout(USER, unticketable, (traveller(),))
+    world.stripe.outages["POST /v1/refunds"] = 10
+    await world.stripe.deliver(world.webhook, world.stripe.complete_session(session.id))
+    assert (await world.booking(booking.reference)).status is S.FAILED
+    [promised] = world.notifier.to(USER)
+    assert "will be refunded in full" in promised.text
+    world.stripe.outages.clear()
+
+    soon = world.make_service()  # before stuck_after: the first attempt may still be going
+    assert await soon.reconcile() == 0
+    assert world.stripe.refunds == {}
+    sweepers = [world.make_service(clock=later(hours)) for hours in (1, 1, 2)]
+    settled = await asyncio.gather(*(sweeper.reconcile() for sweeper in sweepers[:2]))
+    assert sorted(settled) == [0, 1]
+    assert await sweepers[2].reconcile() == 0
+
+    refunded = await world.booking(booking.reference)
+    assert refunded.status is S.REFUNDED
+    [refund] = world.stripe.refunds.values()
+    assert refund["amount"] == booking.amount.amount
+    [_, sent] = world.notifier.to(USER)
+    assert "has been sent" in sent.text
+    assert booking.amount.format() in sent.text
+    assert len(world.alerts) == 1  # the first failure, not every retry
+
+
 # reconciliation asks the gateway -------------------------------------------------------------
 async def test_an_expired_booking_whose_session_was_paid_is_confirmed_by_the_sweep(
     world: World, itinerary: Itinerary
