@@ -103,6 +103,7 @@ class Runtime:
     places: PlaceIndex
     broadcasts: BroadcastWorker | None = None
     receipts: EmailReceipts | None = None
+    reminders: ReminderService | None = None  # send_due: a scheduled job
 
 
 async def open_storage(settings: Settings, stack: AsyncExitStack) -> Storage:
@@ -383,6 +384,7 @@ async def open_runtime(
             places=places,
             broadcasts=broadcasts,
             receipts=receipts,
+            reminders=services.reminders,
         )
 
 

@@ -100,11 +100,8 @@ def _leaves(booking: Booking, now: datetime) -> str:
     """'today at 06:30' or 'on Fri 12 Mar at 06:30', local time at the departure airport."""
     flight = first_flight(booking)
     local = flight.departure
-    day = (
-        "today"
-        if now.astimezone(local.tzinfo).date() == local.date()
-        else (f"on {format_day(local)}")
-    )
+    today = now.astimezone(local.tzinfo).date()
+    day = "today" if today == local.date() else f"on {format_day(local, today=today)}"
     return f"{day} at <b>{local:%H:%M}</b> local time from {esc(flight.origin)}"
 
 
