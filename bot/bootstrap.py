@@ -61,6 +61,7 @@ from services.notify import Notifier
 from services.payments.base import PaymentGateway
 from services.payments.sandbox import SandboxGateway
 from services.payments.stripe import StripeGateway
+from services.reminders import ReminderService
 from services.retention import RetentionJob
 from services.storage import Storage
 from services.storage.sealing import Sealer
@@ -102,6 +103,7 @@ class Runtime:
     places: PlaceIndex
     broadcasts: BroadcastWorker | None = None
     receipts: EmailReceipts | None = None
+    reminders: ReminderService | None = None  # send_due: a scheduled job
 
 
 async def open_storage(settings: Settings, stack: AsyncExitStack) -> Storage:
@@ -231,6 +233,7 @@ class Services:
     receipts: EmailReceipts
     deps: FlowDeps
     engine: Engine[FlowDeps, Conversation]
+    reminders: ReminderService  # its send_due is a scheduled job (every minute)
 
 
 async def open_services(
@@ -314,6 +317,7 @@ async def open_services(
         receipts=receipts,
         deps=deps,
         engine=engine,
+        reminders=ReminderService(adapters.storage, notifier, clock=clock),
     )
 
 
@@ -380,6 +384,7 @@ async def open_runtime(
             places=places,
             broadcasts=broadcasts,
             receipts=receipts,
+            reminders=services.reminders,
         )
 
 
