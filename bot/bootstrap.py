@@ -65,6 +65,7 @@ from services.notify import Notifier
 from services.payments.base import PaymentGateway
 from services.payments.sandbox import SandboxGateway
 from services.payments.stripe import StripeGateway
+from services.reminders import ReminderService
 from services.retention import RetentionJob
 from services.storage import Storage
 from services.storage.sealing import Sealer
@@ -107,6 +108,7 @@ class Runtime:
     broadcasts: BroadcastWorker | None = None
     receipts: EmailReceipts | None = None
     jobs: JobQueue | None = None
+    reminders: ReminderService | None = None  # send_due: a scheduled job (bot/jobs.py)
 
 
 async def open_storage(settings: Settings, stack: AsyncExitStack) -> Storage:
@@ -240,6 +242,7 @@ class Services:
     # The background work (bot/jobs.py) and where it goes: this process (embedded) or Redis.
     catalogue: JobCatalogue
     jobs: JobQueue
+    reminders: ReminderService  # its send_due is a scheduled job (bot/jobs.py)
 
 
 async def open_job_queue(
@@ -358,6 +361,7 @@ async def open_services(
         engine=engine,
         catalogue=catalogue,
         jobs=jobs,
+        reminders=ReminderService(adapters.storage, notifier, clock=clock),
     )
     register_jobs(catalogue, settings, services)
     return services
@@ -423,6 +427,7 @@ async def open_runtime(
             broadcasts=broadcasts,
             receipts=services.receipts,
             jobs=jobs,
+            reminders=services.reminders,
         )
 
 
@@ -494,9 +499,10 @@ def admin_alerter(
     from services.messages import Message
 
     async def alert(text: str) -> None:
+        shown = text if text.startswith("⚠️") else f"⚠️ {text}"  # not "⚠️ ⚠️"
         for admin_id in admin_ids:
             try:
-                await notifier.notify(admin_id, Message(text=f"⚠️ {text}"))
+                await notifier.notify(admin_id, Message(text=shown))
             except Exception:
                 log.warning("could not alert admin %s", admin_id, exc_info=True)
 

@@ -37,6 +37,8 @@ def register_jobs(jobs: JobCatalogue, settings: Settings, services: Services) ->
     jobs.every(tick, "broadcasts.adopt", services.broadcasts.adopt)
     # Old rows of the tables that only grow: hourly, checked every tick (services/retention.py).
     jobs.every(tick, "retention", services.retention.run_due)
+    # Check-in-opens and travel-day reminders, each claimed (an insert) before it is sent.
+    jobs.every(tick, "reminders.send_due", services.reminders.send_due)
 
     # One-off work, enqueued by the services.
     jobs.task(SEND_BROADCAST, services.broadcasts.send)

@@ -26,6 +26,7 @@ from services.flights.duffel import (
     verify_signature,
 )
 from services.flights.kiwi import MalformedNotificationError, parse_notification
+from services.payments.base import PaymentError
 from services.storage.base import StorageUnavailableError
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ class _ProviderRoutes:
         except StorageUnavailableError:
             log.warning("kiwi notification deferred: storage unavailable")
             return web.json_response({"error": "try again"}, status=503)
+        except PaymentError as error:  # a refund it owes: the next delivery finishes it
+            log.warning("kiwi notification deferred: %s", error)
+            return web.json_response({"error": "try again"}, status=503)
         return web.json_response({"received": True})
 
     async def duffel(self, request: web.Request) -> web.Response:
@@ -92,6 +96,9 @@ class _ProviderRoutes:
             await self._bookings.handle_provider_event(event)
         except StorageUnavailableError:
             log.warning("duffel event %s deferred: storage unavailable", event.id)
+            return web.json_response({"error": "try again"}, status=503)
+        except PaymentError as error:  # a refund it owes: the next delivery finishes it
+            log.warning("duffel event %s deferred: %s", event.id, error)
             return web.json_response({"error": "try again"}, status=503)
         return web.json_response({"received": True})
 

@@ -799,11 +799,17 @@ class BookingService:
             )
 
     async def _maybe_duplicate_payment(self, booking: Booking, intent: str | None) -> None:
-        """A second session of the same booking was paid too: give that money back."""
+        """A second session of the same booking was paid too: give that money back, once.
+
+        As with another amount paid: a refund that fails is raised (the webhook answers 5xx and
+        Stripe delivers again), and the admins hear of the failure once; the refund's key is
+        the payment's, so a retry never refunds twice."""
         current = await self._reload(booking)
         if intent is None or current.payment_intent_id in (None, intent):
             return
-        refunded = False
+        done = f"duplicate:{intent}"
+        if await self._noted(booking.id, done):
+            return
         try:
             refund = await self._gateway.refund(
                 intent,
@@ -811,14 +817,17 @@ class BookingService:
                 reason="duplicate",
                 idempotency_key=f"refund:duplicate:{intent}",
             )
-            refunded = True
-            await self._storage.record_payment_event(refund.id, REFUND_RECORD_TYPE, booking.id)
+        except PaymentError as error:
+            log.warning("duplicate payment on %s not refunded: %s", booking.reference, error)
+            if await self._once(f"duplicate-refund-failed:{intent}", booking.id):
+                await self._alert(texts.alert_duplicate_payment(current, intent, False))
+            raise
+        await self._storage.record_payment_event(refund.id, REFUND_RECORD_TYPE, booking.id)
+        if await self._once(done, booking.id):
             await self._tell(
                 current.user_id, texts.duplicate_payment_refunded(current, refund.amount)
             )
-        except PaymentError as error:
-            log.warning("duplicate payment on %s not refunded: %s", booking.reference, error)
-        await self._alert(texts.alert_duplicate_payment(current, intent, refunded))
+            await self._alert(texts.alert_duplicate_payment(current, intent, True))
 
     async def _fulfil(self, booking: Booking) -> bool:
         """Ticket a paid booking, once across workers and attempts.
@@ -1022,7 +1031,40 @@ class BookingService:
                     settled += 1
             except Exception:
                 log.warning("reconciling %s failed", booking.reference, exc_info=True)
-        return settled + await self.resolve_refund_claims()
+        return settled + await self.resolve_refund_claims() + await self.retry_owed_refunds()
+
+    async def retry_owed_refunds(self) -> int:
+        """Bookings whose ticket was never issued owe the whole fare back; when that refund
+        failed (Stripe down), the booking stayed ``failed`` with the money held, the traveller
+        promised it. Tried again here, no sooner than ``stuck_after`` after the last attempt
+        (each claim touches the booking), until it goes back; the admins heard of the first
+        failure. Returns how many were refunded."""
+        refunded = 0
+        before = self._now() - self._stuck_after
+        for booking in await self._storage.list_bookings_by_status(S.FAILED):
+            if (
+                booking.payment_intent_id is None
+                or booking.refundable.amount <= 0
+                or booking.updated_at > before
+            ):
+                continue
+            try:
+                refund = await self._send_refund(
+                    booking,
+                    amount=None,
+                    reason="ticketing failed",
+                    key=f"refund:{booking.id}:ticketing",
+                )
+            except AlreadyRefundedError:
+                continue  # another worker is sending it right now
+            except PaymentError as error:
+                log.info("owed refund for %s not sent yet: %s", booking.reference, error)
+                continue
+            if await self._storage.transition(booking.id, S.FAILED, S.REFUNDED):
+                refunded += 1
+                await self._tell(booking.user_id, texts.owed_refund_sent(booking, refund.amount))
+                self._receipts.refunded(booking, refund.amount, full=True)
+        return refunded
 
     async def resolve_refund_claims(self) -> int:
         """End refund claims that nobody settled for ``REFUND_CLAIM_STALE`` (their worker
@@ -1563,12 +1605,21 @@ class BookingService:
             if current.status is not S.CANCELLED or not await self._noted(booking.id, marker):
                 return
             booking = current
-        refund = await self._refund(
-            booking, amount=None, reason="airline cancelled", key=f"refund:{booking.id}:airline"
-        )
-        if refund is None:
-            await self._tell(booking.user_id, texts.airline_cancelled(booking, None))
+        try:
+            refund = await self._send_refund(
+                booking, amount=None, reason="airline cancelled", key=f"refund:{booking.id}:airline"
+            )
+        except AlreadyRefundedError:
+            log.info("booking %s is being refunded by someone else", booking.reference)
             return
+        except PaymentError as error:
+            # Raised, so the event stays unapplied and the provider's next delivery refunds:
+            # swallowed, the fare stayed with us. Traveller and admins hear of it once.
+            log.warning("airline-cancelled %s not refunded yet: %s", booking.reference, error)
+            if await self._once(f"airline-refund-failed:{booking.id}", booking.id):
+                await self._tell(booking.user_id, texts.airline_cancelled(booking, None))
+                await self._alert(texts.alert_refund_failed(booking, str(error)))
+            raise
         await self._storage.transition(booking.id, S.CANCELLED, S.REFUNDED)
         await self._tell(booking.user_id, texts.airline_cancelled(booking, refund.amount))
         await self._alert(texts.alert_airline_cancelled(booking, refunded=True))

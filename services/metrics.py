@@ -63,6 +63,14 @@ BROADCAST_DELIVERIES = Counter(
     registry=REGISTRY,
 )
 
+REMINDERS = Counter(
+    "travelbot_reminders",
+    "Trip reminders handled, by kind (checkin, departure) and outcome (sent, skipped, "
+    "bot_blocked, failed).",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
+
 PAYMENT_OUTCOMES = ("link_created", "paid", "confirmed", "ticketing_failed", "expired", "refunded")
 
 
@@ -102,6 +110,10 @@ def broadcast_delivery(outcome: str) -> None:
     BROADCAST_DELIVERIES.labels(outcome).inc()
 
 
+def reminder(kind: str, outcome: str) -> None:
+    REMINDERS.labels(kind, outcome).inc()
+
+
 def _prime() -> None:
     """Zero series for the known label values, so a rate() has a start before the first one."""
     for outcome in PAYMENT_OUTCOMES:
@@ -110,6 +122,9 @@ def _prime() -> None:
         SEARCH_CACHE.labels(result)
     for outcome in ("sent", "bot_blocked", "failed"):
         BROADCAST_DELIVERIES.labels(outcome)
+    for kind in ("checkin", "departure"):
+        for outcome in ("sent", "skipped", "bot_blocked", "failed"):
+            REMINDERS.labels(kind, outcome)
 
 
 _prime()

@@ -595,6 +595,7 @@ class Profile(BaseModel):
     language: str | None = None
     blocked: bool = False
     bot_blocked: bool = False  # the user blocked the bot (Telegram said Forbidden)
+    reminders: bool = True  # trip reminders (check-in, departure day): /reminders on|off
     saved_travellers: tuple[Traveller, ...] = ()
     created_at: AwareDatetime | None = None
 

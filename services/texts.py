@@ -200,6 +200,18 @@ def ticketing_failed_refund_pending(booking: Booking) -> Message:
     )
 
 
+def owed_refund_sent(booking: Booking, refunded: Money) -> Message:
+    """The refund promised when ticketing failed and Stripe could not take it at once."""
+    return Message(
+        text=(
+            f"💸 Your refund of <b>{refunded.format()}</b> for booking "
+            f"<b>{esc(booking.reference)}</b> has been sent; banks usually show it within "
+            "5–10 days."
+        ),
+        buttons=((_open_button(booking),),),
+    )
+
+
 def cancelled_by_traveller(booking: Booking, refunded: Money) -> Message:
     """The answer to "Yes, cancel", under the question that named the trip: what comes back
     (``refunded``, zero for a fare the airline does not refund)."""
@@ -415,10 +427,8 @@ def alert_payment_on_ended_booking(booking: Booking, paid: Money) -> str:
 
 
 def alert_duplicate_payment(booking: Booking, payment_intent: str, refunded: bool) -> str:
-    outcome = "refunded automatically" if refunded else "NOT refunded: refund it by hand"
-    return (
-        f"⚠️ Second payment {esc(payment_intent)} for booking {esc(booking.reference)}: {outcome}."
-    )
+    outcome = "refunded automatically" if refunded else "NOT refunded yet (retrying): check Stripe"
+    return f"Second payment {esc(payment_intent)} for booking {esc(booking.reference)}: {outcome}."
 
 
 def alert_refunded_outside(booking: Booking) -> str:

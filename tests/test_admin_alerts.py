@@ -44,3 +44,17 @@ async def test_an_alert_shows_the_error_as_it_was_written(
         shown, _ = parse_html(message.text)  # what Telegram displays
         assert "Refund <pending> for R&D's card" in shown
         assert shown.startswith(f"⚠️ 🚨 Refund for booking {booking.reference}")
+
+
+async def test_an_alert_that_starts_with_the_warning_sign_shows_it_once(
+    world: World,  # noqa: F811
+    itinerary: Itinerary,  # noqa: F811
+) -> None:
+    booking = await pay_and_confirm(world, itinerary)
+    chats = AdminChats()
+
+    await admin_alerter(chats, frozenset({7}))(texts.alert_refunded_outside(booking))
+
+    [message] = chats.sent[7]
+    shown, _ = parse_html(message.text)
+    assert shown.startswith(f"⚠️ Booking {booking.reference}")

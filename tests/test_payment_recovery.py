@@ -22,7 +22,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bot.config import load_settings
 from bot.web_payments import add_payment_routes
+from bot.web_providers import add_provider_routes
 from services.bookings import BookingError, BookingService
 from services.flights.base import FlightProvider
 from services.flights.demo import DemoProvider
@@ -510,6 +512,150 @@ async def test_an_earlier_session_of_the_same_booking_is_its_own(
     assert (await world.booking(booking.reference)).status is S.CONFIRMED
     assert world.alerts == []
     assert len(confirmations(world)) == 1
+
+
+async def paid_twice(world: World, itinerary: Itinerary) -> tuple[str, str, dict[str, Any]]:
+    """A booking confirmed on its renewed link, then its first link paid too (the stand-in
+    reopens the expired page so that it can be paid): the booking's reference, the second
+    payment's intent and its completion event."""
+    booking, first = await world.service.start_checkout(USER, itinerary, (traveller(),))
+    world.stripe.expire_session(first.id)
+    _, second = await world.service.renew_checkout(USER, booking.reference)
+    await world.stripe.deliver(world.webhook, world.stripe.complete_session(second.id))
+    assert (await world.booking(booking.reference)).status is S.CONFIRMED
+    world.stripe.sessions[first.id]["status"] = "open"
+    event = world.stripe.complete_session(first.id)
+    return booking.reference, world.stripe.sessions[first.id]["payment_intent"], event
+
+
+def duplicate_notices(world: World) -> list[str]:
+    return [m.text for m in world.notifier.to(USER) if "You paid twice" in m.text]
+
+
+async def test_a_second_payment_is_refunded_told_and_alerted_once_across_deliveries(
+    world: World, itinerary: Itinerary
+) -> None:
+    reference, intent, event = await paid_twice(world, itinerary)
+
+    assert await world.stripe.deliver(world.webhook, event, times=3) == [200] * 3
+    async with webhook_for(world, world.make_service()) as other_worker:
+        assert await world.stripe.deliver(other_worker, event) == [200]
+
+    assert (await world.booking(reference)).status is S.CONFIRMED
+    [refund] = world.stripe.refunds.values()
+    assert refund["payment_intent"] == intent
+    assert refund["amount"] == itinerary.price.amount
+    [told] = duplicate_notices(world)
+    assert itinerary.price.format() in told
+    [alert] = world.alerts
+    assert "refunded automatically" in alert
+    assert len(confirmations(world)) == 1
+
+
+async def test_a_second_payment_that_cannot_be_refunded_yet_is_retried_until_it_is(
+    world: World, itinerary: Itinerary
+) -> None:
+    reference, intent, event = await paid_twice(world, itinerary)
+    world.stripe.outages["POST /v1/refunds"] = 10
+
+    for _ in range(2):
+        [status] = await world.stripe.deliver(world.webhook, event)
+        assert status >= 500  # not settled: Stripe delivers it again
+    assert world.stripe.refunds == {}
+    assert duplicate_notices(world) == []
+    [alert] = world.alerts  # once, however many deliveries fail
+    assert "NOT refunded yet" in alert
+
+    world.stripe.outages.clear()
+    assert await world.stripe.deliver(world.webhook, event) == [200]
+    [refund] = world.stripe.refunds.values()
+    assert refund["payment_intent"] == intent
+    assert len(duplicate_notices(world)) == 1
+    assert len(world.alerts) == 2
+    assert "refunded automatically" in world.alerts[1]
+    assert (await world.booking(reference)).status is S.CONFIRMED
+
+
+async def test_an_airline_cancellation_whose_refund_failed_is_refunded_by_the_next_delivery(
+    world: World, places: PlaceIndex
+) -> None:
+    """Duffel delivers again what was not accepted: the refund it owes is made then, once."""
+    duffel = DuffelStandIn()
+    await duffel.start()
+    provider = DuffelProvider(duffel.token, base_url=duffel.base_url, backoff=0.01)
+    service = world.make_service(provider=provider)
+    app = web.Application()
+    add_provider_routes(app, service, load_settings(duffel_webhook_secret=duffel.webhook_secret))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    duffel.webhook_url = str(server.make_url("/duffel/webhook"))
+    try:
+        [offer, *_] = await provider.search(
+            SearchQuery(
+                origin=places.airport_location("LIS"),
+                destination=places.airport_location("FRA"),
+                departure=next_winter_day(today_anywhere()),
+            )
+        )
+        booking, session = await service.start_checkout(USER, offer, (duffel_traveller(),))
+        async with webhook_for(world, service) as stripe_webhook:
+            await world.stripe.deliver(stripe_webhook, world.stripe.complete_session(session.id))
+        assert (await world.booking(booking.reference)).status is S.CONFIRMED
+        world.stripe.outages["POST /v1/refunds"] = 10  # Stripe's refunds are down
+
+        event_id = await duffel.airline_cancels(duffel.only_order()["id"], times=2)
+        assert [status for _, status in duffel.deliveries] == [503, 503]
+        assert (await world.booking(booking.reference)).status is S.CANCELLED
+        assert world.stripe.refunds == {}
+        [waiting] = [m.text for m in world.notifier.to(USER) if "airline cancelled" in m.text]
+        assert "being arranged" in waiting
+        assert len(world.alerts) == 1
+
+        world.stripe.outages.clear()
+        await duffel.redeliver(event_id, times=2)
+    finally:
+        await server.close()
+        await provider.close()
+        await duffel.close()
+
+    assert [status for _, status in duffel.deliveries[2:]] == [200, 200]
+    refunded = await world.booking(booking.reference)
+    assert refunded.status is S.REFUNDED
+    [refund] = world.stripe.refunds.values()
+    assert refund["amount"] == refunded.amount.amount
+    told = [m.text for m in world.notifier.to(USER) if "airline cancelled" in m.text]
+    assert len(told) == 2
+    assert "on its way back" in told[1]
+
+
+async def test_a_ticketing_failure_whose_refund_failed_is_refunded_by_a_later_sweep(
+    world: World, itinerary: Itinerary
+) -> None:
+    unticketable = itinerary.model_copy(update={"provider": "kiwi"})  # the demo can't ticket it
+    booking, session = await world.service.start_checkout(USER, unticketable, (traveller(),))
+    world.stripe.outages["POST /v1/refunds"] = 10
+    await world.stripe.deliver(world.webhook, world.stripe.complete_session(session.id))
+    assert (await world.booking(booking.reference)).status is S.FAILED
+    [promised] = world.notifier.to(USER)
+    assert "will be refunded in full" in promised.text
+    world.stripe.outages.clear()
+
+    soon = world.make_service()  # before stuck_after: the first attempt may still be going
+    assert await soon.reconcile() == 0
+    assert world.stripe.refunds == {}
+    sweepers = [world.make_service(clock=later(hours)) for hours in (1, 1, 2)]
+    settled = await asyncio.gather(*(sweeper.reconcile() for sweeper in sweepers[:2]))
+    assert sorted(settled) == [0, 1]
+    assert await sweepers[2].reconcile() == 0
+
+    refunded = await world.booking(booking.reference)
+    assert refunded.status is S.REFUNDED
+    [refund] = world.stripe.refunds.values()
+    assert refund["amount"] == booking.amount.amount
+    [_, sent] = world.notifier.to(USER)
+    assert "has been sent" in sent.text
+    assert booking.amount.format() in sent.text
+    assert len(world.alerts) == 1  # the first failure, not every retry
 
 
 # reconciliation asks the gateway -------------------------------------------------------------

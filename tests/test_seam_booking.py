@@ -240,3 +240,11 @@ async def test_pay_says_what_to_do_when_too_many_links_are_open(seam: SeamKit) -
     assert "You already have 3 bookings waiting for payment" in reply.text
     assert reply.state == "book:review"  # still where they were
     assert not any(b.url for b in reply.last.buttons)
+
+
+async def test_a_superscript_digit_in_a_forged_edit_button_is_refused(seam: SeamKit) -> None:
+    chat = await to_review(seam)
+    await chat.press("Edit")
+    reply = await chat.press_data(await chat.current("editf", "².email"))
+    assert reply.toast == "That detail can't be edited."
+    assert reply.state == "book:edit"

@@ -407,3 +407,20 @@ async def test_results_sort_filter_and_page(seam: SeamKit) -> None:
         reply = await chat.press("Next ›")
         assert "Page 2 of" in reply.text
         assert "‹ Prev" in reply.labels
+
+
+@pytest.mark.parametrize(
+    ("action", "arg", "toast"),
+    [
+        ("pick", "².000000", "The results were refreshed: pick again from the new list."),
+        ("page", "²", "That page is not available."),
+    ],
+)
+async def test_a_superscript_digit_in_a_forged_button_is_refused_not_a_crash(
+    seam: SeamKit, action: str, arg: str, toast: str
+) -> None:
+    """``"²".isdigit()`` is true but ``int("²")`` raises: buttons take decimal digits only."""
+    chat = await to_results(seam)
+    reply = await chat.press_data(await chat.current(action, arg))
+    assert reply.toast == toast
+    assert reply.state == "search:results"

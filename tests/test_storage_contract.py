@@ -850,3 +850,141 @@ async def test_released_deliveries_go_back_to_the_queue(storage: Storage) -> Non
 
 async def test_ping_answers(storage: Storage) -> None:
     await storage.ping()
+
+
+# trip reminders ----------------------------------------------------------------------------------
+def departing(
+    user_id: int,
+    at: datetime,
+    *,
+    status: BookingStatus = S.CONFIRMED,
+    returns: datetime | None = None,
+) -> NewBooking:
+    """A booking whose outbound flight leaves at ``at`` (and, with ``returns``, comes back)."""
+    price = Money(amount=9900, currency="EUR")
+    segments = [
+        Segment(
+            carrier="AF",
+            flight_number="AF1025",
+            origin="LIS",
+            destination="CDG",
+            departure=at,
+            arrival=at + timedelta(hours=2, minutes=30),
+        )
+    ]
+    if returns is not None:
+        segments.append(
+            Segment(
+                carrier="AF",
+                flight_number="AF1024",
+                origin="CDG",
+                destination="LIS",
+                departure=returns,
+                arrival=returns + timedelta(hours=2, minutes=40),
+                inbound=True,
+            )
+        )
+    return NewBooking(
+        user_id=user_id,
+        itinerary=Itinerary(
+            id="demo-LIS-CDG", provider="demo", segments=tuple(segments), price=price
+        ),
+        travellers=(traveller(),),
+        amount=price,
+        status=status,
+    )
+
+
+async def test_the_reminders_switch_is_kept_on_the_profile(storage: Storage) -> None:
+    off = await storage.set_reminders(7, False)  # someone never seen: the profile is made
+    assert (off.user_id, off.reminders) == (7, False)
+    again = await storage.upsert_profile(7, username="ana_s", first_name="Ana")
+    assert not again.reminders  # refreshing the names keeps the choice
+    assert (await storage.set_reminders(7, True)).reminders
+    created = await storage.upsert_profile(8)
+    assert created.reminders  # on unless turned off
+    assert await storage.get_profile(7) == await storage.upsert_profile(
+        7, username="ana_s", first_name="Ana"
+    )
+
+
+async def test_reminder_candidates_are_booked_trips_leaving_in_the_window(
+    storage: Storage,
+) -> None:
+    now = datetime(2027, 3, 10, 12, 0, tzinfo=LISBON)
+    for user_id in (1, 2, 3, 4, 5):
+        await storage.upsert_profile(user_id)
+    await storage.set_reminders(2, False)
+    assert await storage.set_blocked(3, True)
+    await storage.set_bot_blocked(4, True)
+    paris = ZoneInfo("Europe/Paris")
+    soon = await storage.create_booking(departing(1, now + timedelta(hours=5), status=S.PAID))
+    # Written in another zone, compared as instants: 19:00 in Paris is 6 h after now.
+    later = await storage.create_booking(
+        departing(5, datetime(2027, 3, 10, 19, 0, tzinfo=paris), returns=now + timedelta(days=3))
+    )
+    edge = await storage.create_booking(departing(1, now + timedelta(hours=48)))
+    for left_out in (
+        departing(1, now + timedelta(hours=3), status=S.AWAITING_PAYMENT),
+        departing(1, now + timedelta(hours=3), status=S.CANCELLED),
+        departing(1, now + timedelta(hours=3), status=S.REFUNDED),
+        departing(1, now - timedelta(minutes=1)),  # gone
+        departing(1, now),  # leaving this instant: gone too
+        departing(1, now + timedelta(hours=49)),  # not yet
+        departing(1, now - timedelta(days=3), returns=now + timedelta(hours=4)),  # the return
+        departing(2, now + timedelta(hours=4)),  # reminders off
+        departing(3, now + timedelta(hours=4)),  # blocked by an admin
+        departing(4, now + timedelta(hours=4)),  # blocked the bot
+        departing(6, now + timedelta(hours=4)),  # no profile (erased with /deletedata)
+    ):
+        await storage.create_booking(left_out)
+
+    def window(**more: Any) -> Any:
+        return storage.list_reminder_candidates(
+            "checkin", departs_after=now, departs_until=now + timedelta(hours=48), **more
+        )
+
+    assert [b.reference for b in await window()] == [
+        soon.reference,
+        later.reference,
+        edge.reference,
+    ]
+    assert [b.reference for b in await window(limit=1, offset=1)] == [later.reference]
+    assert await window(limit=0) == []
+    assert await window(offset=3) == []
+
+    assert await storage.claim_reminder(soon.id, "checkin")
+    assert [b.id for b in await window()] == [later.id, edge.id]
+    departure_day = await storage.list_reminder_candidates(
+        "departure", departs_after=now, departs_until=now + timedelta(hours=24)
+    )
+    assert [b.id for b in departure_day] == [soon.id, later.id]  # each kind on its own
+    with pytest.raises(ValueError, match="no reminder kind"):
+        await storage.list_reminder_candidates("boarding", departs_after=now, departs_until=now)
+
+
+async def test_a_reminder_is_claimed_exactly_once_under_concurrency(
+    storage: Storage, storage_factory: StorageFactory
+) -> None:
+    other_worker = await storage_factory.open()
+    booking = await storage.create_booking(departing(1, utcnow() + timedelta(hours=20)))
+
+    claims = await asyncio.gather(
+        *(
+            (storage if n % 2 else other_worker).claim_reminder(booking.id, "checkin")
+            for n in range(20)
+        )
+    )
+
+    assert claims.count(True) == 1
+    assert await storage.claim_reminder(booking.id, "departure")  # another kind: its own claim
+    assert await other_worker.finish_reminder(booking.id, "checkin", "sent")
+    assert not await storage.finish_reminder(booking.id, "checkin", "failed")  # ended already
+    assert not await storage.claim_reminder(booking.id, "checkin")  # and never claimed again
+    assert not await storage.finish_reminder("not-a-booking", "checkin", "sent")
+    with pytest.raises(ValueError, match="cannot end"):
+        await storage.finish_reminder(booking.id, "departure", "sending")
+    with pytest.raises(ValueError, match="no reminder kind"):
+        await storage.claim_reminder(booking.id, "boarding")
+    with pytest.raises(BookingNotFoundError):
+        await storage.claim_reminder("00000000-0000-4000-8000-000000000000", "checkin")

@@ -36,6 +36,7 @@ ROWS: dict[str, dict[str, Any]] = {
     "broadcast_deliveries": {"broadcast_id": 1, "user_id": 2},
     "checkout_sessions": {"session_id": "cs_2", "booking_id": _NO_BOOKING},
     "fulfilments": {"booking_id": _NO_BOOKING, "lease_owner": "x"},
+    "booking_reminders": {"booking_id": _NO_BOOKING, "kind": "checkin"},
 }
 FUNCTIONS: dict[str, dict[str, Any]] = {
     "find_profile_by_username": {"p_username": "ana_s"},
@@ -69,6 +70,13 @@ FUNCTIONS: dict[str, dict[str, Any]] = {
         "p_now": "2000-01-01T00:00:00Z",
         "p_until": "2000-01-01T00:00:00Z",
     },
+    "reminder_candidates": {
+        "p_kind": "checkin",
+        "p_after": "2000-01-01T00:00:00Z",
+        "p_until": "2100-01-01T00:00:00Z",
+        "p_limit": 10,
+        "p_offset": 0,
+    },
 }
 
 
@@ -90,6 +98,7 @@ async def seeded(supabase_stack: SupabaseStack) -> AsyncIterator[SupabaseStack]:
         )
         now = booking.created_at
         assert await store.claim_fulfilment(booking.id, "seed", now=now, until=now) is not None
+        assert await store.claim_reminder(booking.id, "checkin")
         search = SearchLogEntry(
             user_id=1, origin="LIS", destination="BCN", departure=booking.departure_date
         )

@@ -670,7 +670,7 @@ async def do_broadcast_cancel(deps: FlowDeps, conv: Conversation, event: Event, 
     wanted: int | None = None
     if args:
         token = args.removeprefix("#")
-        if not token.isdigit() or len(token) > 12:
+        if not token.isdecimal() or len(token) > 12:
             raise AdminInputError(usage("broadcast_cancel"))
         wanted = int(token)
     running = await worker.running()

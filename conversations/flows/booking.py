@@ -537,7 +537,7 @@ async def on_saved(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pr
     if draft is None:
         return search_flow.new_search(conv)
     saved = dict(await _saved_for(deps, event.user.id, draft))
-    if not pressed.arg.isdigit() or int(pressed.arg) not in saved:
+    if not pressed.arg.isdecimal() or int(pressed.arg) not in saved:
         return _step(FIELD, conv, notice=Notice(text="That saved traveller is not available."))
     person = saved[int(pressed.arg)]
     values = person.model_dump(mode="json", exclude={"category", "passport_masked"})
@@ -662,7 +662,7 @@ async def on_edit(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pre
             conv,
             Message(text="Whose details do you want to change?", buttons=rows, edit=True),
         )
-    index = int(pressed.arg) if pressed.arg.isdigit() else 0
+    index = int(pressed.arg) if pressed.arg.isdecimal() else 0
     if index >= len(draft.travellers):
         return _step(EDIT, conv, notice=Notice(text="No such traveller."))
     names = fields.fields_for(index)
@@ -687,7 +687,7 @@ async def on_edit_field(deps: FlowDeps, conv: Conversation, event: Event, presse
     index_text, _, field = pressed.arg.partition(".")
     if (
         draft is None
-        or not index_text.isdigit()
+        or not index_text.isdecimal()
         or int(index_text) >= len(draft.travellers)
         or field not in fields.fields_for(int(index_text))
     ):

@@ -175,6 +175,7 @@ def _mydata_summary(profile: Profile | None, bookings: list[Booking]) -> str:
             f"since {format_day(profile.created_at.date())}" if profile.created_at else "",
         ]
         lines.append("Profile: " + (", ".join(k for k in known if k) or "your Telegram id"))
+        lines.append(f"Trip reminders: {'on' if profile.reminders else 'off'} (/reminders)")
     saved = profile.saved_travellers if profile else ()
     lines.append(f"\n<b>Saved travellers</b> ({len(saved)})")
     lines += [
@@ -225,7 +226,8 @@ async def cmd_deletedata(deps: FlowDeps, conv: Conversation | None, event: Event
     plan = await deps.bookings.erasure_plan(event.user.id)
     lines = [
         "This erases your profile and saved travellers, and removes names, passport details "
-        "and contacts from your bookings. Bookings themselves stay for our accounts."
+        "and contacts from your bookings. Bookings themselves stay for our accounts. "
+        "Trip reminders stop with the profile (/reminders on starts them again)."
     ]
     if plan.cancelled:
         lines += [

@@ -329,7 +329,7 @@ async def on_suggestion(deps: FlowDeps, conv: Conversation, event: Event, presse
 
 
 def _index(arg: str, length: int) -> int | None:
-    if not arg.isdigit():
+    if not arg.isdecimal():
         return None
     index = int(arg)
     return index if 0 <= index < length else None
@@ -882,7 +882,7 @@ async def show_results(
 
 
 async def on_page(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pressed) -> Step:
-    if conv.results is None or not pressed.arg.isdigit():
+    if conv.results is None or not pressed.arg.isdecimal():
         return _step(RESULTS, conv, notice=Notice(text="That page is not available."))
     conv = conv.model_copy(
         update={"results": conv.results.model_copy(update={"page": int(pressed.arg)})}
@@ -928,7 +928,7 @@ async def find_picked(
     if conv.results is None:
         return None
     index_text, _, fingerprint = arg.partition(".")
-    if not index_text.isdigit():
+    if not index_text.isdecimal():
         return None
     items, _ = await _load_results(deps, conv.results, event.user.id)
     index = int(index_text)

@@ -57,6 +57,11 @@ BROADCAST_TRANSITIONS: dict[BroadcastStatus, frozenset[BroadcastStatus]] = {
 PURGE_BATCH = 5000
 RETENTION_TABLES = ("admin_audit", "payment_events", "flight_searches")
 
+# Trip reminders: the kinds a booking gets (one row each in booking_reminders, claimed before
+# sending), and how a claimed one ended.
+REMINDER_KINDS = frozenset({"checkin", "departure"})
+REMINDER_OUTCOMES = frozenset({"sent", "skipped", "bot_blocked", "failed"})
+
 
 def check_broadcast_transition(current: BroadcastStatus, new: BroadcastStatus) -> None:
     if new not in BROADCAST_TRANSITIONS[current]:
@@ -120,6 +125,10 @@ class Storage(ABC):
     @abstractmethod
     async def save_travellers(self, user_id: int, travellers: tuple[Traveller, ...]) -> None:
         """Replace the user's saved travellers (offered again on the next booking)."""
+
+    @abstractmethod
+    async def set_reminders(self, user_id: int, on: bool) -> Profile:
+        """Turn the user's trip reminders on or off (creating the profile if need be)."""
 
     @abstractmethod
     async def list_recipient_ids(self) -> list[int]:
@@ -255,6 +264,36 @@ class Storage(ABC):
         """Bookings still awaiting payment whose deadline is before ``now``, earliest deadline
         first, at most ``limit``: the overdue sweep reads only these, however many links are
         open."""
+
+    # trip reminders --------------------------------------------------------------------------
+    # The scheduled job (services/reminders.py) asks for the bookings that may be due, claims
+    # each (booking, kind) before sending, and records how it ended. The claim is one
+    # ``INSERT ... ON CONFLICT DO NOTHING``, so of any number of workers exactly one sends.
+    @abstractmethod
+    async def list_reminder_candidates(
+        self,
+        kind: str,
+        *,
+        departs_after: datetime,
+        departs_until: datetime,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Booking]:
+        """Paid or confirmed bookings whose outbound flight leaves in (``departs_after``,
+        ``departs_until``], whose owner has a profile with reminders on and is blocked by
+        neither side, and that have no ``kind`` reminder row yet; earliest departure first
+        (then id). Read through an index on the departure, never the whole table."""
+
+    @abstractmethod
+    async def claim_reminder(self, booking_id: str, kind: str) -> bool:
+        """Take the right to send the booking's ``kind`` reminder: True for exactly one caller
+        ever. Raises ``ValueError`` for an unknown kind, ``BookingNotFoundError`` for no such
+        booking."""
+
+    @abstractmethod
+    async def finish_reminder(self, booking_id: str, kind: str, outcome: str) -> bool:
+        """Record how a claimed reminder ended (``REMINDER_OUTCOMES``); False when it was not
+        claimed or already finished."""
 
     # payment events --------------------------------------------------------------------------
     @abstractmethod

@@ -30,7 +30,13 @@ from services.models import (
     Traveller,
 )
 from services.money import Money
-from services.storage.base import DELIVERY_OUTCOMES, REFERENCE_ALPHABET, SEARCH_STAGES
+from services.storage.base import (
+    DELIVERY_OUTCOMES,
+    REFERENCE_ALPHABET,
+    REMINDER_KINDS,
+    REMINDER_OUTCOMES,
+    SEARCH_STAGES,
+)
 from services.storage.sealing import SEALED, Sealer
 
 TOP_ROUTES = 5
@@ -129,6 +135,8 @@ def booking_row(
         "destination": booking.destination,
         "departure_date": booking.departure_date.isoformat(),
         "return_date": booking.return_date.isoformat() if booking.return_date else None,
+        # The outbound departure as an instant: what the reminders' due selection ranges over.
+        "departs_at": aware(booking.itinerary.departure).isoformat(),
         "travellers": travellers_to_json(booking.travellers, sealer=sealer),
         "amount_minor": booking.amount.amount,
         "currency": booking.amount.currency,
@@ -186,6 +194,16 @@ def provider_order_update(
     return update
 
 
+def check_reminder_kind(kind: str) -> None:
+    if kind not in REMINDER_KINDS:
+        raise ValueError(f"no reminder kind {kind!r}; kinds: {', '.join(sorted(REMINDER_KINDS))}")
+
+
+def check_reminder_outcome(outcome: str) -> None:
+    if outcome not in REMINDER_OUTCOMES:
+        raise ValueError(f"a reminder cannot end as {outcome!r}")
+
+
 def profile_from_row(row: Mapping[str, Any], *, sealer: Sealer) -> Profile:
     return Profile(
         user_id=row["id"],
@@ -194,6 +212,7 @@ def profile_from_row(row: Mapping[str, Any], *, sealer: Sealer) -> Profile:
         language=row["language"],
         blocked=bool(row["blocked"]),
         bot_blocked=bool(row["bot_blocked"]),
+        reminders=bool(row.get("reminders", True)),
         saved_travellers=travellers_from_json(row["saved_travellers"], sealer=sealer),
         created_at=row["created_at"],
     )

@@ -252,6 +252,34 @@ SCHEMA_STEPS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX bookings_refund_claims_idx ON bookings (updated_at) "
         "WHERE refund_pending_minor > 0",
     ),
+    (  # supabase/migrations/20261204000200_reminders.sql
+        "ALTER TABLE profiles ADD COLUMN reminders INTEGER NOT NULL DEFAULT 1 "
+        "CHECK (reminders IN (0, 1))",
+        "ALTER TABLE bookings ADD COLUMN departs_at TEXT",
+        # The first outbound segment's departure in UTC, in _ts's fixed width (SQLite's date
+        # functions read the offset and convert).
+        """
+        UPDATE bookings SET departs_at = (
+            SELECT strftime('%Y-%m-%dT%H:%M:%S', json_extract(s.value, '$.departure'))
+                   || '.000000+00:00'
+            FROM json_each(bookings.itinerary, '$.segments') AS s
+            WHERE NOT coalesce(json_extract(s.value, '$.inbound'), 0)
+            ORDER BY s.key LIMIT 1
+        )
+        """,
+        "CREATE INDEX bookings_departs_at_idx ON bookings (departs_at)",
+        """
+        CREATE TABLE booking_reminders (
+            booking_id TEXT NOT NULL REFERENCES bookings (id) ON DELETE CASCADE,
+            kind TEXT NOT NULL CHECK (kind IN ('checkin', 'departure')),
+            status TEXT NOT NULL DEFAULT 'sending'
+                CHECK (status IN ('sending', 'sent', 'skipped', 'bot_blocked', 'failed')),
+            claimed_at TEXT NOT NULL,
+            finished_at TEXT,
+            PRIMARY KEY (booking_id, kind)
+        ) STRICT, WITHOUT ROWID
+        """,
+    ),
 )
 SCHEMA_VERSION = len(SCHEMA_STEPS)
 
@@ -497,6 +525,20 @@ class SQLiteStorage(Storage):
             ),
         )
 
+    async def set_reminders(self, user_id: int, on: bool) -> Profile:
+        now = _now()
+        row = await self._one(
+            """
+            INSERT INTO profiles (id, reminders, created_at, updated_at) VALUES (?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET
+                reminders = excluded.reminders, updated_at = excluded.updated_at
+            RETURNING *
+            """,
+            (user_id, int(on), now, now),
+        )
+        assert row is not None
+        return rows.profile_from_row(row, sealer=self._sealer)
+
     async def list_recipient_ids(self) -> list[int]:
         found = await self._all(
             "SELECT id FROM profiles WHERE blocked = 0 AND bot_blocked = 0 ORDER BY id"
@@ -540,6 +582,7 @@ class SQLiteStorage(Storage):
                 "payment_deadline": (
                     _ts(booking.payment_deadline) if booking.payment_deadline else None
                 ),
+                "departs_at": _ts(booking.itinerary.departure),
                 "created_at": now,
                 "updated_at": now,
             }
@@ -793,6 +836,69 @@ class SQLiteStorage(Storage):
             (BookingStatus.AWAITING_PAYMENT.value, _ts(now), limit),
         )
         return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
+
+    # trip reminders --------------------------------------------------------------------------
+    async def list_reminder_candidates(
+        self,
+        kind: str,
+        *,
+        departs_after: datetime,
+        departs_until: datetime,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Booking]:
+        rows.check_reminder_kind(kind)
+        if limit <= 0:
+            return []
+        # The departure index, named: without statistics SQLite's planner would rather walk
+        # the status index, every confirmed booking there is (benchmarks/reminders.py).
+        found = await self._all(
+            """
+            SELECT b.* FROM bookings AS b INDEXED BY bookings_departs_at_idx
+            JOIN profiles AS p ON p.id = b.user_id
+            WHERE b.departs_at > ? AND b.departs_at <= ? AND b.status IN (?, ?)
+              AND p.reminders = 1 AND p.blocked = 0 AND p.bot_blocked = 0
+              AND NOT EXISTS (SELECT 1 FROM booking_reminders AS r
+                              WHERE r.booking_id = b.id AND r.kind = ?)
+            ORDER BY b.departs_at, b.id LIMIT ? OFFSET ?
+            """,
+            (
+                _ts(departs_after),
+                _ts(departs_until),
+                *(s.value for s in BOOKED_STATUSES),
+                kind,
+                limit,
+                max(offset, 0),
+            ),
+        )
+        return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
+
+    async def claim_reminder(self, booking_id: str, kind: str) -> bool:
+        rows.check_reminder_kind(kind)
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        try:
+            changed = await self._changes(
+                "INSERT INTO booking_reminders (booking_id, kind, claimed_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (booking_id, kind) DO NOTHING",
+                (canonical, kind, _now()),
+            )
+        except ValueError as exc:  # the foreign key: no such booking
+            raise BookingNotFoundError(booking_id) from exc
+        return changed == 1
+
+    async def finish_reminder(self, booking_id: str, kind: str, outcome: str) -> bool:
+        rows.check_reminder_outcome(outcome)
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            return False
+        changed = await self._changes(
+            "UPDATE booking_reminders SET status = ?, finished_at = ? "
+            "WHERE booking_id = ? AND kind = ? AND status = 'sending'",
+            (outcome, _now(), canonical, kind),
+        )
+        return changed == 1
 
     # payment events --------------------------------------------------------------------------
     async def record_payment_event(

@@ -241,6 +241,14 @@ class SupabaseStorage(Storage):
             )
         )
 
+    async def set_reminders(self, user_id: int, on: bool) -> Profile:
+        row = await self._first(
+            self._table("profiles").upsert({"id": user_id, "reminders": on}, on_conflict="id")
+        )
+        if row is None:
+            raise StorageUnavailableError("Supabase did not return the profile")
+        return rows.profile_from_row(row, sealer=self._sealer)
+
     async def list_recipient_ids(self) -> list[int]:
         found = await self._all_pages(
             lambda: (
@@ -520,6 +528,64 @@ class SupabaseStorage(Storage):
             .limit(limit)
         )
         return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
+
+    # trip reminders --------------------------------------------------------------------------
+    async def list_reminder_candidates(
+        self,
+        kind: str,
+        *,
+        departs_after: datetime,
+        departs_until: datetime,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Booking]:
+        rows.check_reminder_kind(kind)
+        if limit <= 0:
+            return []
+        found = await self._rows(
+            self._rpc(
+                "reminder_candidates",
+                {
+                    "p_kind": kind,
+                    "p_after": _iso(departs_after),
+                    "p_until": _iso(departs_until),
+                    "p_limit": limit,
+                    "p_offset": max(offset, 0),
+                },
+            )
+        )
+        return [rows.booking_from_row(row, sealer=self._sealer) for row in found]
+
+    async def claim_reminder(self, booking_id: str, kind: str) -> bool:
+        rows.check_reminder_kind(kind)
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            raise BookingNotFoundError(booking_id)
+        try:
+            inserted = await self._rows(
+                self._table("booking_reminders").upsert(
+                    {"booking_id": canonical, "kind": kind},
+                    on_conflict="booking_id,kind",
+                    ignore_duplicates=True,  # INSERT ... ON CONFLICT DO NOTHING
+                )
+            )
+        except ValueError as exc:  # the foreign key: no such booking
+            raise BookingNotFoundError(booking_id) from exc
+        return bool(inserted)
+
+    async def finish_reminder(self, booking_id: str, kind: str, outcome: str) -> bool:
+        rows.check_reminder_outcome(outcome)
+        canonical = rows.normalise_booking_id(booking_id)
+        if canonical is None:
+            return False
+        changed = await self._rows(
+            self._table("booking_reminders")
+            .update({"status": outcome, "finished_at": _iso(utcnow())})
+            .eq("booking_id", canonical)
+            .eq("kind", kind)
+            .eq("status", "sending")
+        )
+        return bool(changed)
 
     # payment events --------------------------------------------------------------------------
     async def record_payment_event(

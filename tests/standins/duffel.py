@@ -101,6 +101,7 @@ class DuffelStandIn:
     deliveries: list[tuple[str, int]] = field(default_factory=list)  # (event type, HTTP status)
     _sold_out: set[str] = field(default_factory=set)
     _counter: itertools.count[int] = field(default_factory=itertools.count)
+    _bodies: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
     base_url: str = ""
 
@@ -589,16 +590,22 @@ class DuffelStandIn:
             "identity_organisation_id": "org_0000standin",
         }
         body = json.dumps(event).encode()
+        self._bodies[event_id] = (event_type, body)
+        await self.redeliver(event_id, times=times)
+        return event_id
+
+    async def redeliver(self, event_id: str, *, times: int = 1) -> None:
+        """Duffel retries an event its webhook did not accept (2xx), with the same id."""
+        event_type, body = self._bodies[event_id]
         async with aiohttp.ClientSession() as session:
             for _ in range(times):
                 header = sign(self.webhook_secret, body, int(time.time()))
                 async with session.post(
-                    self.webhook_url,
+                    self.webhook_url or "",
                     data=body,
                     headers={"Content-Type": "application/json", "X-Duffel-Signature": header},
                 ) as response:
                     self.deliveries.append((event_type, response.status))
-        return event_id
 
     async def airline_cancels(self, order_id: str, *, times: int = 1) -> str:
         """The airline cancels the flight: an airline-initiated change that removes the slice

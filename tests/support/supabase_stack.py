@@ -64,6 +64,7 @@ TABLES = (
     "broadcast_deliveries",
     "checkout_sessions",
     "fulfilments",
+    "booking_reminders",
 )
 
 _ROLES_LOCK_KEY = 0x5355_5042_5253  # any constant shared by every run on this cluster
