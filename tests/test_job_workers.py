@@ -6,7 +6,8 @@ whose payment deadline has passed and whose Checkout Session expired, so the sch
 tick runs on one worker only; a worker killed (SIGKILL) in the middle of that job, while
 Stripe's stand-in holds its request, has the job run again by the other worker, and the
 traveller gets exactly one "expired" message either way. A broadcast a web process hands to
-the queue is sent by one worker, once to each user.
+the queue is sent by one worker, once to each user, and a trip reminder that is due reaches
+the traveller once.
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ from tests.standins.stripe import StripeStandin
 from tests.support.days import next_winter_day
 from tests.support.workers import JobWorkers
 from tests.test_bookings import RecordingNotifier, cancel_url, success_url, traveller
+from tests.test_reminders import trip
 from tests.test_workers import sandbox_token
 
 TRAVELLER_ID = 7_400_001
 EXPIRE = "bookings.expire_overdue"
+REMIND = "reminders.send_due"
 EXPIRED_TEXT = "has expired and nothing was charged"
 
 
@@ -219,3 +222,28 @@ async def test_a_broadcast_created_elsewhere_is_sent_by_one_worker_once_to_each_
     current = await rig.storage.get_broadcast(broadcast.id)
     assert current is not None
     assert current.status is BroadcastStatus.DONE
+
+
+@pytest.mark.timeout(90)
+async def test_a_due_reminder_reaches_the_traveller_once_from_two_workers(rig: Rig) -> None:
+    # Air France opens check-in 30 hours before: a flight in 29 hours is due now.
+    await rig.storage.upsert_profile(TRAVELLER_ID, first_name="Ana")
+    await rig.storage.create_booking(trip(TRAVELLER_ID, utcnow() + timedelta(hours=29)))
+
+    deadline = time.monotonic() + 20
+    while not (got := reminders_of(rig)):
+        assert time.monotonic() < deadline, "no reminder came"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(2)  # four more ticks on two workers: nothing more to send
+
+    assert len(reminders_of(rig)) == 1
+    assert "AF1025 (Air France)" in got[0]
+    a, b = rig.workers.workers
+    ticks = a.started(REMIND) + b.started(REMIND)
+    assert len(ticks) == len(set(ticks))
+    assert a.problems() == []
+    assert b.problems() == []
+
+
+def reminders_of(rig: Rig) -> list[str]:
+    return [m.text for m in rig.sandbox.bot_messages(TRAVELLER_ID) if "Check-in is open" in m.text]
