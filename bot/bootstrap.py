@@ -42,6 +42,7 @@ from handlers.telegram import (
     on_error,
     on_update,
 )
+from services.alerts import AlertService
 from services.bookings import BookingService
 from services.broadcast import BroadcastWorker
 from services.cache import Cache, MemoryCache, RedisCache
@@ -102,6 +103,7 @@ class Runtime:
     places: PlaceIndex
     broadcasts: BroadcastWorker | None = None
     receipts: EmailReceipts | None = None
+    alerts: AlertService | None = None  # check_due: the price alerts' scheduled job
 
 
 async def open_storage(settings: Settings, stack: AsyncExitStack) -> Storage:
@@ -231,6 +233,7 @@ class Services:
     receipts: EmailReceipts
     deps: FlowDeps
     engine: Engine[FlowDeps, Conversation]
+    alerts: AlertService  # its check_due is a scheduled job (README: Price alerts)
 
 
 async def open_services(
@@ -286,6 +289,15 @@ async def open_services(
     )
     search = FlightSearchService(adapters.provider, adapters.cache, adapters.storage)
     broadcasts = BroadcastWorker(adapters.storage, notifier, sole_worker=sole_worker)
+    alerts = AlertService(
+        adapters.storage,
+        search,
+        notifier,
+        max_per_user=settings.max_alerts_per_user,
+        searches_per_run=settings.alert_searches_per_run,
+        check_every=timedelta(minutes=settings.alert_check_interval_minutes),
+        clock=clock,
+    )
     deps = FlowDeps(
         storage=adapters.storage,
         places=places,
@@ -301,6 +313,7 @@ async def open_services(
         clock=clock,
         # An admin's /block reaches the user's conversation in progress through this.
         chats=StoreChatStates(adapters.state, bot_id=bot_id, ttl=settings.conversation_ttl),
+        alerts=alerts,
     )
     engine = Engine(
         adapters.state, build_router(), deps, bot_id=bot_id, ttl=settings.conversation_ttl
@@ -314,6 +327,7 @@ async def open_services(
         receipts=receipts,
         deps=deps,
         engine=engine,
+        alerts=alerts,
     )
 
 
@@ -380,6 +394,7 @@ async def open_runtime(
             places=places,
             broadcasts=broadcasts,
             receipts=receipts,
+            alerts=services.alerts,
         )
 
 

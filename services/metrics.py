@@ -62,6 +62,12 @@ BROADCAST_DELIVERIES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+PRICE_ALERTS = Counter(
+    "travelbot_price_alerts",
+    "Price alert messages, by outcome (sent, bot_blocked, failed, ended).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 
 PAYMENT_OUTCOMES = ("link_created", "paid", "confirmed", "ticketing_failed", "expired", "refunded")
 
@@ -102,6 +108,10 @@ def broadcast_delivery(outcome: str) -> None:
     BROADCAST_DELIVERIES.labels(outcome).inc()
 
 
+def price_alert(outcome: str) -> None:
+    PRICE_ALERTS.labels(outcome).inc()
+
+
 def _prime() -> None:
     """Zero series for the known label values, so a rate() has a start before the first one."""
     for outcome in PAYMENT_OUTCOMES:
@@ -110,6 +120,8 @@ def _prime() -> None:
         SEARCH_CACHE.labels(result)
     for outcome in ("sent", "bot_blocked", "failed"):
         BROADCAST_DELIVERIES.labels(outcome)
+    for outcome in ("sent", "bot_blocked", "failed", "ended"):
+        PRICE_ALERTS.labels(outcome)
 
 
 _prime()

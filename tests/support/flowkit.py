@@ -554,6 +554,12 @@ async def to_broadcast_confirm(kit: SeamKit) -> Chat:
     return chat
 
 
+async def to_alert_target(kit: SeamKit) -> Chat:
+    chat = await to_results(kit)
+    await chat.press("Watch this route")
+    return chat
+
+
 # Every state a seam test can put a chat in, by its stored name. tests/test_seam_states.py
 # fails when the router declares a state that is missing here.
 PATHS: dict[str, Path_] = {
@@ -575,4 +581,5 @@ PATHS: dict[str, Path_] = {
     "admin:refund_confirm": to_refund_confirm,
     "admin:broadcast_text": to_broadcast_text,
     "admin:broadcast_confirm": to_broadcast_confirm,
+    "alerts:target": to_alert_target,
 }

@@ -64,6 +64,7 @@ TABLES = (
     "broadcast_deliveries",
     "checkout_sessions",
     "fulfilments",
+    "price_alerts",
 )
 
 _ROLES_LOCK_KEY = 0x5355_5042_5253  # any constant shared by every run on this cluster
