@@ -64,10 +64,10 @@ def parse_target(text: str, currency: str) -> Money:
             )
     number = re.sub(r"\s", "", match["number"])
     exponent = currency_exponent(currency)
-    # 1,234.50 / 1.234,50 / 150,50 / 150.50: the last separator followed by 1-2 digits (or
-    # as many as the currency has) is the decimal point, the others group thousands.
+    # 1,234.50 / 1.234,50 / 150,50 / 150.50: the last separator is the decimal point unless
+    # exactly three digits follow it (1,250 and 1.250 group thousands).
     last = max(number.rfind("."), number.rfind(","))
-    if last != -1 and 0 < len(number) - last - 1 <= max(exponent, 2) and len(number) - last != 4:
+    if last != -1 and len(number) - last - 1 not in (0, 3):
         whole, fraction = number[:last], number[last + 1 :]
     else:
         whole, fraction = number, ""

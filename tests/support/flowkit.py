@@ -42,6 +42,7 @@ from conversations.engine import (
 )
 from conversations.state import ChatKey, StateRecord
 from services.bookings import BookingService
+from services.flights.base import FlightProvider
 from services.flights.demo import DemoProvider
 from services.flights.places import PlaceIndex
 from services.flights.results import SortKey, sort_itineraries
@@ -336,10 +337,12 @@ async def open_seam(
     rate_limited: bool = True,
     redis_url: str | None = None,
     redis_prefix: str = "tb",
+    provider: FlightProvider | None = None,
     **provider_options: Any,
 ) -> AsyncIterator[SeamKit]:
     """The seam on local adapters (state and cache on Redis instead with ``redis_url``, keys
-    under ``redis_prefix``); ``provider_options`` go to the demo provider."""
+    under ``redis_prefix``); ``provider_options`` go to the demo provider, unless ``provider``
+    replaces it (scripted fares, tests/support/fares.py)."""
     clock = clock or fixed_clock()
     settings = load_settings(
         sqlite_path=":memory:",
@@ -363,7 +366,7 @@ async def open_seam(
             bot_id=BOT_ID,
             bot_username=BOT_USERNAME,
             clock=clock,
-            provider=demo_provider(places, clock, **provider_options),
+            provider=provider or demo_provider(places, clock, **provider_options),
             places=places,
             sole_worker=True,
         )
