@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 
 # A check that could not search (rate limit, provider down) comes back this much sooner.
 RETRY_AFTER = timedelta(minutes=30)
-# Alerts read per run for each provider search it may make: most share a route or hit the cache.
-DUE_PER_SEARCH = 5
+# Alerts read per run: many share a route or hit the cache, so reading is the cheap part (each
+# costs one or two SQL statements); the provider calls are what ``searches_per_run`` bounds.
+DUE_PER_RUN = 500
 # Flights leaving sooner than this are no deal to tell anyone about (as in the search flow).
 MIN_TIME_BEFORE_DEPARTURE = timedelta(hours=2)
 
@@ -67,6 +68,7 @@ class AlertService:
         max_per_user: int = 5,
         searches_per_run: int = 20,
         check_every: timedelta = timedelta(hours=3),
+        batch: int = DUE_PER_RUN,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._storage = storage
@@ -75,6 +77,7 @@ class AlertService:
         self.max_per_user = max_per_user
         self._searches_per_run = searches_per_run
         self._check_every = check_every
+        self._batch = batch
         self._clock = clock
 
     # --- what the flow asks -------------------------------------------------------------------
@@ -138,9 +141,7 @@ class AlertService:
 
     async def _check_due(self) -> int:
         now = self._clock()
-        due = await self._storage.list_due_alerts(
-            now, limit=self._searches_per_run * DUE_PER_SEARCH
-        )
+        due = await self._storage.list_due_alerts(now, limit=self._batch)
         found: dict[str, _Found] = {}  # by search cache key: one search per route in a run
         provider_calls = 0
         checked = 0

@@ -185,7 +185,7 @@ async def test_a_run_searches_at_most_its_allowance_and_the_rest_wait_oldest_fir
     storage: Storage, places: PlaceIndex
 ) -> None:
     rig = make_rig(storage, places, fixed_clock(), searches_per_run=2)
-    made = []
+    made: list[PriceAlert] = []
     for destination in ("FCO", "MAD", "BCN", "CDG", "AMS"):
         alert, _ = await rig.watch(1 if len(made) < 3 else 2, rig.query(destination), below=1)
         made.append(alert)
