@@ -332,6 +332,7 @@ def test_a_target_is_read_in_the_searchs_currency(typed: str, amount: int) -> No
         ("12.3456", "EUR", "EUR has 2 decimals"),
         ("12000.5", "JPY", "JPY has no decimals"),
         ("99999999", "EUR", "more than any fare"),
+        ("1" + " " * 5000 + "x", "EUR", "I need a price."),
     ],
 )
 def test_what_is_not_a_target_is_refused_saying_why(

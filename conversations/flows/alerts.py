@@ -28,6 +28,7 @@ from services.money import Money, currency_exponent
 TARGET = "alerts:target"
 
 MAX_TARGET_MAJOR = 1_000_000  # a fare above this is a typo, not a target
+MAX_PRICE_TEXT = 40
 _DROP = "🔔 Tell me when it drops"
 ASK_PRICE = f"Type the price to wait for, e.g. <i>under 80</i> or <i>€80</i>, or tap “{_DROP}”."
 NOT_AVAILABLE = Notice(text="Price alerts are not available right now.", alert=True)
@@ -53,7 +54,8 @@ def _symbol(currency: str) -> str:
 
 def parse_target(text: str, currency: str) -> Money:
     """A target price typed in ``currency``. Raises ``PriceTextError`` saying what is wrong."""
-    match = _PRICE.match(text.strip())
+    # Longer than any price: refused before the pattern, which backtracks on long input.
+    match = _PRICE.match(text.strip()) if len(text) <= MAX_PRICE_TEXT else None
     if match is None:
         raise PriceTextError(f"I need a price. {ASK_PRICE}")
     for written in (match["before"], match["after"]):
