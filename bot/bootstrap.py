@@ -42,6 +42,7 @@ from handlers.telegram import (
     on_error,
     on_update,
 )
+from services.alerts import AlertService
 from services.bookings import BookingService
 from services.broadcast import BroadcastWorker
 from services.cache import Cache, MemoryCache, RedisCache
@@ -104,6 +105,7 @@ class Runtime:
     broadcasts: BroadcastWorker | None = None
     receipts: EmailReceipts | None = None
     reminders: ReminderService | None = None  # send_due: a scheduled job
+    alerts: AlertService | None = None  # check_due: the price alerts' scheduled job
 
 
 async def open_storage(settings: Settings, stack: AsyncExitStack) -> Storage:
@@ -234,6 +236,7 @@ class Services:
     deps: FlowDeps
     engine: Engine[FlowDeps, Conversation]
     reminders: ReminderService  # its send_due is a scheduled job (every minute)
+    alerts: AlertService  # its check_due is a scheduled job (README: Price alerts)
 
 
 async def open_services(
@@ -289,6 +292,15 @@ async def open_services(
     )
     search = FlightSearchService(adapters.provider, adapters.cache, adapters.storage)
     broadcasts = BroadcastWorker(adapters.storage, notifier, sole_worker=sole_worker)
+    alerts = AlertService(
+        adapters.storage,
+        search,
+        notifier,
+        max_per_user=settings.max_alerts_per_user,
+        searches_per_run=settings.alert_searches_per_run,
+        check_every=timedelta(minutes=settings.alert_check_interval_minutes),
+        clock=clock,
+    )
     deps = FlowDeps(
         storage=adapters.storage,
         places=places,
@@ -304,6 +316,7 @@ async def open_services(
         clock=clock,
         # An admin's /block reaches the user's conversation in progress through this.
         chats=StoreChatStates(adapters.state, bot_id=bot_id, ttl=settings.conversation_ttl),
+        alerts=alerts,
     )
     engine = Engine(
         adapters.state, build_router(), deps, bot_id=bot_id, ttl=settings.conversation_ttl
@@ -318,6 +331,7 @@ async def open_services(
         deps=deps,
         engine=engine,
         reminders=ReminderService(adapters.storage, notifier, clock=clock),
+        alerts=alerts,
     )
 
 
@@ -385,6 +399,7 @@ async def open_runtime(
             broadcasts=broadcasts,
             receipts=receipts,
             reminders=services.reminders,
+            alerts=services.alerts,
         )
 
 
