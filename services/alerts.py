@@ -87,7 +87,12 @@ class AlertService:
     ) -> PriceAlert:
         """Start watching ``query``: told when its cheapest fare is at or below ``target``, or
         (``target`` None) whenever it drops below the lowest seen, starting from ``lowest``.
-        Raises ``AlertLimitError`` when the traveller already keeps ``max_per_user``."""
+        Raises ``AlertLimitError`` when the traveller already keeps ``max_per_user``. Watching
+        a search they already watch replaces that alert (a new price, not a second message
+        for every drop)."""
+        earlier = await self.watching(user_id, query)
+        if earlier is not None:
+            await self._storage.delete_alert(earlier.id, user_id)
         alert = NewPriceAlert.watching(
             user_id,
             query,
@@ -103,8 +108,17 @@ class AlertService:
     async def alerts_of(self, user_id: int) -> list[PriceAlert]:
         return await self._storage.list_alerts(user_id)
 
-    async def at_limit(self, user_id: int) -> bool:
-        return len(await self.alerts_of(user_id)) >= self.max_per_user
+    async def watching(self, user_id: int, query: SearchQuery) -> PriceAlert | None:
+        """The traveller's unfinished alert on this very search, if any."""
+        return next((a for a in await self.alerts_of(user_id) if a.search() == query), None)
+
+    async def at_limit(self, user_id: int, query: SearchQuery | None = None) -> bool:
+        """Whether one more alert would pass the cap; ``query``, if watched already, would
+        replace its alert, so it never does."""
+        alerts = await self.alerts_of(user_id)
+        if query is not None and any(alert.search() == query for alert in alerts):
+            return False
+        return len(alerts) >= self.max_per_user
 
     async def set_paused(self, user_id: int, alert_id: int, *, paused: bool) -> PriceAlert | None:
         """Pause or resume the traveller's alert (a resumed one is checked at the next run);

@@ -30,6 +30,7 @@ from tests.support.fares import ScriptedFares
 from tests.support.flowkit import (
     DAYS_AHEAD,
     TRAVELLER_ID,
+    Chat,
     SeamKit,
     fixed_clock,
     open_seam,
@@ -235,8 +236,8 @@ async def test_a_rate_limited_provider_skips_the_run_and_the_alert_comes_back_so
 async def test_an_alert_ends_once_its_travel_date_has_passed(rig: Rig) -> None:
     query = rig.query(days=2)
     alert, _ = await rig.watch(1, query, below=1_00)
-    for _ in range(3):
-        await rig.watch(1, rig.query("MAD"), below=1_00)
+    for days in (30, 31, 32):
+        await rig.watch(1, rig.query("MAD", days=days), below=1_00)
     rig.clock.advance(timedelta(days=4))
 
     await rig.service.check_due()
@@ -425,11 +426,33 @@ async def test_back_from_the_target_question_shows_the_results_and_watches_nothi
     assert await kit.services.alerts.alerts_of(TRAVELLER_ID) == []
 
 
+async def watch_other_days(kit: SeamKit, chat: Chat, count: int) -> None:
+    """Alerts on ``count`` other days of the route the chat shows results for."""
+    shown = SearchQuery.model_validate((await chat.record()).data["results"]["query"])
+    for days in range(1, count + 1):
+        other = shown.model_copy(update={"departure": shown.departure + timedelta(days=days)})
+        await kit.services.alerts.watch(
+            TRAVELLER_ID, other, target=Money(amount=100_00, currency="EUR"), lowest=None
+        )
+
+
+async def test_watching_a_watched_route_again_replaces_its_alert(kit: SeamKit) -> None:
+    chat = await to_results(kit)
+    await watch_other_days(kit, chat, 4)  # one short of the cap
+    await chat.press("Watch this route")
+    await chat.say("100")
+    again = await chat.press("Watch this route")  # at the cap, but this route is watched
+    assert again.state == "alerts:target"
+    done = await chat.say("90")
+    assert "€90.00 or less (instead of your earlier alert on it)" in done.text
+    alerts = await kit.services.alerts.alerts_of(TRAVELLER_ID)
+    assert len(alerts) == 5
+    assert sorted(a.target.amount for a in alerts if a.target) == [90_00] + [100_00] * 4
+
+
 async def test_the_sixth_alert_is_refused_saying_how_to_delete_one(kit: SeamKit) -> None:
     chat = await to_results(kit)
-    for price in range(100, 105):
-        await chat.press("Watch this route")
-        await chat.say(str(price))
+    await watch_other_days(kit, chat, 5)
     refused = await chat.press("Watch this route")
     assert "You already watch 5 routes" in refused.text
     assert "Delete one in /alerts" in refused.text

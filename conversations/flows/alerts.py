@@ -112,9 +112,9 @@ async def on_watch(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pr
         return search_flow.new_search(conv)
     if deps.alerts is None:
         return _keep(conv, notice=NOT_AVAILABLE)
-    if await deps.alerts.at_limit(event.user.id):
-        return _keep(conv, Message(text=_limit_text(deps.alerts.max_per_user)))
     query = conv.results.query
+    if await deps.alerts.at_limit(event.user.id, query):
+        return _keep(conv, Message(text=_limit_text(deps.alerts.max_per_user)))
     try:
         # The results just shown: from the cache, so no provider call in the usual case.
         outcome = await deps.search.search(query, user_id=event.user.id, log=False)
@@ -162,6 +162,7 @@ async def _watch(deps: FlowDeps, conv: Conversation, event: Event, target: Money
         return _keep(conv, notice=NOT_AVAILABLE)
     lowest = conv.alert.lowest if conv.alert else None
     query = conv.results.query
+    replacing = await deps.alerts.watching(event.user.id, query) is not None
     try:
         alert = await deps.alerts.watch(event.user.id, query, target=target, lowest=lowest)
     except AlertLimitError as error:
@@ -177,7 +178,8 @@ async def _watch(deps: FlowDeps, conv: Conversation, event: Event, target: Money
         done = Message(
             text=(
                 f"🔔 Done: I'll tell you when {esc(query.origin.name)} → "
-                f"{esc(query.destination.name)} on {format_day(alert.departure)} {wanted}. "
+                f"{esc(query.destination.name)} on {format_day(alert.departure)} {wanted}"
+                f"{' (instead of your earlier alert on it)' if replacing else ''}. "
                 "/alerts lists your alerts."
             )
         )
