@@ -43,6 +43,7 @@ from handlers.telegram import (
     on_error,
     on_update,
 )
+from services.alerts import AlertService
 from services.bookings import BookingService
 from services.broadcast import BroadcastWorker
 from services.cache import Cache, MemoryCache, RedisCache
@@ -109,6 +110,7 @@ class Runtime:
     receipts: EmailReceipts | None = None
     jobs: JobQueue | None = None
     reminders: ReminderService | None = None  # send_due: a scheduled job (bot/jobs.py)
+    alerts: AlertService | None = None  # check_due: a scheduled job (bot/jobs.py)
 
 
 async def open_storage(settings: Settings, stack: AsyncExitStack) -> Storage:
@@ -243,6 +245,7 @@ class Services:
     catalogue: JobCatalogue
     jobs: JobQueue
     reminders: ReminderService  # its send_due is a scheduled job (bot/jobs.py)
+    alerts: AlertService  # its check_due is a scheduled job (bot/jobs.py)
 
 
 async def open_job_queue(
@@ -330,6 +333,15 @@ async def open_services(
         # Sent where jobs run: a worker process on arq; here (at once) when embedded.
         dispatch=None if jobs.runs_here else dispatch_broadcast,
     )
+    alerts = AlertService(
+        adapters.storage,
+        search,
+        notifier,
+        max_per_user=settings.max_alerts_per_user,
+        searches_per_run=settings.alert_searches_per_run,
+        check_every=timedelta(minutes=settings.alert_check_interval_minutes),
+        clock=clock,
+    )
     deps = FlowDeps(
         storage=adapters.storage,
         places=places,
@@ -345,6 +357,7 @@ async def open_services(
         clock=clock,
         # An admin's /block reaches the user's conversation in progress through this.
         chats=StoreChatStates(adapters.state, bot_id=bot_id, ttl=settings.conversation_ttl),
+        alerts=alerts,
     )
     engine = Engine(
         adapters.state, build_router(), deps, bot_id=bot_id, ttl=settings.conversation_ttl
@@ -362,6 +375,7 @@ async def open_services(
         catalogue=catalogue,
         jobs=jobs,
         reminders=ReminderService(adapters.storage, notifier, clock=clock),
+        alerts=alerts,
     )
     register_jobs(catalogue, settings, services)
     return services
@@ -428,6 +442,7 @@ async def open_runtime(
             receipts=services.receipts,
             jobs=jobs,
             reminders=services.reminders,
+            alerts=services.alerts,
         )
 
 

@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     # bought (we absorb the difference); above it, FARE_INCREASE_ACTION.
     fare_increase_tolerance_percent: Decimal = Field(default=Decimal(0), ge=0, le=100)
     fare_increase_action: FareIncreaseAction = FareIncreaseAction.REFUND
+    # Price alerts (services/alerts.py): how many a traveller may keep, the provider searches
+    # one run of the alert check may make (cached searches are free), and how long an alert
+    # waits between two checks of its route.
+    max_alerts_per_user: int = Field(default=5, ge=1, le=100)
+    alert_searches_per_run: int = Field(default=20, ge=1, le=10_000)
+    alert_check_interval_minutes: int = Field(default=180, ge=5, le=7 * 24 * 60)
 
     # Background jobs (services/jobs): "embedded" runs them in this process on timers; "arq"
     # enqueues them on Redis for `travelbot worker`. Unset: arq when REDIS_URL is set.

@@ -39,6 +39,9 @@ def register_jobs(jobs: JobCatalogue, settings: Settings, services: Services) ->
     jobs.every(tick, "retention", services.retention.run_due)
     # Check-in-opens and travel-day reminders, each claimed (an insert) before it is sent.
     jobs.every(tick, "reminders.send_due", services.reminders.send_due)
+    # Price alerts whose check is due: every five ticks (5 minutes, the search cache's life),
+    # each alert claimed by a compare-and-set before it is checked.
+    jobs.every(5 * tick, "alerts.check_due", services.alerts.check_due)
 
     # One-off work, enqueued by the services.
     jobs.task(SEND_BROADCAST, services.broadcasts.send)

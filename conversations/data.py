@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from services import redact
 from services.models import Cabin, Itinerary, Location, PassengerCategory, SearchQuery
+from services.money import Money
 
 
 class _Data(BaseModel):
@@ -96,12 +97,20 @@ class AdminDraft(_Data):
     recipients: int | None = None  # count shown in the preview
 
 
+class AlertDraft(_Data):
+    """ "Watch this route" waiting for its target price: the cheapest fare when it was tapped
+    (the search itself is the results view's)."""
+
+    lowest: Money | None = None
+
+
 class Conversation(_Data):
     search: SearchDraft = Field(default_factory=SearchDraft)
     results: ResultsView | None = None
     booking: BookingDraft | None = None
     pending: str | None = None  # a confirmation in progress, e.g. "deletedata"
     admin: AdminDraft | None = None
+    alert: AlertDraft | None = None
     # The state this conversation was loaded in; not stored. Lets an admin step return the
     # admin to where they were (commands are not told the state otherwise).
     _loaded_state: str | None = PrivateAttr(default=None)

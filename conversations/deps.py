@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
+from services.alerts import AlertService
 from services.bookings import BookingService
 from services.broadcast import BroadcastWorker
 from services.flights.base import FlightProvider
@@ -55,6 +56,7 @@ class FlowDeps:
     broadcasts: BroadcastWorker | None = None  # None: /broadcast says it is not available
     chats: ChatStates | None = None  # None: a block applies from the user's next conversation
     show_typing: Callable[[int], Awaitable[None]] | None = None  # "typing…" in a chat
+    alerts: AlertService | None = None  # None: /alerts and "Watch" say they are not available
 
     def today(self) -> date:
         """The earliest date still current somewhere (where no place or person is known)."""

@@ -96,6 +96,9 @@ class Step:
     # Drop the chat's conversation record whatever ``state`` says: lets a global button (the
     # /deletedata confirmation) erase what the conversation holds about the traveller.
     forget: bool = False
+    # Let a global button move the chat to ``state`` with ``data`` (a notification's "See
+    # flights" opens the results); other global buttons leave the traveller where they were.
+    moves: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,12 +449,14 @@ class Engine(Generic[DepsT, DataT]):
                     return _notice_only(state, data, EXPIRED_BUTTON)
                 # Global buttons (from notifications, booking lists) never move the flow: the
                 # traveller stays where they were, whatever the handler returns, unless it
-                # asks for the conversation to be forgotten.
+                # asks for the conversation to be forgotten or to move on (``Step.moves``).
                 step = await global_handler(deps, data, event, pressed)
                 if step is None:
                     return None
                 if step.forget:
                     return Step(state=None, data=None, replies=step.replies, notice=step.notice)
+                if step.moves:
+                    return step
                 return Step(
                     state=state.name or None, data=data, replies=step.replies, notice=step.notice
                 )

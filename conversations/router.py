@@ -6,12 +6,13 @@ from conversations.data import Conversation, load_conversation
 from conversations.deps import FlowDeps
 from conversations.engine import Router
 from conversations.flow import Flow, Registry
-from conversations.flows import admin, booking, common, reminders, search
+from conversations.flows import admin, alerts, booking, common, reminders, search
 
 FLOWS: tuple[Flow[FlowDeps, Conversation], ...] = (
     common.FLOW,
     search.FLOW,
     booking.FLOW,
+    alerts.FLOW,
     reminders.FLOW,
     admin.FLOW,
 )

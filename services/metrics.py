@@ -62,6 +62,12 @@ BROADCAST_DELIVERIES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+PRICE_ALERTS = Counter(
+    "travelbot_price_alerts",
+    "Price alert messages, by outcome (sent, bot_blocked, failed, ended).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 
 REMINDERS = Counter(
     "travelbot_reminders",
@@ -114,6 +120,10 @@ def reminder(kind: str, outcome: str) -> None:
     REMINDERS.labels(kind, outcome).inc()
 
 
+def price_alert(outcome: str) -> None:
+    PRICE_ALERTS.labels(outcome).inc()
+
+
 def _prime() -> None:
     """Zero series for the known label values, so a rate() has a start before the first one."""
     for outcome in PAYMENT_OUTCOMES:
@@ -125,6 +135,8 @@ def _prime() -> None:
     for kind in ("checkin", "departure"):
         for outcome in ("sent", "skipped", "bot_blocked", "failed"):
             REMINDERS.labels(kind, outcome)
+    for outcome in ("sent", "bot_blocked", "failed", "ended"):
+        PRICE_ALERTS.labels(outcome)
 
 
 _prime()

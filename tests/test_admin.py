@@ -48,7 +48,16 @@ async def test_admin_commands_are_published_to_admins_only(bot: Bot) -> None:
     def names(chat_id: int) -> list[str]:
         return [command["command"] for command in bot.sandbox.commands_for(chat_id)]
 
-    travellers = ["start", "mybookings", "cancel", "mydata", "reminders", "deletedata", "help"]
+    travellers = [
+        "start",
+        "mybookings",
+        "alerts",
+        "cancel",
+        "mydata",
+        "reminders",
+        "deletedata",
+        "help",
+    ]
     admin_only = [
         *("admin", "stats", "booking", "user", "refund", "ticketed"),
         *("block", "unblock", "broadcast", "broadcast_cancel"),

@@ -287,7 +287,7 @@ def test_the_bots_menus_and_help_a_traveller_and_an_admin_see() -> None:
     bot = build_registry()
     traveller = [name for name, _ in bot.menu(admin=False)]
     assert traveller == [
-        *("start", "mybookings", "cancel", "mydata", "reminders", "deletedata", "help")
+        *("start", "mybookings", "alerts", "cancel", "mydata", "reminders", "deletedata", "help"),
     ]
     admin = [name for name, _ in bot.menu(admin=True)]
     assert admin[: len(traveller)] == traveller
@@ -300,6 +300,7 @@ def test_the_bots_menus_and_help_a_traveller_and_an_admin_see() -> None:
         "I find and book flights.\n\n"
         "/start — search for flights\n"
         "/mybookings — your bookings, payments and cancellations\n"
+        "/alerts — the prices you watch: pause or delete them\n"
         "/cancel — stop what we're doing (your bookings are kept)\n"
         "/mydata — what I store about you\n"
         "/reminders on|off — check-in and travel-day reminders for your trips\n"

@@ -44,6 +44,7 @@ BAD_INPUT: dict[str, tuple[object, str]] = {
     "admin:refund_confirm": ("yes", "Tap “Refund” to confirm or “Don't refund”."),
     "admin:broadcast_text": ("x" * 5000, "The message must be 1 to"),
     "admin:broadcast_confirm": ("send it", "Tap “Send”, “Edit” or “Cancel” under the preview."),
+    "alerts:target": ("cheap please", "I need a price."),
 }
 
 

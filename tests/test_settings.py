@@ -41,6 +41,9 @@ ALL_SETTINGS = [
     "DUFFEL_WEBHOOK_SECRET",
     "DEFAULT_CURRENCY",
     "PORT",
+    "MAX_ALERTS_PER_USER",
+    "ALERT_SEARCHES_PER_RUN",
+    "ALERT_CHECK_INTERVAL_MINUTES",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

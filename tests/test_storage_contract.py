@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.admin import AdminService, Period
+from services.alert_models import AlertStatus, AlertUpdate, NewPriceAlert
 from services.models import (
     AuditEntry,
     BookingStatus,
@@ -20,9 +21,12 @@ from services.models import (
     Gender,
     IllegalTransitionError,
     Itinerary,
+    Location,
+    LocationKind,
     NewBooking,
     PassengerCategory,
     SearchLogEntry,
+    SearchQuery,
     Segment,
     Traveller,
     utcnow,
@@ -988,3 +992,162 @@ async def test_a_reminder_is_claimed_exactly_once_under_concurrency(
         await storage.claim_reminder(booking.id, "boarding")
     with pytest.raises(BookingNotFoundError):
         await storage.claim_reminder("00000000-0000-4000-8000-000000000000", "checkin")
+
+
+# price alerts ------------------------------------------------------------------------------------
+def watched_search(departure: date | None = None, destination: str = "BCN") -> SearchQuery:
+    return SearchQuery(
+        origin=Location(
+            code="LIS", name="Lisbon", kind=LocationKind.CITY, country="PT", airports=("LIS",)
+        ),
+        destination=Location(
+            code=destination,
+            name=destination.title(),
+            kind=LocationKind.AIRPORT,
+            country="ES",
+            airports=(destination,),
+        ),
+        departure=departure or date.today() + timedelta(days=60),
+        currency="EUR",
+    )
+
+
+def new_alert(
+    user_id: int = 1,
+    *,
+    due: datetime | None = None,
+    target: int | None = 150_00,
+    destination: str = "BCN",
+) -> NewPriceAlert:
+    return NewPriceAlert.watching(
+        user_id,
+        watched_search(destination=destination),
+        target=Money(amount=target, currency="EUR") if target is not None else None,
+        lowest=Money(amount=189_00, currency="EUR"),
+        next_check_at=due or utcnow() + timedelta(hours=3),
+    )
+
+
+async def test_an_alert_reads_back_as_stored(storage: Storage) -> None:
+    wanted = new_alert(target=99_50)
+    alert = await storage.create_alert(wanted, limit=5)
+    assert alert is not None
+    assert alert.search() == watched_search()
+    assert (alert.target, alert.lowest, alert.last_notified) == (
+        Money(amount=99_50, currency="EUR"),
+        Money(amount=189_00, currency="EUR"),
+        None,
+    )
+    assert alert.next_check_at == wanted.next_check_at
+    assert (alert.status, alert.version, alert.departure) == (
+        AlertStatus.ACTIVE,
+        1,
+        wanted.departure,
+    )
+    assert await storage.get_alert(alert.id) == alert
+    assert await storage.list_alerts(1) == [alert]
+    assert await storage.list_alerts(2) == []
+    drops = await storage.create_alert(new_alert(target=None), limit=5)
+    assert drops is not None
+    assert drops.target is None
+
+
+async def test_a_user_keeps_at_most_the_limit_of_unfinished_alerts(storage: Storage) -> None:
+    made = [await storage.create_alert(new_alert(), limit=3) for _ in range(3)]
+    assert all(made)
+    assert await storage.create_alert(new_alert(), limit=3) is None
+    assert await storage.create_alert(new_alert(user_id=2), limit=3) is not None  # per user
+    first = made[0]
+    assert first is not None
+    paused = await storage.update_alert(
+        first.id, expected_version=1, update=AlertUpdate(status=AlertStatus.PAUSED)
+    )
+    assert paused is not None
+    assert await storage.create_alert(new_alert(), limit=3) is None  # paused still counts
+    await storage.update_alert(
+        first.id, expected_version=2, update=AlertUpdate(status=AlertStatus.FINISHED)
+    )
+    assert await storage.create_alert(new_alert(), limit=3) is not None  # finished does not
+    assert [a.status for a in await storage.list_alerts(1)] == [AlertStatus.ACTIVE] * 3
+
+
+async def test_concurrent_watches_never_pass_the_limit(
+    storage: Storage, storage_factory: StorageFactory
+) -> None:
+    other_worker = await storage_factory.open()
+    made = await asyncio.gather(
+        *(store.create_alert(new_alert(), limit=5) for store in [storage, other_worker] * 4)
+    )
+    assert sum(alert is not None for alert in made) == 5
+    assert len(await storage.list_alerts(1)) == 5
+
+
+async def test_due_alerts_are_the_active_ones_whose_time_came_longest_waiting_first(
+    storage: Storage,
+) -> None:
+    now = utcnow()
+    later = await storage.create_alert(new_alert(due=now - timedelta(minutes=1)), limit=9)
+    earliest = await storage.create_alert(new_alert(due=now - timedelta(hours=2)), limit=9)
+    exactly_now = await storage.create_alert(new_alert(due=now), limit=9)
+    await storage.create_alert(new_alert(due=now + timedelta(seconds=1)), limit=9)
+    paused = await storage.create_alert(new_alert(due=now - timedelta(hours=5)), limit=9)
+    assert later and earliest and exactly_now and paused  # noqa: PT018 - narrows the types
+    await storage.update_alert(
+        paused.id, expected_version=1, update=AlertUpdate(status=AlertStatus.PAUSED)
+    )
+
+    due = await storage.list_due_alerts(now, limit=10)
+    assert [a.id for a in due] == [earliest.id, later.id, exactly_now.id]
+    assert [a.id for a in await storage.list_due_alerts(now, limit=2)] == [earliest.id, later.id]
+    assert await storage.list_due_alerts(now, limit=0) == []
+
+
+async def test_an_alert_changes_only_from_the_version_read_and_one_of_two_wins(
+    storage: Storage, storage_factory: StorageFactory
+) -> None:
+    other_worker = await storage_factory.open()
+    alert = await storage.create_alert(new_alert(), limit=5)
+    assert alert is not None
+    when = utcnow() + timedelta(hours=3)
+    claims = await asyncio.gather(
+        *(
+            store.update_alert(
+                alert.id,
+                expected_version=alert.version,
+                update=AlertUpdate(next_check_at=when, last_notified_minor=120_00),
+            )
+            for store in [storage, other_worker] * 3
+        )
+    )
+    winners = [claim for claim in claims if claim is not None]
+    assert len(winners) == 1
+    (won,) = winners
+    assert (won.version, won.next_check_at, won.last_notified_minor) == (2, when, 120_00)
+    assert (won.target_minor, won.lowest_minor) == (alert.target_minor, alert.lowest_minor)
+    stale = await storage.update_alert(
+        alert.id, expected_version=1, update=AlertUpdate(lowest_minor=1)
+    )
+    assert stale is None
+    assert await storage.get_alert(alert.id) == won
+    assert (
+        await storage.update_alert(10**9, expected_version=1, update=AlertUpdate(lowest_minor=1))
+        is None
+    )
+
+
+async def test_only_its_owner_deletes_an_alert_and_deletedata_erases_them_all(
+    storage: Storage,
+) -> None:
+    mine = [await storage.create_alert(new_alert(user_id=1), limit=5) for _ in range(2)]
+    theirs = await storage.create_alert(new_alert(user_id=2), limit=5)
+    assert mine[0] and mine[1] and theirs  # noqa: PT018 - narrows the types
+    assert not await storage.delete_alert(mine[0].id, user_id=2)
+    assert await storage.delete_alert(mine[0].id, user_id=1)
+    assert not await storage.delete_alert(mine[0].id, user_id=1)
+    assert await storage.get_alert(mine[0].id) is None
+
+    await storage.upsert_profile(1, first_name="Ana")
+    await storage.delete_user_data(1)
+    assert await storage.list_alerts(1) == []
+    assert await storage.get_alert(mine[1].id) is None
+    assert await storage.list_alerts(2) == [theirs]

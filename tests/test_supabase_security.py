@@ -22,7 +22,7 @@ from services.models import AuditEntry, BookingStatus, SearchLogEntry
 from services.storage.sealing import Sealer
 from services.storage.supabase import SupabaseStorage
 from tests.support.supabase_stack import TABLES, SupabaseStack
-from tests.test_storage_contract import new_booking, traveller
+from tests.test_storage_contract import new_alert, new_booking, traveller
 
 _NO_BOOKING = "00000000-0000-4000-8000-000000000000"
 # A row each table would accept (so a refusal is about permission, not shape).
@@ -37,6 +37,15 @@ ROWS: dict[str, dict[str, Any]] = {
     "checkout_sessions": {"session_id": "cs_2", "booking_id": _NO_BOOKING},
     "fulfilments": {"booking_id": _NO_BOOKING, "lease_owner": "x"},
     "booking_reminders": {"booking_id": _NO_BOOKING, "kind": "checkin"},
+    "price_alerts": {
+        "user_id": 2,
+        "query": {},
+        "origin": "LIS",
+        "destination": "BCN",
+        "departure": "2030-01-01",
+        "currency": "EUR",
+        "next_check_at": "2030-01-01T00:00:00Z",
+    },
 }
 FUNCTIONS: dict[str, dict[str, Any]] = {
     "find_profile_by_username": {"p_username": "ana_s"},
@@ -77,6 +86,7 @@ FUNCTIONS: dict[str, dict[str, Any]] = {
         "p_limit": 10,
         "p_offset": 0,
     },
+    "create_price_alert": {"p_alert": {"user_id": 1}, "p_limit": 5},
 }
 
 
@@ -106,6 +116,7 @@ async def seeded(supabase_stack: SupabaseStack) -> AsyncIterator[SupabaseStack]:
         await store.append_audit(AuditEntry(admin_id=9, action="block", target="1"))
         broadcast = await store.create_broadcast(9, "hello", [1])
         assert await store.claim_deliveries(broadcast.id, 1) == [1]
+        assert await store.create_alert(new_alert(user_id=1), limit=5) is not None
         yield supabase_stack
     finally:
         await store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +14,8 @@ from conversations.engine import KEEP, Event, Pressed, State, Step
 from conversations.flow import SHOW_HELP, Command, Flow
 from conversations.flows import search as search_flow
 from services import texts
+from services.alert_models import PriceAlert
+from services.alerts import describe as describe_alert
 from services.bookings import BookingError, cancellation_refusal
 from services.flights.dates import format_date, format_day
 from services.messages import Button, Document, Message, Notice, esc
@@ -137,7 +140,9 @@ MYDATA_FILE = "my-travelbot-data.json"
 MYDATA_LIST = 10  # bookings and saved travellers listed in the chat; the file has them all
 
 
-def _stored_data(profile: Profile | None, bookings: list[Booking]) -> dict[str, Any]:
+def _stored_data(
+    profile: Profile | None, bookings: list[Booking], alerts: Sequence[PriceAlert] = ()
+) -> dict[str, Any]:
     """Everything stored about the user, passport numbers masked: the /mydata file."""
     return {
         "profile": profile.model_dump(mode="json", exclude={"saved_travellers"})
@@ -160,10 +165,21 @@ def _stored_data(profile: Profile | None, bookings: list[Booking]) -> dict[str, 
             }
             for b in bookings
         ],
+        "price_alerts": [
+            {
+                "route": f"{a.origin}-{a.destination}",
+                "departure": a.departure.isoformat(),
+                "target": a.target.format() if a.target else "when it drops",
+                "status": a.status.value,
+            }
+            for a in alerts
+        ],
     }
 
 
-def _mydata_summary(profile: Profile | None, bookings: list[Booking]) -> str:
+def _mydata_summary(
+    profile: Profile | None, bookings: list[Booking], alerts: Sequence[PriceAlert] = ()
+) -> str:
     lines = ["<b>What I store about you</b>"]
     if profile is None:
         lines.append("No profile yet.")
@@ -191,6 +207,9 @@ def _mydata_summary(profile: Profile | None, bookings: list[Booking]) -> str:
     ] or ["none"]
     if len(bookings) > MYDATA_LIST:
         lines.append(f"…and {len(bookings) - MYDATA_LIST} more in the file.")
+    if alerts:
+        lines.append(f"\n<b>Price alerts</b> ({len(alerts)}, /alerts to change them)")
+        lines += [f"• {describe_alert(a)}" for a in alerts[:MYDATA_LIST]]
     lines.append(
         "\nEverything, passport numbers masked, is in the file below. /deletedata erases it."
     )
@@ -200,11 +219,12 @@ def _mydata_summary(profile: Profile | None, bookings: list[Booking]) -> str:
 async def cmd_mydata(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
     profile = await deps.storage.get_profile(event.user.id)
     bookings = await deps.storage.list_bookings(event.user.id, limit=100)
-    body = json.dumps(_stored_data(profile, bookings), ensure_ascii=False, indent=2)
+    alerts = await deps.alerts.alerts_of(event.user.id) if deps.alerts else []
+    body = json.dumps(_stored_data(profile, bookings, alerts), ensure_ascii=False, indent=2)
     return _keep(
         conv,
         Message(
-            text=_mydata_summary(profile, bookings),
+            text=_mydata_summary(profile, bookings, alerts),
             document=Document(
                 filename=MYDATA_FILE,
                 content=body.encode(),
@@ -225,9 +245,9 @@ def _trip_line(booking: Booking) -> str:
 async def cmd_deletedata(deps: FlowDeps, conv: Conversation | None, event: Event) -> Step:
     plan = await deps.bookings.erasure_plan(event.user.id)
     lines = [
-        "This erases your profile and saved travellers, and removes names, passport details "
-        "and contacts from your bookings. Bookings themselves stay for our accounts. "
-        "Trip reminders stop with the profile (/reminders on starts them again)."
+        "This erases your profile, saved travellers and price alerts, and removes names, "
+        "passport details and contacts from your bookings. Bookings themselves stay for our "
+        "accounts. Trip reminders stop with the profile (/reminders on starts them again)."
     ]
     if plan.cancelled:
         lines += [

@@ -876,7 +876,11 @@ async def show_results(
         Button(label=f"👥 {view.query.passengers.describe()} · change", action="pax_open"),
         Button(label="📅 Change date", action="redate"),
     )
-    buttons_all = tuple(row for row in (pick_row, tuple(nav), sort_row, filters, changes) if row)
+    # "watch" is the alerts flow's (conversations/flows/alerts.py), as "pick" is booking's.
+    watch = (Button(label="🔔 Watch this route", action="watch"),)
+    buttons_all = tuple(
+        row for row in (pick_row, tuple(nav), sort_row, filters, changes, watch) if row
+    )
     replies.append(Message(text=text, buttons=buttons_all, edit=edit))
     return _step(RESULTS, conv, *replies)
 

@@ -94,6 +94,15 @@ class FlightSearchService:
             itineraries=itineraries, cached=not flight.computed, search_id=search_id
         )
 
+    async def peek(self, query: SearchQuery) -> tuple[Itinerary, ...] | None:
+        """The cached results of ``query``, or None when a search would ask the provider (or
+        the cache is away): lets a caller with a budget of provider calls spend it knowingly."""
+        try:
+            cached = await self._cache.get(self.cache_key(query))
+        except CacheUnavailableError:
+            return None
+        return self._decode(cached) if cached is not None else None
+
     async def cheapest_by_day(self, query: SearchQuery, days: Sequence[date]) -> dict[date, Money]:
         """The cheapest fare per day for a price calendar: from searches already in the cache
         (no provider call), and from the provider where it can tell cheaply (the demo always).

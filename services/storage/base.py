@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
 
+from services.alert_models import AlertUpdate, NewPriceAlert, PriceAlert
 from services.models import (
     AuditEntry,
     Booking,
@@ -139,6 +140,7 @@ class Storage(ABC):
         """Erase the profile and saved travellers; anonymise the user's bookings' personal
         fields (names, documents, contacts). Returns how many bookings were anonymised.
         Bookings held by ``hold_booking_data`` keep theirs until ``erase_held_bookings``.
+        The user's price alerts are deleted.
 
         Bookings keep their owner id, route, amount and status (accounting, and a later refund
         still reaches the traveller); the search log forgets whose searches they were."""
@@ -493,3 +495,37 @@ class Storage(ABC):
         travellers) that is in clear text or under an older key, so old keys can be retired.
         Each row is rewritten only if unchanged since it was read (a concurrent erasure wins).
         Returns how many rows were rewritten; a second run returns 0."""
+
+    # price alerts ----------------------------------------------------------------------------
+    # A check is: list_due_alerts → update_alert(next_check_at=..., expected_version=v) to
+    # claim it (the loser of two workers gets None and moves on) → search → update_alert again
+    # with the claimed version before notifying, so a notification goes out at most once.
+
+    @abstractmethod
+    async def create_alert(self, alert: NewPriceAlert, *, limit: int) -> PriceAlert | None:
+        """Store an active alert unless the user already has ``limit`` that are not finished
+        (None then). Atomic: two taps at once never make the user's sixth of five."""
+
+    @abstractmethod
+    async def get_alert(self, alert_id: int) -> PriceAlert | None: ...
+
+    @abstractmethod
+    async def list_alerts(self, user_id: int) -> list[PriceAlert]:
+        """The user's alerts that are not finished, oldest first."""
+
+    @abstractmethod
+    async def list_due_alerts(self, now: datetime, *, limit: int) -> list[PriceAlert]:
+        """Active alerts whose ``next_check_at`` is at or before ``now``, the longest waiting
+        first, at most ``limit``."""
+
+    @abstractmethod
+    async def update_alert(
+        self, alert_id: int, *, expected_version: int, update: AlertUpdate
+    ) -> PriceAlert | None:
+        """Apply ``update`` and add one to the version, in one conditional update that holds
+        only while the alert is still at ``expected_version``: the alert as it is now, or None
+        when another change came first (or there is no such alert)."""
+
+    @abstractmethod
+    async def delete_alert(self, alert_id: int, user_id: int) -> bool:
+        """Delete the user's alert; False when it is not theirs or already gone."""

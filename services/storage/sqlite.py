@@ -21,6 +21,7 @@ from typing import Any
 
 import aiosqlite
 
+from services.alert_models import AlertUpdate, NewPriceAlert, PriceAlert, alert_from_row
 from services.models import (
     BOOKED_STATUSES,
     LIVE_STATUSES,
@@ -251,6 +252,31 @@ SCHEMA_STEPS: tuple[tuple[str, ...], ...] = (
     (  # supabase/migrations/20261202000900_refund_claims.sql
         "CREATE INDEX bookings_refund_claims_idx ON bookings (updated_at) "
         "WHERE refund_pending_minor > 0",
+    ),
+    (  # supabase/migrations/20261204000100_price_alerts.sql
+        """
+        CREATE TABLE price_alerts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id INTEGER NOT NULL,
+            query TEXT NOT NULL CHECK (json_valid(query) AND json_type(query) = 'object'),
+            origin TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            departure TEXT NOT NULL,
+            currency TEXT NOT NULL CHECK (length(currency) = 3),
+            target_minor INTEGER CHECK (target_minor > 0),
+            lowest_minor INTEGER CHECK (lowest_minor >= 0),
+            last_notified_minor INTEGER CHECK (last_notified_minor >= 0),
+            status TEXT NOT NULL DEFAULT 'active'
+                CHECK (status IN ('active', 'paused', 'finished')),
+            next_check_at TEXT NOT NULL,
+            version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1),
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        ) STRICT
+        """,
+        "CREATE INDEX price_alerts_user_idx ON price_alerts (user_id, created_at)",
+        "CREATE INDEX price_alerts_due_idx ON price_alerts (next_check_at, id) "
+        "WHERE status = 'active'",
     ),
     (  # supabase/migrations/20261204000200_reminders.sql
         "ALTER TABLE profiles ADD COLUMN reminders INTEGER NOT NULL DEFAULT 1 "
@@ -563,6 +589,7 @@ class SQLiteStorage(Storage):
             await db.execute(
                 "UPDATE flight_searches SET user_id = NULL WHERE user_id = ?", (user_id,)
             )
+            await db.execute("DELETE FROM price_alerts WHERE user_id = ?", (user_id,))
         return len(owned)
 
     # bookings --------------------------------------------------------------------------------
@@ -1272,6 +1299,81 @@ class SQLiteStorage(Storage):
         )
         counted = {row["status"]: int(row["n"]) for row in found}
         return {status.value: counted.get(status.value, 0) for status in DeliveryStatus}
+
+    # price alerts ----------------------------------------------------------------------------
+    async def create_alert(self, alert: NewPriceAlert, *, limit: int) -> PriceAlert | None:
+        now = _now()
+        # One statement: the count and the insert cannot be split by another writer.
+        row = await self._one(
+            """
+            INSERT INTO price_alerts (
+                user_id, query, origin, destination, departure, currency, target_minor,
+                lowest_minor, status, next_check_at, version, created_at, updated_at)
+            SELECT ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, 1, ?, ?
+            WHERE (SELECT count(*) FROM price_alerts
+                   WHERE user_id = ? AND status <> 'finished') < ?
+            RETURNING *
+            """,
+            (
+                alert.user_id,
+                json.dumps(alert.query),
+                alert.origin,
+                alert.destination,
+                alert.departure.isoformat(),
+                alert.currency,
+                alert.target_minor,
+                alert.lowest_minor,
+                _ts(alert.next_check_at),
+                now,
+                now,
+                alert.user_id,
+                limit,
+            ),
+        )
+        return alert_from_row(row) if row else None
+
+    async def get_alert(self, alert_id: int) -> PriceAlert | None:
+        row = await self._one("SELECT * FROM price_alerts WHERE id = ?", (alert_id,))
+        return alert_from_row(row) if row else None
+
+    async def list_alerts(self, user_id: int) -> list[PriceAlert]:
+        found = await self._all(
+            "SELECT * FROM price_alerts WHERE user_id = ? AND status <> 'finished' "
+            "ORDER BY created_at, id",
+            (user_id,),
+        )
+        return [alert_from_row(row) for row in found]
+
+    async def list_due_alerts(self, now: datetime, *, limit: int) -> list[PriceAlert]:
+        if limit <= 0:
+            return []
+        found = await self._all(
+            "SELECT * FROM price_alerts WHERE status = 'active' AND next_check_at <= ? "
+            "ORDER BY next_check_at, id LIMIT ?",
+            (_ts(now), limit),
+        )
+        return [alert_from_row(row) for row in found]
+
+    async def update_alert(
+        self, alert_id: int, *, expected_version: int, update: AlertUpdate
+    ) -> PriceAlert | None:
+        columns = {
+            name: _ts(value) if isinstance(value, datetime) else value
+            for name, value in update.columns().items()
+        }
+        assignments = "".join(f"{name} = ?, " for name in columns)
+        row = await self._one(
+            f"UPDATE price_alerts SET {assignments}version = version + 1, updated_at = ? "  # noqa: S608 - names are ours
+            "WHERE id = ? AND version = ? RETURNING *",
+            (*columns.values(), _now(), alert_id, expected_version),
+        )
+        return alert_from_row(row) if row else None
+
+    async def delete_alert(self, alert_id: int, user_id: int) -> bool:
+        changed = await self._changes(
+            "DELETE FROM price_alerts WHERE id = ? AND user_id = ?", (alert_id, user_id)
+        )
+        return changed == 1
 
     # encryption ------------------------------------------------------------------------------
     async def reseal_travellers(self) -> int:

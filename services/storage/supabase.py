@@ -18,6 +18,7 @@ from httpx_aiohttp import AiohttpTransport
 from postgrest import APIError, APIResponse
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
+from services.alert_models import AlertUpdate, NewPriceAlert, PriceAlert, alert_from_row
 from services.models import (
     LIVE_STATUSES,
     AuditEntry,
@@ -262,6 +263,11 @@ class SupabaseStorage(Storage):
         return [int(row["id"]) for row in found]
 
     async def delete_user_data(self, user_id: int) -> int:
+        # The alerts first, in a request of their own: deleting is idempotent, so a failure
+        # of either request is undone by the traveller's retry of /deletedata.
+        await self._execute(
+            self._table("price_alerts").delete(returning="minimal").eq("user_id", user_id)
+        )
         anonymised = await self._execute(
             self._rpc(
                 "delete_user_data",
@@ -978,6 +984,66 @@ class SupabaseStorage(Storage):
             await self._execute(self._rpc("broadcast_counts", {"p_broadcast_id": broadcast_id}))
         )
         return {status.value: int(counts.get(status.value, 0)) for status in DeliveryStatus}
+
+    # price alerts ----------------------------------------------------------------------------
+    async def create_alert(self, alert: NewPriceAlert, *, limit: int) -> PriceAlert | None:
+        row = alert.model_dump(mode="json")
+        row["next_check_at"] = _iso(alert.next_check_at)
+        created = await self._rows(
+            self._rpc("create_price_alert", {"p_alert": row, "p_limit": limit})
+        )
+        return alert_from_row(created[0]) if created else None
+
+    async def get_alert(self, alert_id: int) -> PriceAlert | None:
+        row = await self._first(self._table("price_alerts").select("*").eq("id", alert_id))
+        return alert_from_row(row) if row else None
+
+    async def list_alerts(self, user_id: int) -> list[PriceAlert]:
+        found = await self._rows(
+            self._table("price_alerts")
+            .select("*")
+            .eq("user_id", user_id)
+            .neq("status", "finished")
+            .order("created_at")
+            .order("id")
+        )
+        return [alert_from_row(row) for row in found]
+
+    async def list_due_alerts(self, now: datetime, *, limit: int) -> list[PriceAlert]:
+        if limit <= 0:
+            return []
+        found = await self._rows(
+            self._table("price_alerts")
+            .select("*")
+            .eq("status", "active")
+            .lte("next_check_at", _iso(now))
+            .order("next_check_at")
+            .order("id")
+            .limit(limit)
+        )
+        return [alert_from_row(row) for row in found]
+
+    async def update_alert(
+        self, alert_id: int, *, expected_version: int, update: AlertUpdate
+    ) -> PriceAlert | None:
+        columns = {
+            name: _iso(value) if isinstance(value, datetime) else value
+            for name, value in update.columns().items()
+        }
+        # The version filter makes the PATCH a compare-and-set: one statement, one winner.
+        row = await self._first(
+            self._table("price_alerts")
+            .update({**columns, "version": expected_version + 1})
+            .eq("id", alert_id)
+            .eq("version", expected_version)
+        )
+        return alert_from_row(row) if row else None
+
+    async def delete_alert(self, alert_id: int, user_id: int) -> bool:
+        deleted = await self._rows(
+            self._table("price_alerts").delete().eq("id", alert_id).eq("user_id", user_id)
+        )
+        return bool(deleted)
 
     # encryption ------------------------------------------------------------------------------
     async def reseal_travellers(self) -> int:

@@ -42,6 +42,7 @@ from conversations.engine import (
 )
 from conversations.state import ChatKey, StateRecord
 from services.bookings import BookingService
+from services.flights.base import FlightProvider
 from services.flights.demo import DemoProvider
 from services.flights.places import PlaceIndex
 from services.flights.results import SortKey, sort_itineraries
@@ -344,10 +345,12 @@ async def open_seam(
     rate_limited: bool = True,
     redis_url: str | None = None,
     redis_prefix: str = "tb",
+    provider: FlightProvider | None = None,
     **provider_options: Any,
 ) -> AsyncIterator[SeamKit]:
     """The seam on local adapters (state and cache on Redis instead with ``redis_url``, keys
-    under ``redis_prefix``); ``provider_options`` go to the demo provider."""
+    under ``redis_prefix``); ``provider_options`` go to the demo provider, unless ``provider``
+    replaces it (scripted fares, tests/support/fares.py)."""
     clock = clock or fixed_clock()
     settings = load_settings(
         sqlite_path=":memory:",
@@ -372,7 +375,7 @@ async def open_seam(
             bot_id=BOT_ID,
             bot_username=BOT_USERNAME,
             clock=clock,
-            provider=demo_provider(places, clock, **provider_options),
+            provider=provider or demo_provider(places, clock, **provider_options),
             places=places,
             sole_worker=True,
         )
@@ -564,6 +567,12 @@ async def to_broadcast_confirm(kit: SeamKit) -> Chat:
     return chat
 
 
+async def to_alert_target(kit: SeamKit) -> Chat:
+    chat = await to_results(kit)
+    await chat.press("Watch this route")
+    return chat
+
+
 # Every state a seam test can put a chat in, by its stored name. tests/test_seam_states.py
 # fails when the router declares a state that is missing here.
 PATHS: dict[str, Path_] = {
@@ -585,4 +594,5 @@ PATHS: dict[str, Path_] = {
     "admin:refund_confirm": to_refund_confirm,
     "admin:broadcast_text": to_broadcast_text,
     "admin:broadcast_confirm": to_broadcast_confirm,
+    "alerts:target": to_alert_target,
 }

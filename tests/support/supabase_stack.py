@@ -65,6 +65,7 @@ TABLES = (
     "checkout_sessions",
     "fulfilments",
     "booking_reminders",
+    "price_alerts",
 )
 
 _ROLES_LOCK_KEY = 0x5355_5042_5253  # any constant shared by every run on this cluster
