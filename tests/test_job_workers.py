@@ -6,8 +6,8 @@ whose payment deadline has passed and whose Checkout Session expired, so the sch
 tick runs on one worker only; a worker killed (SIGKILL) in the middle of that job, while
 Stripe's stand-in holds its request, has the job run again by the other worker, and the
 traveller gets exactly one "expired" message either way. A broadcast a web process hands to
-the queue is sent by one worker, once to each user, and a trip reminder that is due reaches
-the traveller once.
+the queue is sent by one worker, once to each user, and a trip reminder that is due and a price
+alert that is met each reach the traveller once.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pytest
 
 from bot.jobs import SEND_BROADCAST
 from bot.sandbox import SandboxBotApi
+from services.alert_models import NewPriceAlert
 from services.bookings import BookingService
 from services.broadcast import BroadcastWorker
 from services.flights.demo import DemoProvider
@@ -37,6 +38,7 @@ from services.models import (
     today_anywhere,
     utcnow,
 )
+from services.money import Money
 from services.payments.stripe import StripeGateway
 from services.storage.sqlite import SQLiteStorage
 from tests.standins.stripe import StripeStandin
@@ -49,6 +51,7 @@ from tests.test_workers import sandbox_token
 TRAVELLER_ID = 7_400_001
 EXPIRE = "bookings.expire_overdue"
 REMIND = "reminders.send_due"
+CHECK_ALERTS = "alerts.check_due"
 EXPIRED_TEXT = "has expired and nothing was charged"
 
 
@@ -247,3 +250,42 @@ async def test_a_due_reminder_reaches_the_traveller_once_from_two_workers(rig: R
 
 def reminders_of(rig: Rig) -> list[str]:
     return [m.text for m in rig.sandbox.bot_messages(TRAVELLER_ID) if "Check-in is open" in m.text]
+
+
+@pytest.mark.timeout(90)
+async def test_a_price_alert_that_is_met_is_told_once_from_two_workers(rig: Rig) -> None:
+    await rig.storage.upsert_profile(TRAVELLER_ID, first_name="Ana")
+    places = PlaceIndex.default()
+    query = SearchQuery(
+        origin=places.airport_location("LIS"),
+        destination=places.airport_location("FRA"),
+        departure=next_winter_day(today_anywhere()),
+    )
+    # A target no demo fare is above: the first check that runs meets it.
+    alert = NewPriceAlert.watching(
+        TRAVELLER_ID,
+        query,
+        target=Money(amount=10_000_000, currency="EUR"),
+        lowest=None,
+        next_check_at=utcnow() - timedelta(minutes=1),
+    )
+    assert await rig.storage.create_alert(alert, limit=10) is not None
+
+    deadline = time.monotonic() + 30
+    while not (got := drops_of(rig)):
+        assert time.monotonic() < deadline, "no price alert came"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(6)  # two more alert ticks (every 2.5 s here) on two workers
+
+    assert len(drops_of(rig)) == 1
+    assert "LIS" in got[0] or "Lisbon" in got[0]
+    a, b = rig.workers.workers
+    ticks = a.started(CHECK_ALERTS) + b.started(CHECK_ALERTS)
+    assert len(ticks) >= 2
+    assert len(ticks) == len(set(ticks))
+    assert a.problems() == []
+    assert b.problems() == []
+
+
+def drops_of(rig: Rig) -> list[str]:
+    return [m.text for m in rig.sandbox.bot_messages(TRAVELLER_ID) if "Price drop" in m.text]
