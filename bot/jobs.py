@@ -2,9 +2,9 @@
 
 ``register_jobs`` fills the catalogue that both job queues run (services/jobs): the embedded
 one in this process on timers (no REDIS_URL, the console), arq's in ``travelbot worker``
-processes. A feature's scheduled work is one line here::
+processes. A feature's scheduled work is one line here (plus its service on ``Services``)::
 
-    jobs.every(tick, "alerts.check_due", services.alerts.check_due)
+    jobs.every(tick, "<feature>.<what>", services.<feature>.<method>)
 
 Every job must be safe to run twice (a worker killed mid-job has it run again elsewhere): the
 services below only make conditional transitions and hold leases.
