@@ -3,12 +3,12 @@
 Nothing is built at import time. ``open_services`` reads the settings, picks each port's adapter
 (ARCHITECTURE.md) and builds the services, flow deps and engine on them; ``open_runtime`` puts
 the PTB Application and the background work around that. Both close what they opened on exit.
-The flow tests at the engine seam call ``open_services`` alone (tests/support/flowkit.py).
+The flow tests at the engine seam call ``open_services`` alone (tests/support/flowkit.py);
+``open_worker`` is ``travelbot worker``: the same services, running the arq job queue.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +24,7 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Contex
 
 from bot.config import FlightProvider as ProviderChoice
 from bot.config import Settings
+from bot.jobs import SEND_BROADCAST, register_jobs
 from bot.observability import timed_updates
 from bot.telegram_http import AiohttpRequest
 from conversations.data import Conversation
@@ -52,6 +53,9 @@ from services.flights.duffel import DuffelProvider
 from services.flights.kiwi import KiwiProvider
 from services.flights.places import PlaceIndex
 from services.flights.search import FlightSearchService
+from services.jobs.arq_queue import ArqJobs, ArqRunner
+from services.jobs.base import JobCatalogue, JobQueue
+from services.jobs.embedded import EmbeddedJobs
 from services.mail.base import EmailSender
 from services.mail.compose import sender_domain
 from services.mail.files import FileSender
@@ -104,8 +108,9 @@ class Runtime:
     places: PlaceIndex
     broadcasts: BroadcastWorker | None = None
     receipts: EmailReceipts | None = None
-    reminders: ReminderService | None = None  # send_due: a scheduled job
-    alerts: AlertService | None = None  # check_due: the price alerts' scheduled job
+    jobs: JobQueue | None = None
+    reminders: ReminderService | None = None  # send_due: a scheduled job (bot/jobs.py)
+    alerts: AlertService | None = None  # check_due: a scheduled job (bot/jobs.py)
 
 
 async def open_storage(settings: Settings, stack: AsyncExitStack) -> Storage:
@@ -233,10 +238,29 @@ class Services:
     bookings: BookingService
     broadcasts: BroadcastWorker
     receipts: EmailReceipts
+    retention: RetentionJob
     deps: FlowDeps
     engine: Engine[FlowDeps, Conversation]
-    reminders: ReminderService  # its send_due is a scheduled job (every minute)
-    alerts: AlertService  # its check_due is a scheduled job (README: Price alerts)
+    # The background work (bot/jobs.py) and where it goes: this process (embedded) or Redis.
+    catalogue: JobCatalogue
+    jobs: JobQueue
+    reminders: ReminderService  # its send_due is a scheduled job (bot/jobs.py)
+    alerts: AlertService  # its check_due is a scheduled job (bot/jobs.py)
+
+
+async def open_job_queue(
+    settings: Settings, stack: AsyncExitStack, catalogue: JobCatalogue
+) -> JobQueue:
+    """Embedded (this process runs the catalogue) or arq (a ``travelbot worker`` does)."""
+    jobs: JobQueue
+    if settings.jobs_on_redis:
+        assert settings.redis_url is not None
+        jobs = await ArqJobs.connect(settings.redis_url, settings.jobs_queue)
+    else:
+        jobs = EmbeddedJobs(catalogue)
+    # Closed before the adapters: jobs in flight (emails) get a moment to finish or be queued.
+    stack.push_async_callback(jobs.close)
+    return jobs
 
 
 async def open_services(
@@ -256,9 +280,12 @@ async def open_services(
     behind it) and the flow tests (tests/support/flowkit.py, driving ``Engine.handle`` with a
     ``MemoryNotifier``). ``bot_id`` keys the chats' state; ``bot_username`` makes Stripe's
     return links open the chat. Nothing is started here: resuming broadcasts, closing the
-    email retries and the minute sweep belong to the caller (they are background work)."""
+    email retries and the scheduled jobs belong to the caller (they are background work); the
+    seam runs jobs on demand (``EmbeddedJobs.run_scheduled``, ``drain``)."""
     places = places or PlaceIndex.default()
     adapters = await open_adapters(settings, stack, places, provider=provider, clock=clock)
+    catalogue = JobCatalogue()
+    jobs = await open_job_queue(settings, stack, catalogue)
 
     def success_url(booking: Booking) -> str:
         if adapters.gateway.is_sandbox or not bot_username:
@@ -273,7 +300,11 @@ async def open_services(
 
     alert: Callable[[str], Awaitable[None]] = admin_alerter(notifier, settings.admin_user_ids)
     receipts = EmailReceipts(
-        adapters.mail, sender_address=settings.email_sender_address, alert_admins=alert
+        adapters.mail,
+        sender_address=settings.email_sender_address,
+        load=adapters.storage.get_booking,
+        jobs=jobs,
+        alert_admins=alert,
     )
     bookings = BookingService(
         adapters.storage,
@@ -291,7 +322,17 @@ async def open_services(
         clock=clock,
     )
     search = FlightSearchService(adapters.provider, adapters.cache, adapters.storage)
-    broadcasts = BroadcastWorker(adapters.storage, notifier, sole_worker=sole_worker)
+
+    async def dispatch_broadcast(broadcast_id: int) -> None:
+        await jobs.enqueue(SEND_BROADCAST, broadcast_id=broadcast_id)
+
+    broadcasts = BroadcastWorker(
+        adapters.storage,
+        notifier,
+        sole_worker=sole_worker,
+        # Sent where jobs run: a worker process on arq; here (at once) when embedded.
+        dispatch=None if jobs.runs_here else dispatch_broadcast,
+    )
     alerts = AlertService(
         adapters.storage,
         search,
@@ -322,17 +363,22 @@ async def open_services(
         adapters.state, build_router(), deps, bot_id=bot_id, ttl=settings.conversation_ttl
     )
     stack.push_async_callback(engine.close)
-    return Services(
+    services = Services(
         adapters=adapters,
         places=places,
         bookings=bookings,
         broadcasts=broadcasts,
         receipts=receipts,
+        retention=RetentionJob(adapters.storage, settings.retention, clock=clock),
         deps=deps,
         engine=engine,
+        catalogue=catalogue,
+        jobs=jobs,
         reminders=ReminderService(adapters.storage, notifier, clock=clock),
         alerts=alerts,
     )
+    register_jobs(catalogue, settings, services)
+    return services
 
 
 @asynccontextmanager
@@ -373,22 +419,18 @@ async def open_runtime(
             show_typing=_typing_sender(application),
         )
         adapters, places, engine = services.adapters, services.places, services.engine
-        bookings, broadcasts, receipts = services.bookings, services.broadcasts, services.receipts
+        bookings, broadcasts, jobs = services.bookings, services.broadcasts, services.jobs
         application.bot_data[DEPS_KEY] = BotDeps(engine=engine, storage=adapters.storage)
         application.add_handler(TypeHandler(Update, timed_updates(on_update)), group=1)
         application.add_error_handler(on_error)
-        # Resume what a previous run left unfinished; on exit the lanes finish the message in
-        # hand before the Application shuts down (the stack unwinds last-in, first-out).
-        await broadcasts.start()
-        stack.push_async_callback(broadcasts.stop)
-        # Before the Application and the adapters close: emails in flight get a moment.
-        stack.push_async_callback(receipts.close)
-        retention = RetentionJob(adapters.storage, settings.retention)
-        sweeper = asyncio.create_task(
-            _sweep(bookings, broadcasts, retention, interval=settings.sweep_interval_seconds),
-            name="sweeper",
-        )
-        stack.callback(sweeper.cancel)
+        if isinstance(jobs, EmbeddedJobs):
+            # This process runs the background work: resume what a previous run left
+            # unfinished, then tick. On exit the lanes finish the message in hand before the
+            # Application shuts down (the stack unwinds last-in, first-out).
+            await broadcasts.start()
+            stack.push_async_callback(broadcasts.stop)
+            jobs.start()
+            stack.push_async_callback(jobs.close)
         yield Runtime(
             settings=settings,
             adapters=adapters,
@@ -397,10 +439,51 @@ async def open_runtime(
             engine=engine,
             places=places,
             broadcasts=broadcasts,
-            receipts=receipts,
+            receipts=services.receipts,
+            jobs=jobs,
             reminders=services.reminders,
             alerts=services.alerts,
         )
+
+
+@asynccontextmanager
+async def open_worker(
+    settings: Settings, *, token: str | None = None, telegram_base_url: str | None = None
+) -> AsyncIterator[ArqRunner]:
+    """``travelbot worker``: the services over a Bot API client (getMe, no polling, no
+    webhook), running the arq queue's jobs until the context exits."""
+    redis_url = settings.redis_url
+    if not redis_url:
+        raise RuntimeError("REDIS_URL: is required for 'travelbot worker' (the job queue)")
+    settings = settings.model_copy(update={"job_queue_backend": "arq"})
+    async with AsyncExitStack() as stack:
+        bot_token = token or (
+            settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
+        )
+        if bot_token is None:
+            raise RuntimeError("TELEGRAM_BOT_TOKEN: is required for this command")
+        application = build_application(settings, token=bot_token, base_url=telegram_base_url)
+        await application.initialize()
+        stack.push_async_callback(application.shutdown)
+        services = await open_services(
+            settings,
+            stack,
+            notifier=TelegramNotifier(application),
+            bot_id=application.bot.id,
+            bot_username=application.bot.username,
+        )
+        await services.broadcasts.start()  # what a dead worker left, once its lease ran out
+        stack.push_async_callback(services.broadcasts.stop)
+        runner = ArqRunner(
+            services.catalogue,
+            redis_url=redis_url,
+            queue_name=settings.jobs_queue,
+            job_timeout=settings.job_timeout_seconds,
+            in_progress_margin=min(10.0, settings.job_timeout_seconds),
+        )
+        await runner.start()
+        stack.push_async_callback(runner.stop)
+        yield runner
 
 
 def settle_heap() -> None:
@@ -421,53 +504,6 @@ def _typing_sender(
             log.info("could not show 'typing' to a chat", exc_info=True)
 
     return show_typing
-
-
-SWEEP_INTERVAL = 60.0
-
-
-async def _sweep(
-    bookings: BookingService,
-    broadcasts: BroadcastWorker,
-    retention: RetentionJob,
-    *,
-    interval: float = SWEEP_INTERVAL,
-) -> None:
-    """Every minute (SWEEP_INTERVAL_SECONDS): expire unpaid bookings whose deadline passed
-    without a webhook (and the sandbox's, which has no timer of its own), finish payments that
-    were taken but never ticketed (reconciliation), erase the travellers /deletedata kept for a
-    trip that is now over, carry on broadcasts whose worker died, and (hourly) delete expired
-    records. Safe on every worker: transitions are conditional, and a booking's ticketing and
-    a broadcast each have one lease."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await bookings.expire_overdue()
-        except Exception:  # a background sweep must survive a bad minute
-            log.warning("expiring overdue bookings failed; retrying next minute", exc_info=True)
-        try:
-            await bookings.reconcile()
-        except Exception:
-            log.warning("reconciling payments failed; retrying next minute", exc_info=True)
-        try:
-            await bookings.erase_held_data()  # /deletedata's trips that are now over
-        except Exception:
-            log.warning("erasing travelled bookings failed; retrying next minute", exc_info=True)
-        try:
-            await broadcasts.adopt()
-        except Exception:
-            log.warning(
-                "looking for orphaned broadcasts failed; retrying next minute", exc_info=True
-            )
-        await _retain(retention)
-
-
-async def _retain(retention: RetentionJob) -> None:
-    """Old rows of the tables that only grow; hourly (services/retention.py)."""
-    try:
-        await retention.run_due()
-    except Exception:
-        log.warning("deleting expired records failed; retrying next minute", exc_info=True)
 
 
 def admin_alerter(

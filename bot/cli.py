@@ -1,4 +1,4 @@
-"""``travelbot`` (also ``python -m bot``): console, polling, webhook, migrate, doctor."""
+"""``travelbot`` (also ``python -m bot``): console, polling, webhook, worker, migrate, doctor."""
 
 from __future__ import annotations
 
@@ -103,6 +103,20 @@ async def run_webhook(settings: Settings) -> None:
             await app.stop()
 
 
+async def run_worker(settings: Settings) -> None:
+    """Run the background jobs (bot/jobs.py) from the arq queue until SIGTERM; jobs in
+    progress finish first. Several may run: each job and each scheduled tick runs on one."""
+    from bot.bootstrap import open_worker
+
+    if not settings.redis_url:
+        raise SettingsError("REDIS_URL: is required for 'travelbot worker' (the job queue)")
+    async with open_worker(settings) as runner:
+        jobs = ", ".join(sorted(runner.catalogue.scheduled))
+        log.info("worker on queue %s; scheduled: %s", runner.queue_name, jobs)
+        print(f"travelbot worker: running jobs from queue {runner.queue_name}", flush=True)
+        await _wait_for_stop()
+
+
 async def run_migrate(settings: Settings) -> int:
     if settings.uses_supabase:
         from services.storage.migrate import MigrationError, apply_migrations
@@ -156,12 +170,38 @@ async def run_doctor(settings: Settings) -> int:
                     status = f"FAILED ({type(error).__name__})"
                     failures += 1
             print(f"{port:<9} {adapter:<22} {status}")
+        failures += await _jobs_check(settings)
     telegram = "sandbox (console)" if settings.telegram_bot_token is None else "Bot API"
     print(
         f"{'telegram':<9} {telegram:<22} {'not checked' if settings.telegram_bot_token else 'ok'}"
     )
     failures += await _deploy_checks(settings)
     return 1 if failures else 0
+
+
+async def _jobs_check(settings: Settings) -> int:
+    """Where background jobs run, and on arq whether a worker reported in (its health key)."""
+    if not settings.jobs_on_redis:
+        print(f"{'jobs':<9} {'embedded':<22} ok (this process runs them)")
+        return 0
+    assert settings.redis_url is not None
+    from services.jobs.arq_queue import ArqJobs
+
+    try:
+        jobs = await asyncio.wait_for(ArqJobs.connect(settings.redis_url, settings.jobs_queue), 5)
+        try:
+            seen = await asyncio.wait_for(jobs.worker_seen(), 5)
+        finally:
+            await jobs.close()
+    except Exception as error:  # noqa: BLE001 - the doctor reports, it doesn't crash
+        print(f"{'jobs':<9} {'arq':<22} FAILED ({type(error).__name__})")
+        return 1
+    if seen:
+        print(f"{'jobs':<9} {'arq':<22} ok: a worker is running on {settings.jobs_queue}")
+        return 0
+    print(f"{'jobs':<9} {'arq':<22} FAILED: no worker seen on {settings.jobs_queue}")
+    print(f"{'':<9} {'':<22} -> start one: travelbot worker (the Procfile's worker line)")
+    return 1
 
 
 async def run_rekey(settings: Settings) -> None:
@@ -218,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     console.add_argument("--name", default="Sam", help="your first name in the chat")
     commands.add_parser("polling", help="serve Telegram by long polling")
     commands.add_parser("webhook", help="serve Telegram and Stripe webhooks on PORT")
+    commands.add_parser(
+        "worker", help="run the background jobs from the Redis job queue (needs REDIS_URL)"
+    )
     commands.add_parser("migrate", help="apply the schema to the configured database")
     commands.add_parser("doctor", help="show each port's adapter and check it answers")
     commands.add_parser("newkey", help="print a new key for DATA_ENCRYPTION_KEYS")
@@ -262,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run_polling(settings))
         elif args.command == "webhook":
             asyncio.run(run_webhook(settings))
+        elif args.command == "worker":
+            asyncio.run(run_worker(settings))
         elif args.command == "migrate":
             return asyncio.run(run_migrate(settings))
         elif args.command == "doctor":

@@ -127,7 +127,8 @@ class Settings(BaseSettings):
     retention_payment_events_days: int = Field(default=90, ge=31)
     retention_searches_days: int = Field(default=90, ge=31)
     # Payment reconciliation (services/bookings.py: BookingService.reconcile).
-    # How often each worker's background sweep runs (expiry, reconciliation, broadcasts).
+    # How often the scheduled jobs (bot/jobs.py) tick: expiry, reconciliation, erasure,
+    # broadcasts' adoption. Once per tick across all workers.
     sweep_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
     # A paid booking nobody has ticketed for this long is taken over by reconciliation; also
     # the ticketing lease a worker renews while the provider works.
@@ -142,6 +143,15 @@ class Settings(BaseSettings):
     max_alerts_per_user: int = Field(default=5, ge=1, le=100)
     alert_searches_per_run: int = Field(default=20, ge=1, le=10_000)
     alert_check_interval_minutes: int = Field(default=180, ge=5, le=7 * 24 * 60)
+
+    # Background jobs (services/jobs): "embedded" runs them in this process on timers; "arq"
+    # enqueues them on Redis for `travelbot worker`. Unset: arq when REDIS_URL is set.
+    job_queue_backend: Literal["embedded", "arq"] | None = None
+    # The arq queue's Redis key; unset, "<REDIS_PREFIX>:jobs" (bots sharing a Redis stay apart).
+    job_queue_name: str | None = None
+    # Longest a job may run on a worker; a worker killed mid-job has it run again by another
+    # once this (plus a margin of up to 10 s) has passed.
+    job_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
 
     @field_validator("admin_user_ids", mode="before")
     @classmethod
@@ -175,6 +185,18 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("expected a URL starting with redis://, rediss:// or unix://")
+        return value or None
+
+    @field_validator("job_queue_backend", mode="before")
+    @classmethod
+    def _backend_unset(cls, value: Any) -> Any:
+        return value or None  # JOB_QUEUE_BACKEND= (as in .env.example) means "choose"
+
+    @field_validator("job_queue_name")
+    @classmethod
+    def _queue_shape(cls, value: str | None) -> str | None:
+        if value and not _REDIS_PREFIX.match(value):
+            raise ValueError("expected 1-64 characters of A-Z, a-z, 0-9, _, - and :")
         return value or None
 
     @field_validator("redis_prefix")
@@ -263,6 +285,8 @@ class Settings(BaseSettings):
             )
         if self.smtp_url and not self.email_from:
             raise _MissingError("email_from", "required when SMTP_URL is set")
+        if self.job_queue_backend == "arq" and not self.redis_url:
+            raise _MissingError("redis_url", "required when JOB_QUEUE_BACKEND=arq")
         if self.telegram_webhook_url and not self.telegram_webhook_secret:
             raise _MissingError(
                 "telegram_webhook_secret", "required when TELEGRAM_WEBHOOK_URL is set"
@@ -277,6 +301,17 @@ class Settings(BaseSettings):
     @property
     def uses_redis(self) -> bool:
         return self.redis_url is not None
+
+    @property
+    def jobs_on_redis(self) -> bool:
+        """Whether background jobs go to the arq queue (run by `travelbot worker`)."""
+        if self.job_queue_backend is None:
+            return self.redis_url is not None
+        return self.job_queue_backend == "arq"
+
+    @property
+    def jobs_queue(self) -> str:
+        return self.job_queue_name or f"{self.redis_prefix}:jobs"
 
     @property
     def uses_stripe(self) -> bool:

@@ -108,6 +108,8 @@ async def _read_line() -> str | None:
 async def run_console(settings: Settings, *, user_id: int, name: str) -> int:
     if not _port_free(settings.port):
         settings = settings.model_copy(update={"port": _free_port()})
+    # The console's chat is on its own sandbox bot: nobody else's worker would run its jobs.
+    settings = settings.model_copy(update={"job_queue_backend": "embedded"})
     sandbox = SandboxBotApi(token=SANDBOX_TOKEN)
     await sandbox.start()
     try:

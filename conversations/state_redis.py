@@ -31,7 +31,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -245,11 +245,16 @@ class RedisStateStore(StateStore):
     async def _run(self, script: _Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         async def evalsha_or_eval() -> Any:
             self.round_trips += 1
+            # redis-py 5's stubs type the key/arg list as str only and the reply as maybe
+            # synchronous; both calls take ints and are awaitable on the asyncio client.
+            words = [*keys, *(str(arg) for arg in args)]
             try:
-                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+                return await cast(
+                    Awaitable[Any], self._client.evalsha(script.sha, len(keys), *words)
+                )
             except NoScriptError:
                 self.round_trips += 1
-                return await self._client.eval(script.body, len(keys), *keys, *args)
+                return await cast(Awaitable[Any], self._client.eval(script.body, len(keys), *words))
 
         return await self._guarded(evalsha_or_eval)
 

@@ -11,7 +11,9 @@ it stopped.
 One sender per broadcast, however many workers run: the sender holds a lease in storage and
 renews it while it sends. A worker takes a broadcast over only when the lease was given up (a
 clean stop) or ran out (its holder died); every worker looks for such broadcasts at start and
-then every minute (``adopt``). A process that knows it is the only worker (polling, console)
+then at every tick of the ``broadcasts.adopt`` job (bot/jobs.py). On the arq queue a new broadcast
+is handed to a ``travelbot worker`` (the ``broadcasts.send`` job, ``dispatch``); its lanes then
+run in that worker under the lease, after the job itself has ended. A process that knows it is the only worker (polling, console)
 takes over at start without waiting for its dead predecessor's lease to run out.
 
 Pace: one shared token bucket (``rate`` messages a second, no burst) in front of every message
@@ -138,10 +140,14 @@ class BroadcastWorker:
         stuck_after: timedelta = timedelta(minutes=2),
         lease: timedelta = DEFAULT_LEASE,
         sole_worker: bool = False,
+        dispatch: Callable[[int], Awaitable[None]] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         """``sole_worker``: no other process can be sending (polling, console), so whatever
-        lease is found at start belongs to a dead predecessor."""
+        lease is found at start belongs to a dead predecessor. ``dispatch``: hands a new
+        broadcast to the job queue (``travelbot worker`` sends it, ``send``) instead of
+        sending it from this process."""
+        self._dispatch = dispatch
         self.owner = uuid.uuid4().hex
         self._lease = lease
         self._sole_worker = sole_worker
@@ -233,9 +239,26 @@ class BroadcastWorker:
         recipients = await self._storage.list_recipient_ids()
         broadcast = await self._storage.create_broadcast(admin_id, text, recipients)
         log.info("broadcast %s created for %d recipients", broadcast.id, broadcast.total)
+        if self._dispatch is not None:
+            # A lost hand-over is not lost work: adoption finds an unleased running broadcast.
+            await self._dispatch(broadcast.id)
+            return broadcast
         await self._hold(broadcast.id)  # new, so nobody else holds it
         self._launch(broadcast, 0)
         return broadcast
+
+    async def send(self, broadcast_id: int) -> bool:
+        """The queue's job for a new broadcast: start delivering it here unless another
+        worker holds it (a repeated job then does nothing). Returns once the lanes run: they
+        carry on in this process, under the lease, after the job has ended."""
+        broadcast = await self._storage.get_broadcast(broadcast_id)
+        if broadcast is None or broadcast.status is not BroadcastStatus.RUNNING:
+            return False
+        if broadcast_id in self._runs or not await self._hold(broadcast_id):
+            return False
+        counts = await self._storage.broadcast_counts(broadcast_id)
+        self._launch(broadcast, _finished(counts))
+        return True
 
     async def cancel(self, broadcast_id: int) -> bool:
         """Stop a running broadcast; False when it was not running. The lanes see it at their

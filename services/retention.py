@@ -6,8 +6,10 @@ dashboard resends events up to 30 days old, so the ledger keeps at least 30 days
 default), and the search log (the admin statistics look back 30 days at most, so at least 31).
 Bookings, profiles and admin actions are never deleted here.
 
-The bot's minute sweep calls ``run_due``; a run happens once an hour, and again the next minute
-while a table still had a full batch to delete. Every worker may run it: deleting is idempotent.
+The scheduled job ``retention`` (bot/jobs.py) calls ``run_due`` every tick; a run happens once an
+hour, and again at the next tick while a table still had a full batch to delete. On the arq queue
+each tick runs on one worker, but each worker keeps its own hour, so a fleet may delete a little
+more often than hourly: deleting is idempotent.
 """
 
 from __future__ import annotations

@@ -70,6 +70,30 @@ def test_nothing_set_means_embedded_defaults() -> None:
     assert settings.base_url == "http://127.0.0.1:8080"
 
 
+def test_jobs_go_to_the_redis_queue_with_redis_unless_told_to_stay_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("JOB_QUEUE_BACKEND", "JOB_QUEUE_NAME", "REDIS_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    assert not load_settings().jobs_on_redis  # nothing set: this process runs them
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("REDIS_PREFIX", "bot2")
+    monkeypatch.setenv("JOB_QUEUE_BACKEND", "")  # as copied from .env.example: choose
+    on_redis = load_settings()
+    assert on_redis.jobs_on_redis
+    assert on_redis.jobs_queue == "bot2:jobs"  # two bots on one Redis keep their own queues
+    monkeypatch.setenv("JOB_QUEUE_BACKEND", "embedded")
+    assert not load_settings().jobs_on_redis
+    monkeypatch.setenv("JOB_QUEUE_NAME", "bad name")
+    with pytest.raises(SettingsError, match="JOB_QUEUE_NAME"):
+        load_settings()
+    monkeypatch.delenv("JOB_QUEUE_NAME")
+    monkeypatch.delenv("REDIS_URL")
+    monkeypatch.setenv("JOB_QUEUE_BACKEND", "arq")
+    with pytest.raises(SettingsError, match="REDIS_URL"):
+        load_settings()
+
+
 def test_setting_services_switches_adapters(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
     monkeypatch.setenv("SUPABASE_URL", "https://project.supabase.co")

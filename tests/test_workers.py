@@ -142,6 +142,9 @@ class WorkerEnv:
             "SQLITE_PATH": str(self.folder / "bot.sqlite3"),
             "FLIGHT_PROVIDER": "demo",
             "LOG_LEVEL": "INFO",
+            # Each webhook process runs the background jobs itself, as on one dyno without a
+            # worker; the arq queue's processes are tests/support/workers.py's.
+            "JOB_QUEUE_BACKEND": "embedded",
         }
         if self.supabase is not None:
             env["SUPABASE_URL"] = self.supabase.url

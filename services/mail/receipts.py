@@ -1,33 +1,29 @@
 """The hook the booking service calls when a booking is confirmed or refunded: the lead
-traveller gets an email about it, sent in the background.
+traveller gets an email about it, sent as a background job (services/jobs).
 
-The chat never waits for the mail server: ``confirmed`` and ``refunded`` only start a task and
-return. The task retries a server that is down or says "try later" with growing pauses, and
-gives up with a log line and an admin alert after ``attempts`` tries, or at once when the
-server refuses the message for good (SMTP 5xx). Log lines and alerts name the booking
-reference and what failed, never the address or anything the traveller typed.
+The chat never waits for the mail server: ``confirmed`` and ``refunded`` only hand a job over
+and return. The job names the booking (its id, reference and the refunded amount), never the
+traveller: whoever runs it loads the booking from storage, so nothing personal sits in Redis.
+A server that is down or says "try later" is retried with growing pauses (the job's backoff);
+after ``attempts`` tries, or at once when the server refuses the message for good (SMTP 5xx),
+it gives up with a log line and an admin alert. Log lines and alerts name the booking reference
+and what failed, never the address or anything the traveller typed.
 
-Pending emails live in this process: a restart drops those still waiting for a retry (the log
-says which). The traveller has the confirmation in the chat either way.
+On the embedded queue, emails waiting for a retry are lost with the process (the log says
+which); on arq they wait in Redis for a worker. The traveller has the confirmation in the chat
+either way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from email.message import EmailMessage
-from typing import Protocol
+from typing import Any, Protocol
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
-
+from services.jobs.base import Backoff, JobCatalogue, JobQueue
+from services.jobs.embedded import EmbeddedJobs
 from services.mail.base import EmailRejectedError, EmailSender, EmailUnavailableError
 from services.mail.compose import confirmation_email, refund_email
 from services.messages import esc
@@ -35,6 +31,8 @@ from services.models import Booking
 from services.money import Money
 
 log = logging.getLogger(__name__)
+
+SEND_RECEIPT = "email.receipt"  # the job's name in the catalogue
 
 
 class BookingReceipts(Protocol):
@@ -59,13 +57,18 @@ NO_RECEIPTS = NoReceipts()
 
 
 class EmailReceipts:
-    """``BookingReceipts`` by email, through an ``EmailSender``."""
+    """``BookingReceipts`` by email, through an ``EmailSender``, as ``SEND_RECEIPT`` jobs.
+
+    ``jobs``: the process's queue, whose catalogue has ``register``'s task (bot/jobs.py);
+    without one, the receipts run their own embedded queue (tests, benchmarks)."""
 
     def __init__(
         self,
         sender: EmailSender,
         *,
         sender_address: str,
+        load: Callable[[str], Awaitable[Booking | None]],
+        jobs: JobQueue | None = None,
         alert_admins: Callable[[str], Awaitable[None]] | None = None,
         attempts: int = 8,
         first_retry: float = 5.0,
@@ -74,61 +77,88 @@ class EmailReceipts:
     ) -> None:
         self._sender = sender
         self._from = sender_address
+        self._load = load
         self._alert_admins = alert_admins
-        self._attempts = max(attempts, 1)
-        self._first_retry = first_retry
-        self._longest_wait = longest_wait
-        self._tasks: dict[asyncio.Task[None], str] = {}
+        self.backoff = Backoff(
+            attempts=max(attempts, 1),
+            first=first_retry,
+            longest=max(longest_wait, first_retry),
+        )
         # A burst (a reconciliation sweep confirming many bookings) builds and sends a few at a
         # time: building runs in threads that share the GIL with the event loop.
         self._slots = asyncio.Semaphore(max(concurrency, 1))
+        self._owns_jobs = jobs is None
+        if jobs is None:
+            catalogue = JobCatalogue()
+            self.register(catalogue)
+            jobs = EmbeddedJobs(catalogue)
+        self._jobs = jobs
+
+    def register(self, catalogue: JobCatalogue) -> None:
+        """The email job, in the catalogue of whichever process runs jobs."""
+        catalogue.task(
+            SEND_RECEIPT,
+            self.send,
+            backoff=self.backoff,
+            retry_on=(EmailUnavailableError,),
+            gave_up=self.gave_up,
+        )
 
     # the hook ---------------------------------------------------------------------------------
     def confirmed(self, booking: Booking) -> None:
-        self._start("confirmation", booking, lambda: confirmation_email(booking, sender=self._from))
+        self._jobs.submit(
+            SEND_RECEIPT, kind="confirmation", booking_id=booking.id, reference=booking.reference
+        )
 
     def refunded(self, booking: Booking, amount: Money, *, full: bool) -> None:
-        self._start(
-            "refund",
-            booking,
-            lambda: refund_email(booking, amount, full=full, sender=self._from),
+        self._jobs.submit(
+            SEND_RECEIPT,
+            kind="refund",
+            booking_id=booking.id,
+            reference=booking.reference,
+            amount=amount.amount,
+            currency=amount.currency,
+            full=full,
         )
 
     # background work --------------------------------------------------------------------------
     @property
     def pending(self) -> int:
-        """Emails not yet sent or given up on."""
-        return len(self._tasks)
+        """Jobs this process handed over and has not finished (embedded) or queued (arq)."""
+        return self._jobs.pending
 
     async def drain(self) -> None:
-        """Wait until every email started so far is sent or given up on."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Until every email started so far is sent or given up on (embedded) or queued."""
+        await self._jobs.drain()
 
     async def close(self, grace: float = 10.0) -> None:
-        """On shutdown: give emails in flight ``grace`` seconds, then drop the rest, saying
-        which bookings did not get theirs."""
-        if not self._tasks:
+        """On shutdown, when the receipts run their own queue: emails in flight get ``grace``
+        seconds, the rest are dropped with a log line."""
+        if self._owns_jobs:
+            await self._jobs.close(grace)
+
+    async def send(
+        self,
+        *,
+        kind: str,
+        booking_id: str,
+        reference: str,
+        amount: int | None = None,
+        currency: str | None = None,
+        full: bool = True,
+    ) -> None:
+        """The job's body: one try. ``EmailUnavailableError`` propagates (the queue retries)."""
+        label = f"{kind} email for booking {reference}"
+        booking = await self._load(booking_id)
+        if booking is None:
+            log.info("no %s: the booking is gone", label)
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.drain(), timeout=grace)
-        for task, label in list(self._tasks.items()):
-            log.warning("shutting down: the %s was not sent", label)
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _start(self, kind: str, booking: Booking, build: Callable[[], EmailMessage | None]) -> None:
-        label = f"{kind} email for booking {booking.reference}"
-        task = asyncio.create_task(self._deliver(label, build), name=label)
-        self._tasks[task] = label
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("the email task failed", exc_info=task.exception())
-
-    async def _deliver(self, label: str, build: Callable[[], EmailMessage | None]) -> None:
+        build: Callable[[], EmailMessage | None]
+        if kind == "refund" and amount is not None and currency is not None:
+            refunded = Money(amount=amount, currency=currency)
+            build = lambda: refund_email(booking, refunded, full=full, sender=self._from)  # noqa: E731
+        else:
+            build = lambda: confirmation_email(booking, sender=self._from)  # noqa: E731
         # The stdlib's email package takes some 10-20 ms to build a message with an attachment
         # (benchmarks/mail.py): off the event loop, so chats in flight do not wait for it.
         async with self._slots:
@@ -136,43 +166,21 @@ class EmailReceipts:
         if message is None:
             log.info("no %s: the lead traveller gave no address", label)
             return
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(
-                multiplier=self._first_retry, max=self._longest_wait, jitter=self._first_retry
-            ),
-            retry=retry_if_exception_type(EmailUnavailableError),
-            before_sleep=lambda state: self._log_retry(label, state),
-            reraise=True,
-        )
         try:
-            async for attempt in retrying:
-                with attempt:
-                    async with self._slots:  # not held while waiting to retry
-                        await self._sender.send(message)
+            async with self._slots:
+                await self._sender.send(message)
         except EmailRejectedError as error:
             log.warning("%s refused, not retried: %s", label, error)
             await self._alert(f"📧 The {esc(label)} was refused: {esc(str(error))}. Not retried.")
             return
-        except EmailUnavailableError as error:
-            log.warning("%s given up after %d tries: %s", label, self._attempts, error)
-            await self._alert(
-                f"📧 The {esc(label)} could not be sent after {self._attempts} tries: "
-                f"{esc(str(error))}."
-            )
-            return
         log.info("%s sent (%s)", label, self._sender.name)
 
-    def _log_retry(self, label: str, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        wait = state.next_action.sleep if state.next_action is not None else 0.0
-        log.info(
-            "%s not sent (try %d of %d: %s); retrying in %.0f s",
-            label,
-            state.attempt_number,
-            self._attempts,
-            error,
-            wait,
+    async def gave_up(self, error: BaseException, job: Mapping[str, Any]) -> None:
+        label = f"{job.get('kind', 'booking')} email for booking {job.get('reference', '?')}"
+        log.warning("%s given up after %d tries: %s", label, self.backoff.attempts, error)
+        await self._alert(
+            f"📧 The {esc(label)} could not be sent after {self.backoff.attempts} tries: "
+            f"{esc(str(error))}."
         )
 
     async def _alert(self, text: str) -> None:

@@ -257,6 +257,11 @@ class StripeStandin:
         self._lost_answers: Counter[str] = Counter()
         # Seconds an endpoint (by path, e.g. "/v1/refunds") takes, so tests can overlap calls.
         self.delays: dict[str, float] = {}
+        # Paths whose next request is held (once) until ``release()``; ``held`` is set when it
+        # arrives. A test kills the client meanwhile; later requests to the path pass.
+        self.hold: set[str] = set()
+        self.held = asyncio.Event()
+        self._release = asyncio.Event()
         # Not part of Stripe's session object: what a session's PaymentIntent will carry.
         self._pending_intent_metadata: dict[str, dict[str, str]] = {}
         self.line_items: dict[str, list[dict[str, Any]]] = {}
@@ -356,6 +361,10 @@ class StripeStandin:
         delay = self.delays.get(request.path, 0.0)
         if delay:
             await asyncio.sleep(delay)
+        if request.path in self.hold:
+            self.hold.discard(request.path)
+            self.held.set()
+            await self._release.wait()
         failures = self._failures.get(request.path)
         if failures:
             status = failures.pop(0)
@@ -420,6 +429,10 @@ class StripeStandin:
         return 200, body, False
 
     # test controls: failures and timing -------------------------------------------------------
+    def release(self) -> None:
+        """Let the held request go on (its client may be gone by then)."""
+        self._release.set()
+
     @property
     def in_flight(self) -> int:
         """Idempotent requests whose endpoint is running right now (see ``delays``)."""

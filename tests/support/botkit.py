@@ -145,6 +145,9 @@ async def running_bot(
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
+    # One process on Redis state runs its own background jobs unless a test says otherwise
+    # (the arq queue and `travelbot worker` have tests of their own: test_job_workers).
+    settings.setdefault("job_queue_backend", "embedded")
     config: Settings = load_settings(
         sqlite_path=tmp_path / "bot.sqlite3",
         redis_url=redis_url,

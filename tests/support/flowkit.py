@@ -46,6 +46,7 @@ from services.flights.base import FlightProvider
 from services.flights.demo import DemoProvider
 from services.flights.places import PlaceIndex
 from services.flights.results import SortKey, sort_itineraries
+from services.jobs.embedded import EmbeddedJobs
 from services.messages import Notice
 from services.models import Booking, Itinerary, Passengers, SearchQuery, today_anywhere
 from services.money import Money
@@ -260,6 +261,13 @@ class SeamKit:
     def bookings(self) -> BookingService:
         return self.services.bookings
 
+    @property
+    def jobs(self) -> EmbeddedJobs:
+        """The seam's job queue: scheduled jobs run when a test says (``run_scheduled``),
+        enqueued ones at once (``drain`` waits for them)."""
+        assert isinstance(self.services.jobs, EmbeddedJobs)
+        return self.services.jobs
+
     def chat(
         self,
         user_id: int,
@@ -350,6 +358,7 @@ async def open_seam(
         admin_user_ids=",".join(str(i) for i in admin_ids),
         redis_url=redis_url,
         redis_prefix=redis_prefix,
+        job_queue_backend="embedded",  # jobs run here, on demand (SeamKit.jobs)
         supabase_url=None,
         stripe_secret_key=None,
         stripe_webhook_secret=None,
@@ -370,7 +379,8 @@ async def open_seam(
             places=places,
             sole_worker=True,
         )
-        # The background work open_runtime starts and stops around the services.
+        # The background work open_runtime starts and stops around the services; the seam
+        # starts no timers: a test runs a scheduled job when it wants (SeamKit.jobs).
         stack.push_async_callback(services.broadcasts.stop)
         stack.push_async_callback(services.receipts.close)
         if not rate_limited:
