@@ -39,7 +39,8 @@ ENV PATH="/app/.venv/bin:$PATH" \
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8080
-# Liveness only (/healthz): a dependency outage must not get the container restarted.
+# Liveness only (/healthz, or a worker's heartbeat file): a dependency outage must not get the
+# container restarted.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8080'), timeout=4)"]
+    CMD ["python", "-m", "bot.liveness"]
 CMD ["travelbot", "webhook"]

@@ -107,14 +107,19 @@ async def run_worker(settings: Settings) -> None:
     """Run the background jobs (bot/jobs.py) from the arq queue until SIGTERM; jobs in
     progress finish first. Several may run: each job and each scheduled tick runs on one."""
     from bot.bootstrap import open_worker
+    from bot.liveness import beat
 
     if not settings.redis_url:
         raise SettingsError("REDIS_URL: is required for 'travelbot worker' (the job queue)")
     async with open_worker(settings) as runner:
         jobs = ", ".join(sorted(runner.catalogue.scheduled))
         log.info("worker on queue %s; scheduled: %s", runner.queue_name, jobs)
+        heartbeat = asyncio.create_task(beat(), name="heartbeat")  # the image's HEALTHCHECK
         print(f"travelbot worker: running jobs from queue {runner.queue_name}", flush=True)
-        await _wait_for_stop()
+        try:
+            await _wait_for_stop()
+        finally:
+            heartbeat.cancel()
 
 
 async def run_migrate(settings: Settings) -> int:

@@ -30,7 +30,8 @@ def test_the_image_runs_unprivileged_probes_liveness_and_ships_no_secrets() -> N
     assert users
     assert not users[-1].startswith(("0", "root"))
     assert any(line.startswith("HEALTHCHECK") for line in final_stage)
-    assert "/healthz" in DOCKERFILE.read_text()  # liveness, not /readyz
+    [probe] = [line for line in final_stage if line.startswith("CMD") and "liveness" in line]
+    assert '"bot.liveness"' in probe  # /healthz or a worker's heartbeat, never /readyz
     assert "uv sync --locked" in DOCKERFILE.read_text()  # built from the lock file
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in ignored  # everything is left out unless listed

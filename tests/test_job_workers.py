@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -125,6 +128,7 @@ async def rig(tmp_path: Path, redis_url: str, redis_prefix: str) -> AsyncIterato
                 "STRIPE_SECRET_KEY": stripe.api_key,
                 "STRIPE_WEBHOOK_SECRET": stripe.webhook_secret,
                 "STRIPE_API_BASE": stripe.base_url,
+                "TMPDIR": str(tmp_path),  # where a worker keeps its heartbeat (bot/liveness.py)
             },
         )
         stack.push_async_callback(workers.close)
@@ -289,3 +293,29 @@ async def test_a_price_alert_that_is_met_is_told_once_from_two_workers(rig: Rig)
 
 def drops_of(rig: Rig) -> list[str]:
     return [m.text for m in rig.sandbox.bot_messages(TRAVELLER_ID) if "Price drop" in m.text]
+
+
+def probe(folder: Path, *options: str) -> int:
+    """The image's HEALTHCHECK, as Docker runs it, in a worker's container."""
+    return subprocess.run(
+        [sys.executable, "-m", "bot.liveness", "--worker", *options],
+        env={**os.environ, "TMPDIR": str(folder)},
+        timeout=30,
+        check=False,
+    ).returncode
+
+
+@pytest.mark.timeout(90)
+async def test_a_worker_container_is_alive_while_its_worker_runs_and_not_once_it_stops(
+    rig: Rig, tmp_path: Path
+) -> None:
+    assert probe(tmp_path) == 0
+    for worker in rig.workers.alive():
+        assert await worker.stop() == 0
+    assert probe(tmp_path) == 1  # stopped: its heartbeat went with it
+
+    [hung] = await rig.workers.start(1)
+    assert probe(tmp_path) == 0
+    hung.kill()  # no chance to clean up: the heartbeat stays, and ages
+    await asyncio.sleep(1.5)
+    assert probe(tmp_path, "--stale-after", "1") == 1

@@ -179,6 +179,7 @@ async def test_the_installed_wheel_serves_the_webhook_and_its_health(
             await asyncio.sleep(0.05)
         base = f"http://127.0.0.1:{port}"
         assert await _get(f"{base}/healthz") == (200, '{"status": "ok"}')
+        assert await _liveness(installed, port) == 0  # the image's HEALTHCHECK, from the wheel
         status, body = await _get(f"{base}/readyz")
         assert status == 200, body
         # It introduced itself for Telegram's empty-chat screen before it started listening.
@@ -186,8 +187,22 @@ async def test_the_installed_wheel_serves_the_webhook_and_its_health(
         assert sandbox.profile_text("short_description")
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0, log.read_text(errors="replace")
+        assert await _liveness(installed, port) == 1
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
         await sandbox.stop()
+
+
+async def _liveness(installed: Path, port: int) -> int:
+    """The installed module, not the checkout's (``-m`` looks in the working folder first)."""
+    probe = await asyncio.create_subprocess_exec(
+        str(installed / "python"),
+        "-m",
+        "bot.liveness",
+        "--web",
+        cwd=installed,
+        env={**os.environ, "PORT": str(port)},
+    )
+    return await asyncio.wait_for(probe.wait(), 30)
