@@ -20,7 +20,7 @@ from services.messages import Message
 from services.models import Booking, BookingStatus, Itinerary, NewBooking, Segment
 from services.money import Money
 from services.notify import MemoryNotifier
-from services.reminders import ReminderService, checkin_due
+from services.reminders import ReminderService, checkin_due, first_flight
 from services.storage import Storage
 from tests.support.botkit import running_bot
 from tests.support.days import Clock
@@ -338,7 +338,7 @@ async def test_the_button_on_a_reminder_turns_them_off(seam: SeamKit) -> None:
     booking = await seam.booked(chat)
     assert booking.status is S.CONFIRMED
     departs = booking.itinerary.departure
-    seam.clock.now = checkin_due(booking) + timedelta(minutes=1)
+    seam.clock.now = checkin_due(first_flight(booking)) + timedelta(minutes=1)
     assert await seam.services.reminders.send_due() == 1
     reminder = chat.last
     assert "Check-in is open" in reminder.text
