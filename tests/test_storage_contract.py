@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
+from contextlib import closing
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -40,6 +42,8 @@ from services.storage.base import (
     Storage,
     StorageUnavailableError,
 )
+from services.storage.migrate import MIGRATIONS_DIR
+from services.storage.sqlite import SCHEMA_STEPS
 from tests.support.supabase_stack import StorageFactory
 
 LISBON = ZoneInfo("Europe/Lisbon")
@@ -1070,6 +1074,55 @@ async def test_the_due_selection_is_an_index_range_for_every_kind(
             ), inner
     finally:
         await conn.close()
+
+
+async def test_bookings_made_before_the_reminders_migration_are_backfilled(
+    storage_factory: StorageFactory,
+) -> None:
+    """The migration's backfill (SQL on the itinerary JSON, in each dialect) gives bookings
+    made before it the same departures the bot writes: the outbound flight's, and the first
+    flight home's, as instants whatever zone the segments are in."""
+    storage = await storage_factory.open()
+    now = utcnow()
+    paris = ZoneInfo("Europe/Paris")
+    await storage.upsert_profile(1)
+    round_trip = await storage.create_booking(
+        departing(
+            1, (now + timedelta(hours=5)).astimezone(paris), returns=now + timedelta(hours=30)
+        )
+    )
+    one_way = await storage.create_booking(departing(1, now + timedelta(hours=6)))
+
+    async def candidates() -> list[list[str]]:
+        return [
+            [
+                b.id
+                for b in await storage.list_reminder_candidates(
+                    kind, departs_after=now, departs_until=now + timedelta(hours=48)
+                )
+            ]
+            for kind in ("checkin", "return_checkin")
+        ]
+
+    written = await candidates()
+    assert written == [[round_trip.id, one_way.id], [round_trip.id]]
+    forget = "update bookings set departs_at = null, returns_at = null"
+    stack = storage_factory.stack
+    if stack is None:
+        (step,) = [s for s in SCHEMA_STEPS if any("returns_at" in statement for statement in s)]
+        backfills = [statement for statement in step if "UPDATE bookings" in statement]
+        with closing(sqlite3.connect(storage_factory.sqlite_path)) as raw, raw:
+            raw.execute(forget)
+            for statement in backfills:
+                raw.execute(statement)
+    else:
+        migration = (MIGRATIONS_DIR / "20261204000200_reminders.sql").read_text()
+        backfills = re.findall(r"^update public\.bookings .*?;$", migration, re.M | re.S)
+        await stack.admin.execute(forget)
+        for statement in backfills:
+            await stack.admin.execute(statement)
+    assert len(backfills) == 2
+    assert await candidates() == written
 
 
 async def test_a_reminder_is_claimed_exactly_once_under_concurrency(
