@@ -3,9 +3,10 @@ for the outbound flight and, on a round trip, again for the flight home.
 
 ``ReminderService.send_due`` is a scheduled job: run it every minute on any number of workers.
 Each run reads only the bookings leaving, or flying home, in the next two days (indexes on
-``bookings.departs_at`` and ``bookings.returns_at``), and for each reminder that is due it first claims (booking, kind) in
-storage, one ``INSERT ... ON CONFLICT DO NOTHING``, so only one worker ever sends it; then it
-looks at the booking and the traveller again, as they are at that moment, and sends, or skips.
+``bookings.departs_at`` and ``bookings.returns_at``), and for each reminder that is due it
+first claims (booking, kind) in storage, one ``INSERT ... ON CONFLICT DO NOTHING``, so only one
+worker ever sends it; then it looks at the booking and the traveller again, as they are at that
+moment, and sends, or skips.
 
 When each is due (the same rules for the flight home, ``return_checkin`` and
 ``return_departure``, measured from the first inbound flight, its airline and its airport):
