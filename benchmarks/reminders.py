@@ -4,12 +4,14 @@ Run from the project root:
     uv run python -m benchmarks.reminders [--bookings 20000] [--due 200]
 
 Fills a SQLite file (in a temporary folder) with ``--bookings`` confirmed bookings whose
-departures are spread over the coming year, ``--due`` of them leaving in the next day, then
+departures are spread over the coming year, half of them round trips flying home 2 to 14 days
+later; ``--due`` of them leave in the next day and ``--due`` more (round trips, away now) fly
+home in the next day, then
 times ``ReminderService.send_due`` (a MemoryNotifier in Telegram's place): the first run, which
 sends what is due, and the runs after it, which find nothing new, as every minute's run
-mostly does. Prints SQLite's plan for the candidate query, which must search the departure
-index rather than scan the bookings. The run's cost should follow the bookings leaving in the
-next two days, not the size of the table.
+mostly does. Prints SQLite's plan for the candidate query of each departure column, which must
+search that column's index rather than scan the bookings. The run's cost should follow the
+bookings leaving or flying home in the next two days, not the size of the table.
 """
 
 from __future__ import annotations
@@ -43,12 +45,25 @@ async def _run(bookings: int, due: int) -> None:
             for user_id in range(1, users + 1):
                 await storage.upsert_profile(user_id)
             for n in range(bookings):
+                returns: datetime | None = None
                 if n < due:  # check-in opened (24 h) within the last 2.5 hours
                     departs = NOW + timedelta(hours=randomly.uniform(21.5, 23.5))
+                elif n < 2 * due:  # away; the flight home's check-in opened likewise
+                    departs = NOW - timedelta(days=randomly.uniform(1, 10))
+                    returns = NOW + timedelta(hours=randomly.uniform(21.5, 23.5))
                 else:
                     departs = NOW + timedelta(days=randomly.uniform(2.5, 365))
+                    if n % 2:
+                        returns = departs + timedelta(days=randomly.uniform(2, 14))
                 await storage.create_booking(
-                    trip(n % users + 1, departs, carrier="TP", status=BookingStatus.CONFIRMED)
+                    trip(
+                        n % users + 1,
+                        departs,
+                        carrier="TP",
+                        status=BookingStatus.CONFIRMED,
+                        returns=returns,
+                        home_carrier="TP",
+                    )
                 )
             print(f"seeded {bookings} bookings in {time.perf_counter() - started:.1f} s")
 
@@ -69,20 +84,22 @@ async def _run(bookings: int, due: int) -> None:
             )
             db = storage._db  # the adapter's own file, for its query plan
             assert db is not None
-            plan = await db.execute_fetchall(
-                "EXPLAIN QUERY PLAN SELECT b.* FROM bookings AS b INDEXED BY bookings_departs_at_idx "
-                "JOIN profiles AS p ON p.id = b.user_id "
-                "WHERE b.departs_at > ? AND b.departs_at <= ? AND b.status IN (?, ?) "
-                "AND p.reminders = 1 AND p.blocked = 0 AND p.bot_blocked = 0 "
-                "AND NOT EXISTS (SELECT 1 FROM booking_reminders AS r "
-                "WHERE r.booking_id = b.id AND r.kind = ?) "
-                "ORDER BY b.departs_at, b.id LIMIT 100 OFFSET 0",
-                ("a", "b", "paid", "confirmed", "checkin"),
-            )
             hours = max(LOOKAHEAD.values()) / timedelta(hours=1)
-            print(f"candidate query plan (the next {hours:.0f} hours):")
-            for row in plan:
-                print("  " + str(row[3]))
+            for column, kind in (("departs_at", "checkin"), ("returns_at", "return_checkin")):
+                plan = await db.execute_fetchall(
+                    "EXPLAIN QUERY PLAN SELECT b.* FROM bookings AS b "
+                    f"INDEXED BY bookings_{column}_idx "
+                    "JOIN profiles AS p ON p.id = b.user_id "
+                    f"WHERE b.{column} > ? AND b.{column} <= ? AND b.status IN (?, ?) "
+                    "AND p.reminders = 1 AND p.blocked = 0 AND p.bot_blocked = 0 "
+                    "AND NOT EXISTS (SELECT 1 FROM booking_reminders AS r "
+                    "WHERE r.booking_id = b.id AND r.kind = ?) "
+                    f"ORDER BY b.{column}, b.id LIMIT 100 OFFSET 0",
+                    ("a", "b", "paid", "confirmed", kind),
+                )
+                print(f"candidate query plan for {kind} (the next {hours:.0f} hours):")
+                for row in plan:
+                    print("  " + str(row[3]))
         finally:
             await storage.close()
 

@@ -71,8 +71,8 @@ PRICE_ALERTS = Counter(
 
 REMINDERS = Counter(
     "travelbot_reminders",
-    "Trip reminders handled, by kind (checkin, departure) and outcome (sent, skipped, "
-    "bot_blocked, failed).",
+    "Trip reminders handled, by kind (checkin, departure, return_checkin, return_departure) "
+    "and outcome (sent, skipped, bot_blocked, failed).",
     ["kind", "outcome"],
     registry=REGISTRY,
 )
@@ -132,7 +132,7 @@ def _prime() -> None:
         SEARCH_CACHE.labels(result)
     for outcome in ("sent", "bot_blocked", "failed"):
         BROADCAST_DELIVERIES.labels(outcome)
-    for kind in ("checkin", "departure"):
+    for kind in ("checkin", "departure", "return_checkin", "return_departure"):
         for outcome in ("sent", "skipped", "bot_blocked", "failed"):
             REMINDERS.labels(kind, outcome)
     for outcome in ("sent", "bot_blocked", "failed", "ended"):

@@ -320,6 +320,12 @@ class Itinerary(BaseModel):
         return self.outbound[0].departure
 
     @property
+    def return_departure(self) -> datetime | None:
+        """When the flight home leaves (the first inbound segment); None for a one-way trip."""
+        inbound = self.inbound
+        return inbound[0].departure if inbound else None
+
+    @property
     def arrival(self) -> datetime:
         return self.outbound[-1].arrival
 

@@ -1,12 +1,15 @@
-"""Trip reminders: "check-in is open" and "travel day" for every paid or confirmed booking.
+"""Trip reminders: "check-in is open" and "travel day" for every paid or confirmed booking,
+for the outbound flight and, on a round trip, again for the flight home.
 
 ``ReminderService.send_due`` is a scheduled job: run it every minute on any number of workers.
-Each run reads only the bookings leaving in the next two days (an index on
-``bookings.departs_at``), and for each reminder that is due it first claims (booking, kind) in
-storage, one ``INSERT ... ON CONFLICT DO NOTHING``, so only one worker ever sends it; then it
-looks at the booking and the traveller again, as they are at that moment, and sends, or skips.
+Each run reads only the bookings leaving, or flying home, in the next two days (indexes on
+``bookings.departs_at`` and ``bookings.returns_at``), and for each reminder that is due it
+first claims (booking, kind) in storage, one ``INSERT ... ON CONFLICT DO NOTHING``, so only one
+worker ever sends it; then it looks at the booking and the traveller again, as they are at that
+moment, and sends, or skips.
 
-When each is due:
+When each is due (the same rules for the flight home, ``return_checkin`` and
+``return_departure``, measured from the first inbound flight, its airline and its airport):
 
 - **Check-in opens**: when the airline of the first flight opens online check-in
   (``services.flights.checkin``; 24 hours before departure where its rule is not known). Up to
@@ -45,11 +48,15 @@ from services.messages import Button, Message, esc
 from services.models import Booking, Segment, utcnow
 from services.notify import Notifier
 from services.storage import Storage
+from services.storage.base import RETURN_REMINDER_KINDS
 
 log = logging.getLogger(__name__)
 
 CHECKIN = "checkin"
 DEPARTURE = "departure"
+RETURN_CHECKIN = "return_checkin"
+RETURN_DEPARTURE = "return_departure"
+RETURNS = RETURN_REMINDER_KINDS
 
 CHECKIN_GRACE = timedelta(hours=3)
 DEPARTURE_MORNING_HOUR = 8  # local time at the departure airport
@@ -58,11 +65,14 @@ DEPARTURE_LAST_CALL = timedelta(hours=1)  # before departure: too late to be of 
 BATCH = 100
 
 # How far ahead each kind can be due: the longest check-in window, and a day.
+_CHECKIN_LOOKAHEAD = max(
+    DEFAULT_CHECKIN_OPENS, *(timedelta(hours=h) for h in CHECKIN_OPENS_HOURS.values())
+)
 LOOKAHEAD: dict[str, timedelta] = {
-    CHECKIN: max(
-        DEFAULT_CHECKIN_OPENS, *(timedelta(hours=h) for h in CHECKIN_OPENS_HOURS.values())
-    ),
+    CHECKIN: _CHECKIN_LOOKAHEAD,
     DEPARTURE: timedelta(hours=24),
+    RETURN_CHECKIN: _CHECKIN_LOOKAHEAD,
+    RETURN_DEPARTURE: timedelta(hours=24),
 }
 
 TURN_OFF = Button(label="Turn off trip reminders", action="!remindersoff")
@@ -72,33 +82,40 @@ def first_flight(booking: Booking) -> Segment:
     return booking.itinerary.outbound[0]
 
 
-def checkin_due(booking: Booking) -> datetime:
-    """When the airline of the first flight opens online check-in."""
-    flight = first_flight(booking)
+def reminded_flight(kind: str, booking: Booking) -> Segment | None:
+    """The flight a reminder is about: the first outbound one, or for the return kinds the
+    first flight home (None on a one-way trip)."""
+    if kind in RETURNS:
+        inbound = booking.itinerary.inbound
+        return inbound[0] if inbound else None
+    return first_flight(booking)
+
+
+def checkin_due(flight: Segment) -> datetime:
+    """When the flight's airline opens online check-in."""
     return flight.departure - (checkin_opens(flight.carrier) or DEFAULT_CHECKIN_OPENS)
 
 
-def departure_due(booking: Booking) -> datetime:
+def departure_due(flight: Segment) -> datetime:
     """08:00 local time on the day of departure, or 3 hours before departure if earlier."""
-    departure = first_flight(booking).departure
+    departure = flight.departure
     morning = departure.replace(hour=DEPARTURE_MORNING_HOUR, minute=0, second=0, microsecond=0)
     return min(morning, departure - DEPARTURE_AT_LATEST)
 
 
-def is_stale(kind: str, booking: Booking, now: datetime) -> bool:
+def is_stale(kind: str, flight: Segment, now: datetime) -> bool:
     """Whether a due reminder would come too late to be of use."""
-    if kind == CHECKIN:
-        return now - checkin_due(booking) > CHECKIN_GRACE
-    return first_flight(booking).departure - now < DEPARTURE_LAST_CALL
+    if kind in (CHECKIN, RETURN_CHECKIN):
+        return now - checkin_due(flight) > CHECKIN_GRACE
+    return flight.departure - now < DEPARTURE_LAST_CALL
 
 
 def _flight_code(segment: Segment) -> str:
     return esc(segment.flight_number)
 
 
-def _leaves(booking: Booking, now: datetime) -> str:
+def _leaves(flight: Segment, now: datetime) -> str:
     """'today at 06:30' or 'on Fri 12 Mar at 06:30', local time at the departure airport."""
-    flight = first_flight(booking)
     local = flight.departure
     today = now.astimezone(local.tzinfo).date()
     day = "today" if today == local.date() else f"on {format_day(local, today=today)}"
@@ -117,8 +134,15 @@ def _buttons(booking: Booking, *extra: Button) -> tuple[tuple[Button, ...], ...]
     return (*((button,) for button in extra), (view,), (TURN_OFF,))
 
 
-def checkin_message(booking: Booking, now: datetime) -> Message:
-    flight = first_flight(booking)
+def _route(kind: str, booking: Booking) -> str:
+    """The whole trip for the outbound reminders; the way home for the return ones."""
+    if kind in RETURNS:
+        home = booking.itinerary.inbound
+        return f"{esc(home[0].origin)} → {esc(home[-1].destination)}"
+    return texts.route(booking)
+
+
+def checkin_message(kind: str, booking: Booking, flight: Segment, now: datetime) -> Message:
     airline = esc(airline_name(flight.carrier))
     opens = checkin_opens(flight.carrier)
     if opens is not None:
@@ -133,21 +157,24 @@ def checkin_message(booking: Booking, now: datetime) -> Message:
         )
     url = None if booking.itinerary.is_demo else checkin_url(flight.carrier)
     extra = (Button(label=f"Check in with {airline_name(flight.carrier)}", url=url),) if url else ()
+    title = "Check-in is open for your return flight" if kind in RETURNS else "Check-in is open"
     lines = [
-        f"🛂 <b>Check-in is open</b> · booking <b>{esc(booking.reference)}</b>",
-        f"{texts.route(booking)} · {_flight_code(flight)} ({airline}) leaves {_leaves(booking, now)}.",
+        f"🛂 <b>{title}</b> · booking <b>{esc(booking.reference)}</b>",
+        f"{_route(kind, booking)} · {_flight_code(flight)} ({airline}) leaves "
+        f"{_leaves(flight, now)}.",
         rule,
         *_details(booking),
     ]
     return Message(text="\n".join(lines), buttons=_buttons(booking, *extra))
 
 
-def departure_message(booking: Booking, now: datetime) -> Message:
-    flight = first_flight(booking)
+def departure_message(kind: str, booking: Booking, flight: Segment, now: datetime) -> Message:
     airline = esc(airline_name(flight.carrier))
+    title = "Travel day: your flight home" if kind in RETURNS else "Travel day"
     lines = [
-        f"🧳 <b>Travel day</b> · booking <b>{esc(booking.reference)}</b>",
-        f"{texts.route(booking)} · {_flight_code(flight)} ({airline}) leaves {_leaves(booking, now)}.",
+        f"🧳 <b>{title}</b> · booking <b>{esc(booking.reference)}</b>",
+        f"{_route(kind, booking)} · {_flight_code(flight)} ({airline}) leaves "
+        f"{_leaves(flight, now)}.",
         "Airlines advise being at the airport 2 hours before departure, 3 for long flights; "
         "bring the passports you booked with.",
         *_details(booking),
@@ -155,11 +182,18 @@ def departure_message(booking: Booking, now: datetime) -> Message:
     return Message(text="\n".join(lines), buttons=_buttons(booking))
 
 
-MESSAGES: dict[str, Callable[[Booking, datetime], Message]] = {
+MESSAGES: dict[str, Callable[[str, Booking, Segment, datetime], Message]] = {
     CHECKIN: checkin_message,
     DEPARTURE: departure_message,
+    RETURN_CHECKIN: checkin_message,
+    RETURN_DEPARTURE: departure_message,
 }
-DUE: dict[str, Callable[[Booking], datetime]] = {CHECKIN: checkin_due, DEPARTURE: departure_due}
+DUE: dict[str, Callable[[Segment], datetime]] = {
+    CHECKIN: checkin_due,
+    DEPARTURE: departure_due,
+    RETURN_CHECKIN: checkin_due,
+    RETURN_DEPARTURE: departure_due,
+}
 
 
 class ReminderService:
@@ -193,7 +227,8 @@ class ReminderService:
                     offset=offset,
                 )
                 for booking in page:
-                    if DUE[kind](booking) > now:
+                    flight = reminded_flight(kind, booking)
+                    if flight is None or DUE[kind](flight) > now:
                         offset += 1
                     elif await self._handle(kind, booking, now):
                         sent += 1
@@ -213,14 +248,17 @@ class ReminderService:
         return outcome == "sent"
 
     async def _deliver(self, kind: str, booking: Booking, now: datetime) -> str:
-        if is_stale(kind, booking, now):
+        flight = reminded_flight(kind, booking)
+        if flight is None or is_stale(kind, flight, now):
             return "skipped"
         # As things are now: cancelled or refunded since it was selected, reminders turned off,
         # blocked, or the profile erased.
         current = await self._storage.get_booking(booking.id)
         profile = await self._storage.get_profile(booking.user_id)
+        flight = reminded_flight(kind, current) if current is not None else None
         if (
             current is None
+            or flight is None
             or not current.status.booked
             or profile is None
             or not profile.reminders
@@ -229,7 +267,9 @@ class ReminderService:
         ):
             return "skipped"
         try:
-            delivered = await self._notifier.notify(booking.user_id, MESSAGES[kind](current, now))
+            delivered = await self._notifier.notify(
+                booking.user_id, MESSAGES[kind](kind, current, flight, now)
+            )
         except Exception:  # any transport error: PTB stays out of services
             log.warning("reminder %s for booking %s failed", kind, booking.reference, exc_info=True)
             return "failed"

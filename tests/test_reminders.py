@@ -20,7 +20,7 @@ from services.messages import Message
 from services.models import Booking, BookingStatus, Itinerary, NewBooking, Segment
 from services.money import Money
 from services.notify import MemoryNotifier
-from services.reminders import ReminderService, checkin_due
+from services.reminders import ReminderService, checkin_due, first_flight
 from services.storage import Storage
 from tests.support.botkit import running_bot
 from tests.support.days import Clock
@@ -32,7 +32,7 @@ S = BookingStatus
 PARIS = ZoneInfo("Europe/Paris")
 LISBON = ZoneInfo("Europe/Lisbon")
 ROME = ZoneInfo("Europe/Rome")
-ZONES = {"CDG": PARIS, "LIS": LISBON}
+ZONES = {"CDG": PARIS, "LIS": LISBON, "FCO": ROME}
 # A Wednesday noon in winter (Paris on UTC+1, Lisbon on UTC+0): the clock the service runs on.
 NOW = datetime(2027, 1, 13, 12, 0, tzinfo=UTC)
 USER = 4100
@@ -46,22 +46,40 @@ def trip(
     origin: str = "CDG",
     status: BookingStatus = S.CONFIRMED,
     provider: str = "duffel",
+    returns: datetime | None = None,
+    home_carrier: str = "LH",
 ) -> NewBooking:
+    """A trip from ``origin`` to Rome; with ``returns``, a round trip flying home then on
+    ``home_carrier``."""
     price = Money(amount=14900, currency="EUR")
-    flight = Segment(
-        carrier=carrier,
-        flight_number=f"{carrier}1025",
-        origin=origin,
-        destination="FCO",
-        departure=departs.astimezone(
-            ZONES[origin]
-        ),  # in the airport's own time, as providers give it
-        arrival=(departs + timedelta(hours=2, minutes=10)).astimezone(ROME),
-    )
+    flights = [
+        Segment(
+            carrier=carrier,
+            flight_number=f"{carrier}1025",
+            origin=origin,
+            destination="FCO",
+            departure=departs.astimezone(
+                ZONES[origin]
+            ),  # in the airport's own time, as providers give it
+            arrival=(departs + timedelta(hours=2, minutes=10)).astimezone(ROME),
+        )
+    ]
+    if returns is not None:
+        flights.append(
+            Segment(
+                carrier=home_carrier,
+                flight_number=f"{home_carrier}330",
+                origin="FCO",
+                destination=origin,
+                departure=returns.astimezone(ROME),
+                arrival=(returns + timedelta(hours=2, minutes=5)).astimezone(ZONES[origin]),
+                inbound=True,
+            )
+        )
     return NewBooking(
         user_id=user_id,
         itinerary=Itinerary(
-            id=f"{provider}-{carrier}", provider=provider, segments=(flight,), price=price
+            id=f"{provider}-{carrier}", provider=provider, segments=tuple(flights), price=price
         ),
         travellers=(traveller(),),
         amount=price,
@@ -199,6 +217,105 @@ async def test_many_trips_not_due_yet_do_not_hide_one_that_is(storage: Storage) 
     assert [user for user, _ in phone.texts] == [due.user_id]
 
 
+# the flight home of a round trip -----------------------------------------------------------------
+def heads(phone: Phone, user_id: int) -> list[str]:
+    """The bold first words of each message the traveller got, in order."""
+    return [m.text.split("</b>")[0].split("<b>")[1] for m in phone.to(user_id)]
+
+
+async def test_a_round_trip_gets_both_reminders_for_the_flight_home_too(storage: Storage) -> None:
+    clock, phone = Clock(NOW), Phone()
+    reminders = service(storage, phone, clock)
+    out = NOW + timedelta(hours=40)  # Fri 15 Jan 05:00 in Paris, Air France (30 h)
+    home = datetime(2027, 1, 20, 19, 45, tzinfo=ROME)  # Wed 20 Jan, Lufthansa (23 h)
+    round_trip = await booked(storage, trip(1, out, returns=home))
+    one_way = await booked(storage, trip(2, out))
+
+    async def at(moment: datetime) -> int:
+        clock.now = moment
+        return await reminders.send_due()
+
+    assert await at(NOW + timedelta(hours=10)) == 2  # both check-ins, the outbound flight's
+    assert await at(datetime(2027, 1, 15, 2, 0, tzinfo=PARIS)) == 2  # both travel days
+    assert heads(phone, 1) == heads(phone, 2) == ["Check-in is open", "Travel day"]
+
+    opens = home - timedelta(hours=23)  # Lufthansa's 23 hours, not Air France's 30
+    assert await at(opens - timedelta(hours=7, minutes=1)) == 0
+    assert await at(opens - timedelta(minutes=1)) == 0
+    assert await at(opens) == 1
+    assert heads(phone, 1)[2:] == ["Check-in is open for your return flight"]
+    message = phone.to(1)[2]
+    assert round_trip.reference in message.text
+    assert "FCO → CDG · LH330 (Lufthansa) leaves on Wed 20 Jan at <b>19:45</b> local time " in (
+        message.text
+    )
+    assert "from FCO" in message.text
+    assert "Lufthansa opens online check-in 23 hours before departure" in message.text
+    links = [b.url for row in message.buttons for b in row if b.url]
+    assert links == ["https://www.lufthansa.com/de/en/online-check-in"]  # its airline's
+    actions = [b.action for row in message.buttons for b in row if b.action]
+    assert actions == ["!booking", "!remindersoff"]
+
+    assert await at(datetime(2027, 1, 20, 7, 59, tzinfo=ROME)) == 0
+    assert await at(datetime(2027, 1, 20, 8, 0, tzinfo=ROME)) == 1  # 08:00 in Rome
+    (travel_home,) = phone.to(1)[3:]
+    assert "<b>Travel day: your flight home</b>" in travel_home.text
+    assert "LH330 (Lufthansa) leaves today at <b>19:45</b> local time from FCO" in (
+        travel_home.text
+    )
+    assert await at(home - timedelta(hours=2)) == 0  # each once
+    assert len(phone.to(1)) == 4
+    assert len(phone.to(one_way.user_id)) == 2  # a one-way trip: nothing more
+
+
+async def test_the_flight_home_has_its_own_grace_and_its_own_send_time_checks(
+    storage: Storage,
+) -> None:
+    clock = Clock(NOW)
+    # Leaving in 2 hours: the outbound check-in is long stale, its travel day still of use,
+    # and the way home's rules are measured from the flight home. British Airways: 24 h.
+    soon = NOW + timedelta(hours=2)
+    fresh = await booked(
+        storage, trip(1, soon, returns=NOW + timedelta(hours=21, minutes=1), home_carrier="BA")
+    )  # its check-in opened 2 h 59 m ago: still sent
+    stale = await booked(
+        storage, trip(2, soon, returns=NOW + timedelta(hours=20, minutes=50), home_carrier="BA")
+    )  # opened 3 h 10 m ago: skipped
+    cancelled = await booked(storage, trip(3, soon, returns=NOW + timedelta(days=3)))
+    switched_off = await booked(storage, trip(4, soon, returns=NOW + timedelta(days=3)))
+    blocked = await booked(storage, trip(5, soon, returns=NOW + timedelta(days=3)))
+    going = await booked(storage, trip(6, soon, returns=NOW + timedelta(days=3)))
+    phone = Phone()
+    reminders = service(storage, phone, clock)
+
+    assert await reminders.send_due() == 7  # six travel days, one return check-in
+    assert heads(phone, fresh.user_id) == ["Travel day", "Check-in is open for your return flight"]
+    assert heads(phone, stale.user_id) == ["Travel day"]
+    clock.now = NOW + timedelta(hours=19)  # 08:00 in Rome: both flights home, still of use
+    assert await reminders.send_due() == 2
+    for user_id in (fresh.user_id, stale.user_id):
+        assert heads(phone, user_id)[-1] == "Travel day: your flight home"
+
+    # Back from the trip early, or changed their mind; the last one blocks the bot.
+    assert await storage.transition(cancelled.id, S.CONFIRMED, S.CANCELLED)
+    await storage.set_reminders(switched_off.user_id, False)
+    phone.blocked.add(blocked.user_id)
+    clock.now = NOW + timedelta(days=2, hours=2)  # the four flights home: check-in open (LH)
+    assert await reminders.send_due() == 1
+    assert heads(phone, going.user_id) == ["Travel day", "Check-in is open for your return flight"]
+    for user_id in (cancelled.user_id, switched_off.user_id, blocked.user_id):
+        assert heads(phone, user_id) == ["Travel day"]
+    profile = await storage.get_profile(blocked.user_id)
+    assert profile is not None
+    assert profile.bot_blocked
+    clock.now = NOW + timedelta(days=3) - timedelta(hours=3)  # travel day home
+    assert await reminders.send_due() == 1
+    assert heads(phone, going.user_id)[-1] == "Travel day: your flight home"
+    for user_id in (cancelled.user_id, switched_off.user_id, blocked.user_id):
+        assert heads(phone, user_id) == ["Travel day"]
+    assert len(phone.to(stale.user_id)) == 2
+
+
 # who gets none -----------------------------------------------------------------------------------
 async def test_no_reminder_for_a_trip_that_is_not_booked(storage: Storage) -> None:
     clock, phone = Clock(NOW + timedelta(hours=1)), Phone()  # Air France's check-in: open
@@ -271,8 +388,13 @@ async def test_two_workers_racing_send_each_reminder_once(
 ) -> None:
     other_storage = await storage_factory.open()
     clock, phone = Clock(NOW + timedelta(hours=1)), Phone()  # Air France's check-in: open
+    home = NOW + timedelta(days=4)  # Sun 17 Jan 13:00 in Rome
     trips = [
-        await booked(storage, trip(100 + n, NOW + timedelta(hours=30, minutes=n))) for n in range(8)
+        await booked(
+            storage,
+            trip(100 + n, NOW + timedelta(hours=30, minutes=n), returns=home if n % 2 else None),
+        )
+        for n in range(8)
     ]
     workers = [service(s, phone, clock) for s in (storage, other_storage) * 3]
 
@@ -282,9 +404,17 @@ async def test_two_workers_racing_send_each_reminder_once(
     travel_days = await asyncio.gather(*(worker.send_due() for worker in workers))
     assert sum(travel_days) == len(trips)
 
-    for booking in trips:
-        heads = sorted(m.text.split("</b>")[0] for m in phone.to(booking.user_id))
-        assert heads == ["🛂 <b>Check-in is open", "🧳 <b>Travel day"]
+    clock.now = home - timedelta(hours=23)  # Lufthansa's check-in for the flight home
+    return_checkins = await asyncio.gather(*(worker.send_due() for worker in workers))
+    clock.now = home - timedelta(hours=5)  # 08:00 in Rome
+    return_travel_days = await asyncio.gather(*(worker.send_due() for worker in workers))
+    assert sum(return_checkins) == sum(return_travel_days) == len(trips) // 2
+
+    for n, booking in enumerate(trips):
+        expected = ["Check-in is open", "Travel day"]
+        if n % 2:
+            expected += ["Check-in is open for your return flight", "Travel day: your flight home"]
+        assert heads(phone, booking.user_id) == expected
     assert await asyncio.gather(*(w.send_due() for w in workers)) == [0] * len(workers)
 
 
@@ -338,7 +468,7 @@ async def test_the_button_on_a_reminder_turns_them_off(seam: SeamKit) -> None:
     booking = await seam.booked(chat)
     assert booking.status is S.CONFIRMED
     departs = booking.itinerary.departure
-    seam.clock.now = checkin_due(booking) + timedelta(minutes=1)
+    seam.clock.now = checkin_due(first_flight(booking)) + timedelta(minutes=1)
     assert await seam.services.reminders.send_due() == 1
     reminder = chat.last
     assert "Check-in is open" in reminder.text

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
+from contextlib import closing
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
 from services.admin import AdminService, Period
@@ -34,10 +37,13 @@ from services.models import (
 from services.money import Money
 from services.storage.base import (
     REFERENCE_ALPHABET,
+    REMINDER_KINDS,
     BookingNotFoundError,
     Storage,
     StorageUnavailableError,
 )
+from services.storage.migrate import MIGRATIONS_DIR
+from services.storage.sqlite import SCHEMA_STEPS
 from tests.support.supabase_stack import StorageFactory
 
 LISBON = ZoneInfo("Europe/Lisbon")
@@ -965,6 +971,158 @@ async def test_reminder_candidates_are_booked_trips_leaving_in_the_window(
     assert [b.id for b in departure_day] == [soon.id, later.id]  # each kind on its own
     with pytest.raises(ValueError, match="no reminder kind"):
         await storage.list_reminder_candidates("boarding", departs_after=now, departs_until=now)
+
+
+async def test_return_reminder_candidates_are_round_trips_flying_home_in_the_window(
+    storage: Storage,
+) -> None:
+    now = datetime(2027, 3, 10, 12, 0, tzinfo=LISBON)
+    paris = ZoneInfo("Europe/Paris")
+    for user_id in (1, 2, 3):
+        await storage.upsert_profile(user_id)
+    await storage.set_reminders(2, False)
+    # Away already, flying home in 5 hours; its outbound flight is long gone.
+    away = await storage.create_booking(
+        departing(1, now - timedelta(days=2), returns=now + timedelta(hours=5))
+    )
+    # Leaving in 3 hours, home at 10:00 in Paris the day after tomorrow (46 h from now).
+    weekend = await storage.create_booking(
+        departing(3, now + timedelta(hours=3), returns=datetime(2027, 3, 12, 11, 0, tzinfo=paris))
+    )
+    one_way = await storage.create_booking(departing(1, now + timedelta(hours=4)))
+    for left_out in (
+        departing(1, now - timedelta(days=1), returns=now + timedelta(hours=49)),  # not yet
+        departing(1, now - timedelta(days=1), returns=now - timedelta(minutes=1)),  # gone
+        departing(1, now - timedelta(days=1), returns=now + timedelta(hours=6), status=S.CANCELLED),
+        departing(1, now - timedelta(days=1), returns=now + timedelta(hours=6), status=S.REFUNDED),
+        departing(2, now - timedelta(days=1), returns=now + timedelta(hours=6)),  # reminders off
+    ):
+        await storage.create_booking(left_out)
+
+    def window(kind: str, **more: Any) -> Any:
+        return storage.list_reminder_candidates(
+            kind, departs_after=now, departs_until=now + timedelta(hours=48), **more
+        )
+
+    # Ranged over the flight home's departure, earliest first; a one-way trip has none.
+    assert [b.id for b in await window("return_checkin")] == [away.id, weekend.id]
+    assert [b.id for b in await window("return_departure", offset=1)] == [weekend.id]
+    assert [b.id for b in await window("return_departure", limit=1)] == [away.id]
+    # The outbound kinds still range over the outbound departure.
+    assert [b.id for b in await window("checkin")] == [weekend.id, one_way.id]
+
+    assert await storage.claim_reminder(weekend.id, "checkin")  # the outbound one's claim...
+    assert [b.id for b in await window("return_checkin")] == [away.id, weekend.id]  # ...not this
+    assert await storage.claim_reminder(away.id, "return_checkin")
+    assert not await storage.claim_reminder(away.id, "return_checkin")
+    assert [b.id for b in await window("return_checkin")] == [weekend.id]
+    assert [b.id for b in await window("return_departure")] == [away.id, weekend.id]
+    assert await storage.finish_reminder(away.id, "return_checkin", "sent")
+
+
+async def test_the_due_selection_is_an_index_range_for_every_kind(
+    storage_factory: StorageFactory,
+) -> None:
+    """Each kind reads its own departure index, never the whole table: SQLite names the index
+    (``INDEXED BY``: a query that cannot use it is an error, not a scan), and PostgreSQL's plan
+    for the function's query, shown by auto_explain, is a scan of that index."""
+    storage = await storage_factory.open()
+    now = utcnow()
+    await storage.upsert_profile(1)
+    await storage.create_booking(
+        departing(1, now + timedelta(hours=5), returns=now + timedelta(hours=30))
+    )
+    expected = {
+        "checkin": "bookings_departs_at_idx",
+        "departure": "bookings_departs_at_idx",
+        "return_checkin": "bookings_returns_at_idx",
+        "return_departure": "bookings_returns_at_idx",
+    }
+    assert set(expected) == REMINDER_KINDS
+    for kind in sorted(expected):
+        found = await storage.list_reminder_candidates(
+            kind, departs_after=now, departs_until=now + timedelta(hours=48)
+        )
+        assert len(found) == 1
+    stack = storage_factory.stack
+    if stack is None:
+        return
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        plans: list[str] = []
+        conn.add_log_listener(lambda _conn, message: plans.append(message.message))
+        for setting in (
+            "load 'auto_explain'",
+            "set auto_explain.log_min_duration = 0",
+            "set auto_explain.log_nested_statements = on",
+            "set auto_explain.log_level = notice",
+            "set enable_seqscan = off",  # a handful of rows: a scan would win on cost alone
+        ):
+            await conn.execute(setting)
+        for kind, index in expected.items():
+            plans.clear()
+            rows = await conn.fetch(
+                "select id from public.reminder_candidates($1, $2, $3, 100, 0)",
+                kind,
+                now,
+                now + timedelta(hours=48),
+            )
+            assert len(rows) == 1
+            (inner,) = [plan for plan in plans if "public.booking_reminders" in plan]
+            assert f"Index Scan using {index} on bookings" in inner or (
+                f"Bitmap Index Scan on {index}" in inner
+            ), inner
+    finally:
+        await conn.close()
+
+
+async def test_bookings_made_before_the_reminders_migration_are_backfilled(
+    storage_factory: StorageFactory,
+) -> None:
+    """The migration's backfill (SQL on the itinerary JSON, in each dialect) gives bookings
+    made before it the same departures the bot writes: the outbound flight's, and the first
+    flight home's, as instants whatever zone the segments are in."""
+    storage = await storage_factory.open()
+    now = utcnow()
+    paris = ZoneInfo("Europe/Paris")
+    await storage.upsert_profile(1)
+    round_trip = await storage.create_booking(
+        departing(
+            1, (now + timedelta(hours=5)).astimezone(paris), returns=now + timedelta(hours=30)
+        )
+    )
+    one_way = await storage.create_booking(departing(1, now + timedelta(hours=6)))
+
+    async def candidates() -> list[list[str]]:
+        return [
+            [
+                b.id
+                for b in await storage.list_reminder_candidates(
+                    kind, departs_after=now, departs_until=now + timedelta(hours=48)
+                )
+            ]
+            for kind in ("checkin", "return_checkin")
+        ]
+
+    written = await candidates()
+    assert written == [[round_trip.id, one_way.id], [round_trip.id]]
+    forget = "update bookings set departs_at = null, returns_at = null"
+    stack = storage_factory.stack
+    if stack is None:
+        (step,) = [s for s in SCHEMA_STEPS if any("returns_at" in statement for statement in s)]
+        backfills = [statement for statement in step if "UPDATE bookings" in statement]
+        with closing(sqlite3.connect(storage_factory.sqlite_path)) as raw, raw:
+            raw.execute(forget)
+            for statement in backfills:
+                raw.execute(statement)
+    else:
+        migration = (MIGRATIONS_DIR / "20261204000200_reminders.sql").read_text()
+        backfills = re.findall(r"^update public\.bookings .*?;$", migration, re.M | re.S)
+        await stack.admin.execute(forget)
+        for statement in backfills:
+            await stack.admin.execute(statement)
+    assert len(backfills) == 2
+    assert await candidates() == written
 
 
 async def test_a_reminder_is_claimed_exactly_once_under_concurrency(

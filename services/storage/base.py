@@ -59,8 +59,10 @@ PURGE_BATCH = 5000
 RETENTION_TABLES = ("admin_audit", "payment_events", "flight_searches")
 
 # Trip reminders: the kinds a booking gets (one row each in booking_reminders, claimed before
-# sending), and how a claimed one ended.
-REMINDER_KINDS = frozenset({"checkin", "departure"})
+# sending), and how a claimed one ended. The return_ kinds are for the flight home of a round
+# trip, selected on bookings.returns_at instead of bookings.departs_at.
+REMINDER_KINDS = frozenset({"checkin", "departure", "return_checkin", "return_departure"})
+RETURN_REMINDER_KINDS = frozenset({"return_checkin", "return_departure"})
 REMINDER_OUTCOMES = frozenset({"sent", "skipped", "bot_blocked", "failed"})
 
 
@@ -281,10 +283,12 @@ class Storage(ABC):
         limit: int = 100,
         offset: int = 0,
     ) -> list[Booking]:
-        """Paid or confirmed bookings whose outbound flight leaves in (``departs_after``,
+        """Paid or confirmed bookings whose reminded flight leaves in (``departs_after``,
         ``departs_until``], whose owner has a profile with reminders on and is blocked by
         neither side, and that have no ``kind`` reminder row yet; earliest departure first
-        (then id). Read through an index on the departure, never the whole table."""
+        (then id). The reminded flight is the outbound one, or for ``RETURN_REMINDER_KINDS``
+        the first flight home (one-way trips have none). Read through an index on that
+        departure (``departs_at`` / ``returns_at``), never the whole table."""
 
     @abstractmethod
     async def claim_reminder(self, booking_id: str, kind: str) -> bool:

@@ -35,6 +35,7 @@ from services.storage.base import (
     REFERENCE_ALPHABET,
     REMINDER_KINDS,
     REMINDER_OUTCOMES,
+    RETURN_REMINDER_KINDS,
     SEARCH_STAGES,
 )
 from services.storage.sealing import SEALED, Sealer
@@ -137,6 +138,12 @@ def booking_row(
         "return_date": booking.return_date.isoformat() if booking.return_date else None,
         # The outbound departure as an instant: what the reminders' due selection ranges over.
         "departs_at": aware(booking.itinerary.departure).isoformat(),
+        # The flight home's, likewise (None for a one-way trip): the return reminders'.
+        "returns_at": (
+            aware(returns).isoformat()
+            if (returns := booking.itinerary.return_departure) is not None
+            else None
+        ),
         "travellers": travellers_to_json(booking.travellers, sealer=sealer),
         "amount_minor": booking.amount.amount,
         "currency": booking.amount.currency,
@@ -197,6 +204,12 @@ def provider_order_update(
 def check_reminder_kind(kind: str) -> None:
     if kind not in REMINDER_KINDS:
         raise ValueError(f"no reminder kind {kind!r}; kinds: {', '.join(sorted(REMINDER_KINDS))}")
+
+
+def reminder_column(kind: str) -> str:
+    """The bookings column a kind's due selection ranges over (each has its own index)."""
+    check_reminder_kind(kind)
+    return "returns_at" if kind in RETURN_REMINDER_KINDS else "departs_at"
 
 
 def check_reminder_outcome(outcome: str) -> None:

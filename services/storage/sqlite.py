@@ -294,10 +294,23 @@ SCHEMA_STEPS: tuple[tuple[str, ...], ...] = (
         )
         """,
         "CREATE INDEX bookings_departs_at_idx ON bookings (departs_at)",
+        "ALTER TABLE bookings ADD COLUMN returns_at TEXT",
+        # The first inbound segment's (the flight home of a round trip; NULL for one-way).
+        """
+        UPDATE bookings SET returns_at = (
+            SELECT strftime('%Y-%m-%dT%H:%M:%S', json_extract(s.value, '$.departure'))
+                   || '.000000+00:00'
+            FROM json_each(bookings.itinerary, '$.segments') AS s
+            WHERE coalesce(json_extract(s.value, '$.inbound'), 0)
+            ORDER BY s.key LIMIT 1
+        )
+        """,
+        "CREATE INDEX bookings_returns_at_idx ON bookings (returns_at)",
         """
         CREATE TABLE booking_reminders (
             booking_id TEXT NOT NULL REFERENCES bookings (id) ON DELETE CASCADE,
-            kind TEXT NOT NULL CHECK (kind IN ('checkin', 'departure')),
+            kind TEXT NOT NULL
+                CHECK (kind IN ('checkin', 'departure', 'return_checkin', 'return_departure')),
             status TEXT NOT NULL DEFAULT 'sending'
                 CHECK (status IN ('sending', 'sent', 'skipped', 'bot_blocked', 'failed')),
             claimed_at TEXT NOT NULL,
@@ -602,6 +615,7 @@ class SQLiteStorage(Storage):
                 sealer=self._sealer,
             )
             now = _now()
+            returns = booking.itinerary.return_departure
             values = {
                 **row,
                 "itinerary": json.dumps(row["itinerary"]),
@@ -610,6 +624,7 @@ class SQLiteStorage(Storage):
                     _ts(booking.payment_deadline) if booking.payment_deadline else None
                 ),
                 "departs_at": _ts(booking.itinerary.departure),
+                "returns_at": _ts(returns) if returns else None,
                 "created_at": now,
                 "updated_at": now,
             }
@@ -874,21 +889,21 @@ class SQLiteStorage(Storage):
         limit: int = 100,
         offset: int = 0,
     ) -> list[Booking]:
-        rows.check_reminder_kind(kind)
+        column = rows.reminder_column(kind)  # departs_at or returns_at: ours, never input
         if limit <= 0:
             return []
         # The departure index, named: without statistics SQLite's planner would rather walk
         # the status index, every confirmed booking there is (benchmarks/reminders.py).
         found = await self._all(
-            """
-            SELECT b.* FROM bookings AS b INDEXED BY bookings_departs_at_idx
+            f"""
+            SELECT b.* FROM bookings AS b INDEXED BY bookings_{column}_idx
             JOIN profiles AS p ON p.id = b.user_id
-            WHERE b.departs_at > ? AND b.departs_at <= ? AND b.status IN (?, ?)
+            WHERE b.{column} > ? AND b.{column} <= ? AND b.status IN (?, ?)
               AND p.reminders = 1 AND p.blocked = 0 AND p.bot_blocked = 0
               AND NOT EXISTS (SELECT 1 FROM booking_reminders AS r
                               WHERE r.booking_id = b.id AND r.kind = ?)
-            ORDER BY b.departs_at, b.id LIMIT ? OFFSET ?
-            """,
+            ORDER BY b.{column}, b.id LIMIT ? OFFSET ?
+            """,  # noqa: S608 - the column is one of two names of ours
             (
                 _ts(departs_after),
                 _ts(departs_until),
