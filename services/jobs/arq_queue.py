@@ -29,7 +29,14 @@ from typing import Any, cast
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import Function, Retry, Worker, func
 
-from services.jobs.base import JobCatalogue, ScheduledJob, TaskJob, give_up, run_tick
+from services.jobs.base import (
+    JobCatalogue,
+    RetryLaterError,
+    ScheduledJob,
+    TaskJob,
+    run_tick,
+    try_task,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,24 +157,10 @@ class ArqRunner:
 
     def _task_function(self, job: TaskJob) -> Function:
         async def run(ctx: dict[str, Any], **kwargs: Any) -> None:
-            attempt = int(ctx.get("job_try", 1))
             try:
-                await job.run(**kwargs)
-            except job.retry_on as error:
-                if attempt >= job.backoff.attempts:
-                    log.warning("job %s given up after %d tries: %s", job.name, attempt, error)
-                    await give_up(job, error, kwargs)
-                    return
-                pause = job.backoff.pause(attempt)
-                log.info(
-                    "job %s failed (try %d of %d: %s); retrying in %.1f s",
-                    job.name,
-                    attempt,
-                    job.backoff.attempts,
-                    error,
-                    pause,
-                )
-                raise Retry(defer=pause) from error
+                await try_task(job, kwargs, int(ctx.get("job_try", 1)))
+            except RetryLaterError as later:
+                raise Retry(defer=later.pause) from later.__cause__
 
         # arq's own try limit above ours: a worker killed mid-try also counts as a try.
         return func(run, name=job.name, max_tries=job.backoff.attempts + 3, keep_result=60)

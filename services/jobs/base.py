@@ -145,3 +145,35 @@ async def give_up(job: TaskJob, error: BaseException, kwargs: Mapping[str, Any])
         await job.gave_up(error, kwargs)
     except Exception:  # the hook alerts; its own failure must not take the worker down
         log.exception("job %s: the give-up hook failed", job.name)
+
+
+class RetryLaterError(Exception):
+    """A try failed with an error worth another (``retry_on``): the next, ``pause`` seconds on."""
+
+    def __init__(self, pause: float) -> None:
+        super().__init__(pause)
+        self.pause = pause
+
+
+async def try_task(job: TaskJob, kwargs: Mapping[str, Any], attempt: int) -> None:
+    """Try ``job`` for the ``attempt``-th time; both queues wait and count in their own way.
+
+    Raises ``RetryLaterError`` (from the error) while tries are left, runs the give-up hook once they
+    are spent; an error outside ``retry_on`` is raised as it is."""
+    try:
+        await job.run(**kwargs)
+    except job.retry_on as error:
+        if attempt >= job.backoff.attempts:
+            log.warning("job %s given up after %d tries: %s", job.name, attempt, error)
+            await give_up(job, error, kwargs)
+            return
+        pause = job.backoff.pause(attempt)
+        log.info(
+            "job %s failed (try %d of %d: %s); retrying in %.1f s",
+            job.name,
+            attempt,
+            job.backoff.attempts,
+            error,
+            pause,
+        )
+        raise RetryLaterError(pause) from error

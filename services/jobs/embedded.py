@@ -13,7 +13,7 @@ import contextlib
 import logging
 from typing import Any
 
-from services.jobs.base import JobCatalogue, TaskJob, give_up, run_tick
+from services.jobs.base import JobCatalogue, RetryLaterError, TaskJob, run_tick, try_task
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +68,10 @@ class EmbeddedJobs:
         attempt = 1
         while True:
             try:
-                await job.run(**kwargs)
-            except job.retry_on as error:
-                if attempt >= job.backoff.attempts:
-                    log.warning("job %s given up after %d tries: %s", job.name, attempt, error)
-                    await give_up(job, error, kwargs)
-                    return
-                pause = job.backoff.pause(attempt)
-                log.info(
-                    "job %s failed (try %d of %d: %s); retrying in %.1f s",
-                    job.name,
-                    attempt,
-                    job.backoff.attempts,
-                    error,
-                    pause,
-                )
+                await try_task(job, kwargs, attempt)
+            except RetryLaterError as later:
                 attempt += 1
-                await asyncio.sleep(pause)
+                await asyncio.sleep(later.pause)
             except Exception:
                 log.exception("job %s failed; not retried", job.name)
                 return
