@@ -381,6 +381,22 @@ async def open_services(
     return services
 
 
+async def _open_application(
+    settings: Settings, stack: AsyncExitStack, token: str | None, base_url: str | None
+) -> Application[Any, Any, Any, Any, Any, Any]:
+    """The Bot API client, initialized (getMe done: the bot's id keys every chat's state, its
+    username the return links); shut down by ``stack``."""
+    bot_token = token or (
+        settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
+    )
+    if bot_token is None:
+        raise RuntimeError("TELEGRAM_BOT_TOKEN: is required for this command")
+    application = build_application(settings, token=bot_token, base_url=base_url)
+    await application.initialize()
+    stack.push_async_callback(application.shutdown)
+    return application
+
+
 @asynccontextmanager
 async def open_runtime(
     settings: Settings,
@@ -398,15 +414,7 @@ async def open_runtime(
     the current instant for every service and flow (tests fix it; a day must not depend on when
     the suite runs)."""
     async with AsyncExitStack() as stack:
-        bot_token = token or (
-            settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
-        )
-        if bot_token is None:
-            raise RuntimeError("TELEGRAM_BOT_TOKEN: is required for this command")
-        application = build_application(settings, token=bot_token, base_url=telegram_base_url)
-        # getMe first: the bot's id keys every chat's state, its username the return links.
-        await application.initialize()
-        stack.push_async_callback(application.shutdown)
+        application = await _open_application(settings, stack, token, telegram_base_url)
         services = await open_services(
             settings,
             stack,
@@ -457,14 +465,7 @@ async def open_worker(
         raise RuntimeError("REDIS_URL: is required for 'travelbot worker' (the job queue)")
     settings = settings.model_copy(update={"job_queue_backend": "arq"})
     async with AsyncExitStack() as stack:
-        bot_token = token or (
-            settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
-        )
-        if bot_token is None:
-            raise RuntimeError("TELEGRAM_BOT_TOKEN: is required for this command")
-        application = build_application(settings, token=bot_token, base_url=telegram_base_url)
-        await application.initialize()
-        stack.push_async_callback(application.shutdown)
+        application = await _open_application(settings, stack, token, telegram_base_url)
         services = await open_services(
             settings,
             stack,

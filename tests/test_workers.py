@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import re
 import secrets
 import signal
@@ -35,6 +34,7 @@ from conversations.state_redis import RedisStateStore
 from tests.support.botkit import BotKit
 from tests.support.redis_db import delete_prefixed
 from tests.support.supabase_stack import SupabaseStack
+from tests.support.workers import bot_environment
 from tests.test_conversation_e2e import (
     TRAVELLER,
     TRAVELLER_REST,
@@ -44,8 +44,6 @@ from tests.test_conversation_e2e import (
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_LINE = "travelbot webhook: listening on port"
-# What a worker may inherit from whoever runs the tests: nothing that picks an adapter.
-_ADAPTER_SETTINGS = ("REDIS", "SUPABASE", "STRIPE", "TELEGRAM", "KIWI", "DATABASE_URL", "PUBLIC_")
 
 
 def free_port() -> int:
@@ -128,29 +126,22 @@ class WorkerEnv:
     supabase: SupabaseStack | None = None
 
     def environment(self, port: int) -> dict[str, str]:
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith(_ADAPTER_SETTINGS)}
-        env = {
-            **inherited,
-            "PTB_TIMEDELTA": "true",
-            "TELEGRAM_BOT_TOKEN": self.token,
-            "TELEGRAM_API_BASE_URL": self.sandbox_url,
+        env = bot_environment(
+            token=self.token,
+            telegram_url=self.sandbox_url,
+            redis_url=self.redis_url,
+            redis_prefix=self.redis_prefix,
+            sqlite_path=self.folder / "bot.sqlite3",
+            supabase=self.supabase,
+        )
+        return env | {
             "TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{port}/telegram/webhook",
             "TELEGRAM_WEBHOOK_SECRET": self.secret,
             "PORT": str(port),
-            "REDIS_URL": self.redis_url,
-            "REDIS_PREFIX": self.redis_prefix,
-            "SQLITE_PATH": str(self.folder / "bot.sqlite3"),
-            "FLIGHT_PROVIDER": "demo",
-            "LOG_LEVEL": "INFO",
             # Each webhook process runs the background jobs itself, as on one dyno without a
             # worker; the arq queue's processes are tests/support/workers.py's.
             "JOB_QUEUE_BACKEND": "embedded",
         }
-        if self.supabase is not None:
-            env["SUPABASE_URL"] = self.supabase.url
-            env["SUPABASE_SERVICE_ROLE_KEY"] = self.supabase.service_key
-            env["DATA_ENCRYPTION_KEYS"] = self.supabase.data_key
-        return env
 
     def spawn(self, name: str) -> Worker:
         port = free_port()

@@ -36,6 +36,37 @@ _ADAPTER_SETTINGS = ("REDIS", "SUPABASE", "STRIPE", "TELEGRAM", "KIWI", "DATABAS
 _JOB_LINE = re.compile(r"[→←] (?P<id>\S+):(?P<name>[a-z_.]+)(?:\(|\s)")
 
 
+def bot_environment(
+    *,
+    token: str,
+    telegram_url: str,
+    redis_url: str,
+    redis_prefix: str,
+    sqlite_path: Path,
+    supabase: SupabaseStack | None = None,
+) -> dict[str, str]:
+    """What every bot process a test starts is given (``travelbot worker`` here, ``travelbot
+    webhook`` in tests/test_workers.py): the caller's environment but anything that picks an
+    adapter, the sandbox Bot API, one Redis prefix, one database and demo fares."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(_ADAPTER_SETTINGS)}
+    env = {
+        **inherited,
+        "PTB_TIMEDELTA": "true",
+        "TELEGRAM_BOT_TOKEN": token,
+        "TELEGRAM_API_BASE_URL": telegram_url,
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": redis_prefix,
+        "SQLITE_PATH": str(sqlite_path),
+        "FLIGHT_PROVIDER": "demo",
+        "LOG_LEVEL": "INFO",
+    }
+    if supabase is not None:
+        env["SUPABASE_URL"] = supabase.url
+        env["SUPABASE_SERVICE_ROLE_KEY"] = supabase.service_key
+        env["DATA_ENCRYPTION_KEYS"] = supabase.data_key
+    return env
+
+
 @dataclass
 class JobWorker:
     name: str
@@ -118,26 +149,20 @@ class JobWorkers:
         return self.folder / "bot.sqlite3"
 
     def environment(self) -> dict[str, str]:
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith(_ADAPTER_SETTINGS)}
-        env = {
-            **inherited,
-            "PTB_TIMEDELTA": "true",
-            "TELEGRAM_BOT_TOKEN": self.token,
-            "TELEGRAM_API_BASE_URL": self.telegram_url,
-            "REDIS_URL": self.redis_url,
-            "REDIS_PREFIX": self.redis_prefix,
+        env = bot_environment(
+            token=self.token,
+            telegram_url=self.telegram_url,
+            redis_url=self.redis_url,
+            redis_prefix=self.redis_prefix,
+            sqlite_path=self.sqlite_path,
+            supabase=self.supabase,
+        )
+        env |= {
             "JOB_QUEUE_NAME": self.queue_name,
-            "SQLITE_PATH": str(self.sqlite_path),
-            "FLIGHT_PROVIDER": "demo",
-            "LOG_LEVEL": "INFO",
             # Quick ticks, and a killed worker's job taken over within seconds.
             "SWEEP_INTERVAL_SECONDS": "0.5",
             "JOB_TIMEOUT_SECONDS": "2",
         }
-        if self.supabase is not None:
-            env["SUPABASE_URL"] = self.supabase.url
-            env["SUPABASE_SERVICE_ROLE_KEY"] = self.supabase.service_key
-            env["DATA_ENCRYPTION_KEYS"] = self.supabase.data_key
         return {**env, **self.extra}
 
     def spawn(self, name: str) -> JobWorker:
