@@ -14,9 +14,10 @@ record and the send loses that message, which beats telling the traveller twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import NamedTuple
 
 from services import metrics
 from services.alert_models import AlertStatus, AlertUpdate, NewPriceAlert, PriceAlert
@@ -56,6 +57,16 @@ class _Found:
     failed: bool = False
 
 
+class Watched(NamedTuple):
+    alert: PriceAlert
+    replaced: bool  # the traveller watched this search already: that alert gave way
+
+
+def _on_search(alerts: Iterable[PriceAlert], query: SearchQuery) -> PriceAlert | None:
+    """The alert among ``alerts`` that watches this very search, if any."""
+    return next((alert for alert in alerts if alert.search() == query), None)
+
+
 class AlertService:
     """Creates, lists and changes a traveller's alerts, and checks the due ones."""
 
@@ -84,13 +95,13 @@ class AlertService:
 
     async def watch(
         self, user_id: int, query: SearchQuery, *, target: Money | None, lowest: Money | None
-    ) -> PriceAlert:
+    ) -> Watched:
         """Start watching ``query``: told when its cheapest fare is at or below ``target``, or
         (``target`` None) whenever it drops below the lowest seen, starting from ``lowest``.
         Raises ``AlertLimitError`` when the traveller already keeps ``max_per_user``. Watching
         a search they already watch replaces that alert (a new price, not a second message
         for every drop)."""
-        earlier = await self.watching(user_id, query)
+        earlier = _on_search(await self.alerts_of(user_id), query)
         if earlier is not None:
             await self._storage.delete_alert(earlier.id, user_id)
         alert = NewPriceAlert.watching(
@@ -103,20 +114,16 @@ class AlertService:
         created = await self._storage.create_alert(alert, limit=self.max_per_user)
         if created is None:
             raise AlertLimitError(self.max_per_user)
-        return created
+        return Watched(created, replaced=earlier is not None)
 
     async def alerts_of(self, user_id: int) -> list[PriceAlert]:
         return await self._storage.list_alerts(user_id)
-
-    async def watching(self, user_id: int, query: SearchQuery) -> PriceAlert | None:
-        """The traveller's unfinished alert on this very search, if any."""
-        return next((a for a in await self.alerts_of(user_id) if a.search() == query), None)
 
     async def at_limit(self, user_id: int, query: SearchQuery | None = None) -> bool:
         """Whether one more alert would pass the cap; ``query``, if watched already, would
         replace its alert, so it never does."""
         alerts = await self.alerts_of(user_id)
-        if query is not None and any(alert.search() == query for alert in alerts):
+        if query is not None and _on_search(alerts, query) is not None:
             return False
         return len(alerts) >= self.max_per_user
 

@@ -75,7 +75,7 @@ class Rig:
         drop). The alert and that cheapest fare."""
         now = await self.cheapest(query)
         target = Money(amount=now.amount - below, currency="EUR") if below is not None else None
-        alert = await self.service.watch(user_id, query, target=target, lowest=now)
+        alert, _ = await self.service.watch(user_id, query, target=target, lowest=now)
         return alert, now
 
     async def run_later(self, span: timedelta = LATER) -> int:

@@ -162,9 +162,10 @@ async def _watch(deps: FlowDeps, conv: Conversation, event: Event, target: Money
         return _keep(conv, notice=NOT_AVAILABLE)
     lowest = conv.alert.lowest if conv.alert else None
     query = conv.results.query
-    replacing = await deps.alerts.watching(event.user.id, query) is not None
     try:
-        alert = await deps.alerts.watch(event.user.id, query, target=target, lowest=lowest)
+        alert, replacing = await deps.alerts.watch(
+            event.user.id, query, target=target, lowest=lowest
+        )
     except AlertLimitError as error:
         done = Message(text=_limit_text(error.limit))
     else:
