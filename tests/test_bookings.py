@@ -51,7 +51,7 @@ from services.storage.base import Storage
 from tests.standins.kiwi import KiwiStandIn
 from tests.standins.stripe import StripeStandin
 from tests.support.botkit import running_bot
-from tests.support.days import next_winter_day
+from tests.support.fares import winter_trip
 from tests.support.supabase_stack import StorageFactory
 from tests.test_conversation_e2e import TRAVELLER, TRAVELLER_REST, to_results
 from tests.test_workers import new_user
@@ -610,13 +610,7 @@ async def test_an_unanswered_kiwi_payment_confirmation_is_left_to_a_person(
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
-        [offer, *_] = await kiwi.search(
-            SearchQuery(
-                origin=places.airport_location("LIS"),
-                destination=places.airport_location("FRA"),
-                departure=next_winter_day(today_anywhere()),
-            )
-        )
+        [offer, *_] = await kiwi.search(winter_trip(places))
         booking, session = await service.start_checkout(USER, offer, (traveller(),))
         tequila.confirm_outcome = "error"
         completed = world.stripe.complete_session(session.id)

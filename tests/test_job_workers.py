@@ -37,15 +37,13 @@ from services.models import (
     Booking,
     BookingStatus,
     BroadcastStatus,
-    SearchQuery,
-    today_anywhere,
     utcnow,
 )
 from services.money import Money
 from services.payments.stripe import StripeGateway
 from services.storage.sqlite import SQLiteStorage
 from tests.standins.stripe import StripeStandin
-from tests.support.days import next_winter_day
+from tests.support.fares import winter_trip
 from tests.support.workers import JobWorkers
 from tests.test_bookings import RecordingNotifier, cancel_url, success_url, traveller
 from tests.test_reminders import trip
@@ -75,13 +73,7 @@ class Rig:
         places = PlaceIndex.default()
         provider = DemoProvider(places=places)
         try:
-            [offer, *_] = await provider.search(
-                SearchQuery(
-                    origin=places.airport_location("LIS"),
-                    destination=places.airport_location("FRA"),
-                    departure=next_winter_day(today_anywhere()),
-                )
-            )
+            [offer, *_] = await provider.search(winter_trip(places))
         finally:
             await provider.close()
         booking, session = await self.shop.start_checkout(TRAVELLER_ID, offer, (traveller(),))
@@ -260,11 +252,7 @@ def reminders_of(rig: Rig) -> list[str]:
 async def test_a_price_alert_that_is_met_is_told_once_from_two_workers(rig: Rig) -> None:
     await rig.storage.upsert_profile(TRAVELLER_ID, first_name="Ana")
     places = PlaceIndex.default()
-    query = SearchQuery(
-        origin=places.airport_location("LIS"),
-        destination=places.airport_location("FRA"),
-        departure=next_winter_day(today_anywhere()),
-    )
+    query = winter_trip(places)
     # A target no demo fare is above: the first check that runs meets it.
     alert = NewPriceAlert.watching(
         TRAVELLER_ID,

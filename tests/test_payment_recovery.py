@@ -34,9 +34,7 @@ from services.flights.places import PlaceIndex
 from services.models import (
     BookingStatus,
     Itinerary,
-    SearchQuery,
     Traveller,
-    today_anywhere,
     utcnow,
 )
 from services.money import Money
@@ -45,7 +43,7 @@ from services.storage.base import Storage
 from tests import test_bookings as _bookings
 from tests.standins.duffel import DuffelStandIn
 from tests.standins.kiwi import KiwiStandIn
-from tests.support.days import next_winter_day
+from tests.support.fares import winter_trip
 from tests.support.supabase_stack import StorageFactory
 from tests.test_bookings import USER, World, cancel_url, success_url, traveller
 
@@ -228,13 +226,7 @@ async def test_a_worker_gone_mid_ticketing_is_ticketed_once_by_two_sweeping_work
         DuffelProvider(duffel.token, base_url=duffel.base_url, backoff=0.01) for _ in range(3)
     ]
     try:
-        [offer, *_] = await providers[0].search(
-            SearchQuery(
-                origin=places.airport_location("LIS"),
-                destination=places.airport_location("FRA"),
-                departure=next_winter_day(today_anywhere()),
-            )
-        )
+        [offer, *_] = await providers[0].search(winter_trip(places))
         dying = world.make_service(provider=providers[0])
         booking, session = await dying.start_checkout(USER, offer, (duffel_traveller(),))
         assert booking.provider_order_id  # held at Pay, not paid yet
@@ -283,13 +275,7 @@ async def test_a_slow_ticketing_keeps_its_lease_and_is_not_taken_over(
     await tequila.start()
     kiwis = [KiwiProvider(tequila.api_key, base_url=tequila.base_url, places=places) for _ in "ab"]
     try:
-        [offer, *_] = await kiwis[0].search(
-            SearchQuery(
-                origin=places.airport_location("LIS"),
-                destination=places.airport_location("FRA"),
-                departure=next_winter_day(today_anywhere()),
-            )
-        )
+        [offer, *_] = await kiwis[0].search(winter_trip(places))
         slow = world.make_service(provider=kiwis[0], stuck_after=lease)
         booking, session = await slow.start_checkout(USER, offer, (traveller(),))
         assert len(tequila.saved_bookings) == 1  # saved at Pay; ticketing pays it
@@ -455,13 +441,7 @@ async def test_a_kiwi_total_above_the_fare_stops_before_the_booking_is_saved_or_
     await tequila.start()
     kiwi = KiwiProvider(tequila.api_key, base_url=tequila.base_url, places=places)
     try:
-        [offer, *_] = await kiwi.search(
-            SearchQuery(
-                origin=places.airport_location("LIS"),
-                destination=places.airport_location("FRA"),
-                departure=next_winter_day(today_anywhere()),
-            )
-        )
+        [offer, *_] = await kiwi.search(winter_trip(places))
         service = world.make_service(provider=kiwi)
         tequila.check_mode = "price_change"  # the airline's final total is 12% higher
         with pytest.raises(BookingError) as refused:
@@ -590,13 +570,7 @@ async def test_an_airline_cancellation_whose_refund_failed_is_refunded_by_the_ne
     await server.start_server()
     duffel.webhook_url = str(server.make_url("/duffel/webhook"))
     try:
-        [offer, *_] = await provider.search(
-            SearchQuery(
-                origin=places.airport_location("LIS"),
-                destination=places.airport_location("FRA"),
-                departure=next_winter_day(today_anywhere()),
-            )
-        )
+        [offer, *_] = await provider.search(winter_trip(places))
         booking, session = await service.start_checkout(USER, offer, (duffel_traveller(),))
         async with webhook_for(world, service) as stripe_webhook:
             await world.stripe.deliver(stripe_webhook, world.stripe.complete_session(session.id))

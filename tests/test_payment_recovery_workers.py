@@ -28,7 +28,7 @@ from services.flights.base import FlightProvider
 from services.flights.duffel import DuffelProvider
 from services.flights.kiwi import KiwiProvider
 from services.flights.places import PlaceIndex
-from services.models import Booking, BookingStatus, SearchQuery, Traveller, today_anywhere
+from services.models import Booking, BookingStatus, Traveller
 from services.payments.stripe import StripeGateway
 from services.storage.base import Storage
 from services.storage.sealing import Sealer
@@ -37,7 +37,7 @@ from services.storage.supabase import SupabaseStorage
 from tests.standins.duffel import DuffelStandIn
 from tests.standins.kiwi import KiwiStandIn
 from tests.standins.stripe import StripeStandin
-from tests.support.days import next_winter_day
+from tests.support.fares import winter_trip
 from tests.support.supabase_stack import SupabaseStack
 from tests.test_bookings import RecordingNotifier, cancel_url, success_url, traveller
 from tests.test_workers import Worker, WorkerEnv, sandbox_token
@@ -183,13 +183,7 @@ async def paid_on_a_killed_worker(rig: Rig, held: str) -> Booking:
     """Book a fare (its provider order is made at Pay), pay it to worker A, and SIGKILL A while
     the provider's stand-in holds ``held``."""
     places = PlaceIndex.default()
-    [offer, *_] = await rig.flights.search(
-        SearchQuery(
-            origin=places.airport_location("LIS"),
-            destination=places.airport_location("FRA"),
-            departure=next_winter_day(today_anywhere()),
-        )
-    )
+    [offer, *_] = await rig.flights.search(winter_trip(places))
     passenger: Traveller = traveller()
     if isinstance(rig.flights, DuffelProvider):  # Duffel's orders need a phone number
         passenger = passenger.model_copy(update={"phone": "+351 912 345 678"})

@@ -12,8 +12,10 @@ from typing import Any
 
 from services.flights.base import ProviderUnavailableError
 from services.flights.demo import DemoProvider
-from services.models import Itinerary, SearchQuery
+from services.flights.places import PlaceIndex
+from services.models import Itinerary, SearchQuery, today_anywhere
 from services.money import Money
+from tests.support.days import next_winter_day
 
 
 class ScriptedFares(DemoProvider):
@@ -43,3 +45,13 @@ class ScriptedFares(DemoProvider):
             )
             for itinerary in found
         ]
+
+
+def winter_trip(places: PlaceIndex) -> SearchQuery:
+    """Lisbon to Frankfurt on the next winter day: a route the demo fares and every provider
+    stand-in sell, away from the seasons' edges."""
+    return SearchQuery(
+        origin=places.airport_location("LIS"),
+        destination=places.airport_location("FRA"),
+        departure=next_winter_day(today_anywhere()),
+    )
