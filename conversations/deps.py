@@ -15,16 +15,13 @@ from services.flights.base import FlightProvider
 from services.flights.dates import local_today, zone_for_language
 from services.flights.places import PlaceIndex
 from services.flights.search import FlightSearchService
-from services.models import Location, today_anywhere, utcnow
+from services.models import MIN_TIME_BEFORE_DEPARTURE, Location, today_anywhere, utcnow
 from services.storage import Storage
 
 T = TypeVar("T")
 
 TYPING_AFTER = 0.3  # seconds of work before "typing…" is worth showing
 TYPING_EVERY = 4.5  # Telegram clears a chat action after about five seconds
-# Flights leaving sooner than this are not offered: nobody pays, checks in and reaches the gate
-# in less (and a provider will not ticket them).
-MIN_TIME_BEFORE_DEPARTURE = timedelta(hours=2)
 
 
 class ChatStates(Protocol):

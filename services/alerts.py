@@ -25,7 +25,13 @@ from services.flights.base import ProviderError
 from services.flights.dates import format_day
 from services.flights.search import FlightSearchService
 from services.messages import Button, Message, esc
-from services.models import Itinerary, SearchQuery, today_anywhere, utcnow
+from services.models import (
+    MIN_TIME_BEFORE_DEPARTURE,
+    Itinerary,
+    SearchQuery,
+    today_anywhere,
+    utcnow,
+)
 from services.money import Money
 from services.notify import Notifier
 from services.storage.base import Storage, StorageUnavailableError
@@ -37,8 +43,6 @@ RETRY_AFTER = timedelta(minutes=30)
 # Alerts read per run: many share a route or hit the cache, so reading is the cheap part (each
 # costs one or two SQL statements); the provider calls are what ``searches_per_run`` bounds.
 DUE_PER_RUN = 500
-# Flights leaving sooner than this are no deal to tell anyone about (as in the search flow).
-MIN_TIME_BEFORE_DEPARTURE = timedelta(hours=2)
 
 
 class AlertLimitError(Exception):
@@ -55,6 +59,22 @@ class _Found:
 
     cheapest: Money | None
     failed: bool = False
+
+
+def cheapest_fare(
+    itineraries: Iterable[Itinerary], now: datetime, query: SearchQuery
+) -> Money | None:
+    """The lowest fare an alert compares: bookable (leaving late enough, with the seats the
+    search asks for) and in the search's currency; the flow starts "when it drops" from it."""
+    seats = query.passengers.seats
+    prices = [
+        it.price
+        for it in itineraries
+        if it.departure > now + MIN_TIME_BEFORE_DEPARTURE
+        and (it.seats_left is None or it.seats_left >= seats)
+        and it.price.currency == query.currency
+    ]
+    return min(prices, key=lambda price: price.amount) if prices else None
 
 
 class Watched(NamedTuple):
@@ -181,7 +201,7 @@ class AlertService:
                 cached = await self._search.peek(query)
                 if cached is None:
                     continue  # out of provider calls this run: stays due, first in line next
-                found[key] = _Found(cheapest=self._cheapest(cached, now, query))
+                found[key] = _Found(cheapest=cheapest_fare(cached, now, query))
             claimed = await self._reschedule(alert, self._next_check(alert, now))
             if claimed is None:
                 continue  # another worker has it
@@ -206,23 +226,9 @@ class AlertService:
             # for the same route in this run either.
             log.info("price alerts: the provider refused a search; retrying later")
             return _Found(cheapest=None, failed=True), 1
-        return _Found(cheapest=self._cheapest(outcome.itineraries, now, query)), int(
+        return _Found(cheapest=cheapest_fare(outcome.itineraries, now, query)), int(
             not outcome.cached
         )
-
-    @staticmethod
-    def _cheapest(
-        itineraries: tuple[Itinerary, ...], now: datetime, query: SearchQuery
-    ) -> Money | None:
-        seats = query.passengers.seats
-        prices = [
-            it.price
-            for it in itineraries
-            if it.departure > now + MIN_TIME_BEFORE_DEPARTURE
-            and (it.seats_left is None or it.seats_left >= seats)
-            and it.price.currency == query.currency
-        ]
-        return min(prices, key=lambda price: price.amount) if prices else None
 
     def _next_check(self, alert: PriceAlert, now: datetime) -> datetime:
         """The interval, plus up to a tenth of it by the alert's id: alerts made together

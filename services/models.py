@@ -24,6 +24,9 @@ from pydantic import (
 from services.money import Money
 
 MAX_SEATS = 9
+# Flights leaving sooner than this are neither offered nor watched: nobody pays, checks in and
+# reaches the gate in less (and a provider will not ticket them).
+MIN_TIME_BEFORE_DEPARTURE = timedelta(hours=2)
 
 # "Anywhere on Earth": the last time zone to reach a date. A date is past only once it is past
 # everywhere, so a traveller in Honolulu is never told that today has gone.

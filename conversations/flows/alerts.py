@@ -19,7 +19,7 @@ from conversations.flow import Command, Extension, Flow
 from conversations.flows import search as search_flow
 from services import alerts as alert_texts
 from services.alert_models import AlertStatus, PriceAlert
-from services.alerts import AlertLimitError
+from services.alerts import AlertLimitError, cheapest_fare
 from services.flights.base import ProviderError
 from services.flights.dates import format_day
 from services.messages import Button, Message, Notice, esc
@@ -118,10 +118,11 @@ async def on_watch(deps: FlowDeps, conv: Conversation, event: Event, pressed: Pr
     try:
         # The results just shown: from the cache, so no provider call in the usual case.
         outcome = await deps.search.search(query, user_id=event.user.id, log=False)
-        fares = [it.price for it in outcome.itineraries if not deps.departs_too_soon(it.departure)]
     except ProviderError:
-        fares = []
-    lowest = min(fares, key=lambda price: price.amount) if fares else None
+        lowest = None
+    else:
+        # What the check will compare, or "when it drops" could start below any fare it sees.
+        lowest = cheapest_fare(outcome.itineraries, deps.clock(), query)
     conv = conv.model_copy(update={"alert": AlertDraft(lowest=lowest)})
     now = f" The cheapest fare now is <b>{lowest.format()}</b>." if lowest else ""
     text = (
